@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class AnnotationConfig(AppConfig):
+    default_auto_field = "django.db.models.BigAutoField"
+    name = "annotation"
+
+    def ready(self) -> None:
+        from . import signals  # noqa: F401  (connects the profile signal)

@@ -1,0 +1,97 @@
+"""Prompt/response import from JSON Lines.
+
+Each line: ``{"messages": [{role, content}, …] | "prompt": str, "responses": [str | {text,
+source, label}], "id": str?, "metadata": {}?, "kind": "compare"|"rank"|…?}``.
+"""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from django.db import transaction
+
+from .. import services
+from ..errors import ImportFileError
+from ..models import Project, Task, TaskResponse
+from ..services import PromptSpec, ResponseSpec
+from .files import json_lines
+
+ROLES = {"system", "user", "assistant", "tool"}
+
+
+def validate_messages(path: Path, line: int, messages: object) -> list[dict]:
+    """A non-empty list of ``{role, content}`` with known roles and string content."""
+    if not isinstance(messages, list) or not messages:
+        raise ImportFileError(path, line, "'messages' must be a non-empty list")
+    clean = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ImportFileError(path, line, f"message {i} must be an object")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise ImportFileError(path, line, f"message {i}: unknown role {role!r}")
+        if not isinstance(content, str):
+            raise ImportFileError(path, line, f"message {i}: 'content' must be a string")
+        clean.append({"role": role, "content": content})
+    return clean
+
+
+def _response(path: Path, line: int, index: int, item: object) -> ResponseSpec:
+    if isinstance(item, str):
+        return ResponseSpec(text=item)
+    if not isinstance(item, dict) or not isinstance(item.get("text"), str):
+        raise ImportFileError(path, line, f"response {index} must be a string or {{'text': str}}")
+    label = item.get("label", "")
+    if label not in TaskResponse.SourceLabel.values:
+        raise ImportFileError(path, line, f"response {index}: unknown label {label!r}")
+    return ResponseSpec(
+        text=item["text"],
+        source=str(item.get("source", ""))[:300],
+        label=label,
+        generation_params=item.get("generation_params") or {},
+    )
+
+
+def parse_record(path: Path, line: int, record: object) -> PromptSpec:
+    if not isinstance(record, dict):
+        raise ImportFileError(path, line, "each line must be a JSON object")
+    if "messages" in record:
+        messages = validate_messages(path, line, record["messages"])
+    elif isinstance(record.get("prompt"), str) and record["prompt"].strip():
+        messages = [{"role": "user", "content": record["prompt"]}]
+    else:
+        raise ImportFileError(path, line, "needs 'messages' or a non-empty 'prompt'")
+    raw = record.get("responses", [])
+    if not isinstance(raw, list):
+        raise ImportFileError(path, line, "'responses' must be a list")
+    responses = [_response(path, line, i, item) for i, item in enumerate(raw)]
+    kind = record.get("kind", "")
+    if kind and kind not in Task.Kind.values:
+        raise ImportFileError(path, line, f"unknown task kind {kind!r}")
+    spec = PromptSpec(
+        messages=messages,
+        responses=responses,
+        external_id=str(record.get("id", ""))[:200],
+        metadata=record.get("metadata") or {},
+        kind=kind,
+    )
+    needed = {"compare": 2, "rate": 1}.get(services.task_kind_for(spec))
+    if needed is not None and len(responses) != needed:
+        raise ImportFileError(path, line, f"a {kind} task needs exactly {needed} responses")
+    if services.task_kind_for(spec) == "rank" and not 3 <= len(responses) <= 8:
+        raise ImportFileError(path, line, "a rank task needs 3 to 8 responses")
+    return spec
+
+
+def parse_prompts_jsonl(path: str | Path) -> Iterator[PromptSpec]:
+    path = Path(path)
+    for line, record in json_lines(path):
+        yield parse_record(path, line, record)
+
+
+@transaction.atomic
+def import_prompts(*, project: Project, path: str | Path) -> int:
+    """Validate every line, then create prompts, responses and tasks; returns the task count."""
+    specs = list(parse_prompts_jsonl(path))
+    if not specs:
+        raise ImportFileError(path, None, "no records found")
+    return services.create_tasks(project=project, specs=specs)

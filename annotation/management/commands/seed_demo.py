@@ -1,0 +1,58 @@
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from ... import services
+from ...importers.hh_rlhf import import_hh_rlhf
+from ...importers.principles import import_principles
+from ...models import AnnotatorProfile, PrincipleSet, Project
+from ._base import ImportCommand
+
+DEMO_DATA = Path(__file__).resolve().parents[2] / "demo_data"
+Role = AnnotatorProfile.Role
+DEMO_USERS = [
+    ("admin", "admin-demo-pass", Role.ADMIN),
+    ("alice", "alice-demo-pass", Role.ANNOTATOR),
+    ("bob", "bob-demo-pass", Role.ANNOTATOR),
+]
+
+
+class Command(ImportCommand):
+    help = "Create a demo principle set, an HH-RLHF compare project and demo users (idempotent)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--limit", type=int, default=None, help="Only the first N HH pairs.")
+
+    @transaction.atomic
+    def run(self, *, limit, **_):
+        User = get_user_model()
+        for username, password, role in DEMO_USERS:
+            if not User.objects.filter(username=username).exists():
+                user = services.create_user(username=username, password=password, role=role)
+                if role == Role.ADMIN:
+                    user.is_superuser = user.is_staff = True
+                    user.save(update_fields=["is_superuser", "is_staff"])
+        principle_set = PrincipleSet.objects.filter(
+            name="demo-harmlessness", status="published"
+        ).first() or import_principles(path=DEMO_DATA / "principles.yaml", publish=True)
+        project = Project.objects.filter(slug="hh-harmless").first()
+        if project is None:
+            project = services.create_project(
+                name="HH-RLHF harmlessness (demo)",
+                slug="hh-harmless",
+                principle_set=principle_set,
+                description="Compare two assistant replies from Anthropic HH-RLHF harmless-base.",
+                guidelines="Pick the reply that better follows the principles. Mark, for each "
+                "principle, which reply it favours; say which principle decided.",
+                task_kinds=["compare"],
+                annotations_per_task=2,
+                both_bad_creates_demonstration=True,
+            )
+            count = import_hh_rlhf(
+                project=project, path=DEMO_DATA / "hh-rlhf-harmless-base-test.jsonl.gz", limit=limit
+            )
+            self.stdout.write(f"demo project {project.slug!r}: {count} compare tasks")
+        self.stdout.write("Logins (demo only — change them for anything real):")
+        for username, password, role in DEMO_USERS:
+            self.stdout.write(f"  {role:<10} {username} / {password}")

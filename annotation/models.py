@@ -1,0 +1,511 @@
+"""Annotation tables: principles, projects, prompts, responses, tasks, judgments, snapshots.
+
+Business flows live in ``services.py``; these classes hold tables, constraints and small
+properties only. Every ``choices`` field is also enforced by a database check constraint.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+def choices_check(
+    field: str, choices: type[models.TextChoices], name: str
+) -> models.CheckConstraint:
+    """A database check constraint that keeps ``field`` inside its ``choices``."""
+    return models.CheckConstraint(condition=Q(**{f"{field}__in": choices.values}), name=name)
+
+
+class AnnotatorProfileKind(models.TextChoices):
+    HUMAN = "human", "Human"
+    MODEL = "model", "Model"
+
+
+class AnnotatorProfileRole(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    MANAGER = "manager", "Manager"
+    ANNOTATOR = "annotator", "Annotator"
+    VIEWER = "viewer", "Viewer"
+
+
+class AnnotatorProfile(models.Model):
+    """Every user has one. Algorithmic annotators (reward models, LLM judges) are users too."""
+
+    Kind = AnnotatorProfileKind
+    Role = AnnotatorProfileRole
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="profile"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.HUMAN)
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.ANNOTATOR)
+    # For kind=model: what scored ("model:<name>@<version>", "external:<label>", ...).
+    model_ref = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            choices_check("kind", AnnotatorProfileKind, "annotatorprofile_kind_valid"),
+            choices_check("role", AnnotatorProfileRole, "annotatorprofile_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user.username} ({self.kind}, {self.role})"
+
+
+class PrincipleSetStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    PUBLISHED = "published", "Published"
+
+
+class PrincipleSet(models.Model):
+    """A versioned constitution / model spec. Published versions are immutable."""
+
+    Status = PrincipleSetStatus
+    name = models.CharField(max_length=200)
+    version = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    description = models.TextField(blank=True)
+    source = models.CharField(max_length=300, blank=True, help_text="Where the text came from.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="principleset_name_version"),
+            choices_check("status", PrincipleSetStatus, "principleset_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status="draft") | Q(published_at__isnull=False),
+                name="principleset_published_has_date",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def is_published(self) -> bool:
+        return self.status == self.Status.PUBLISHED
+
+
+class PrincipleKind(models.TextChoices):
+    RULE = "rule", "Rule"
+    GUIDELINE = "guideline", "Guideline"
+    DEFAULT = "default", "Default"
+
+
+class PrincipleAuthority(models.TextChoices):
+    """Precedence tiers, highest first (OpenAI Model Spec chain of command)."""
+
+    PLATFORM = "platform", "Platform"
+    ROOT = "root", "Root"
+    SYSTEM = "system", "System"
+    DEVELOPER = "developer", "Developer"
+    USER = "user", "User"
+    GUIDELINE = "guideline", "Guideline"
+
+
+class Principle(models.Model):
+    """One clause of a principle set, with a key that stays stable across versions."""
+
+    Kind = PrincipleKind
+    Authority = PrincipleAuthority
+    principle_set = models.ForeignKey(
+        PrincipleSet, on_delete=models.CASCADE, related_name="principles"
+    )
+    key = models.SlugField(max_length=120)
+    title = models.CharField(max_length=300)
+    text = models.TextField(blank=True)
+    section = models.CharField(max_length=300, blank=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.GUIDELINE)
+    authority = models.CharField(max_length=10, choices=Authority.choices, default=Authority.USER)
+    # Declared precedence: a lower number is a higher priority; None = no declared order.
+    declared_priority = models.PositiveIntegerField(null=True, blank=True)
+    # Order in the source document (0-based): external files refer to principles by it.
+    position = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["principle_set", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["principle_set", "key"], name="principle_set_key"),
+            models.UniqueConstraint(
+                fields=["principle_set", "position"], name="principle_set_position"
+            ),
+            choices_check("kind", PrincipleKind, "principle_kind_valid"),
+            choices_check("authority", PrincipleAuthority, "principle_authority_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.authority})"
+
+
+class ProjectTaskKind(models.TextChoices):
+    COMPARE = "compare", "Compare two responses"
+    RANK = "rank", "Rank K responses"
+    DEMONSTRATE = "demonstrate", "Write a demonstration"
+    RATE = "rate", "Rate one response"
+
+
+class Project(models.Model):
+    """One annotation campaign over a fixed principle-set version."""
+
+    TaskKind = ProjectTaskKind
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    guidelines = models.TextField(blank=True, help_text="Markdown instructions for annotators.")
+    principle_set = models.ForeignKey(
+        PrincipleSet, on_delete=models.PROTECT, related_name="projects"
+    )
+    task_kinds = models.JSONField(default=list, help_text="Task kinds this project uses.")
+    annotations_per_task = models.PositiveSmallIntegerField(default=1)
+    lease_seconds = models.PositiveIntegerField(default=15 * 60)
+    randomize_positions = models.BooleanField(default=True)
+    gold_ratio = models.FloatField(default=0.0)
+    both_bad_creates_demonstration = models.BooleanField(default=False)
+    edit_window_seconds = models.PositiveIntegerField(default=10 * 60)
+    is_active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Cached counts, refreshed by a Celery task.
+    task_count = models.PositiveIntegerField(default=0)
+    judgment_count = models.PositiveIntegerField(default=0)
+    completed_task_count = models.PositiveIntegerField(default=0)
+    counts_refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(annotations_per_task__gte=1), name="project_overlap_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(gold_ratio__gte=0) & Q(gold_ratio__lte=1),
+                name="project_gold_ratio_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(lease_seconds__gte=1), name="project_lease_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(models.Model):
+    """A conversation (``messages=[{role, content}, …]``) awaiting responses."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    messages = models.JSONField()
+    metadata = models.JSONField(default=dict, blank=True)
+    # Identity in the imported source: e.g. the 0-based line of an HH-RLHF file.
+    external_id = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "external_id"],
+                condition=~Q(external_id=""),
+                name="prompt_project_external_id",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Prompt {self.pk}"
+
+
+class Response(models.Model):
+    """One candidate answer to a prompt. ``source`` is never shown to annotators."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    text = models.TextField()
+    # "human:<id>", "model:<name>@<version>" or "external:<label>".
+    source = models.CharField(max_length=300, blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        help_text="The annotator who wrote it, if any (they never judge it).",
+    )
+    generation_params = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"Response {self.pk}"
+
+
+class Task(models.Model):
+    """A unit of annotation work over one prompt and its ordered responses."""
+
+    Kind = Project.TaskKind
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="tasks")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    responses = models.ManyToManyField(Response, through="TaskResponse", related_name="tasks")
+    is_gold = models.BooleanField(default=False)
+    # For gold tasks: {"ordering": [[response_id, ...], ...], "decisive": [principle_key, ...]}.
+    gold_answer = models.JSONField(null=True, blank=True)
+    # A demonstrate task created from a both-bad verdict points at that judgment.
+    origin_judgment = models.ForeignKey(
+        "Judgment", null=True, blank=True, on_delete=models.SET_NULL, related_name="follow_ups"
+    )
+    # Denormalized for the assignment engine: submitted judgments so far.
+    submitted_count = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "submitted_count", "id"])]
+        constraints = [choices_check("kind", Project.TaskKind, "task_kind_valid")]
+
+    def __str__(self) -> str:
+        return f"Task {self.pk} ({self.kind})"
+
+
+class TaskResponseSourceLabel(models.TextChoices):
+    NONE = "", "None"
+    CHOSEN = "chosen", "Chosen"
+    REJECTED = "rejected", "Rejected"
+
+
+class TaskResponse(models.Model):
+    """A response's canonical place in a task; ``source_label`` keeps an imported verdict."""
+
+    SourceLabel = TaskResponseSourceLabel
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="task_responses")
+    response = models.ForeignKey(Response, on_delete=models.CASCADE)
+    position = models.PositiveSmallIntegerField()
+    source_label = models.CharField(
+        max_length=10, choices=SourceLabel.choices, default=SourceLabel.NONE, blank=True
+    )
+
+    class Meta:
+        ordering = ["task", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "position"], name="taskresponse_position"),
+            models.UniqueConstraint(fields=["task", "response"], name="taskresponse_response"),
+            choices_check(
+                "source_label", TaskResponseSourceLabel, "taskresponse_source_label_valid"
+            ),
+        ]
+
+
+class AssignmentState(models.TextChoices):
+    LEASED = "leased", "Leased"
+    SUBMITTED = "submitted", "Submitted"
+    SKIPPED = "skipped", "Skipped"
+    EXPIRED = "expired", "Expired"
+
+
+class Assignment(models.Model):
+    """A task leased to one annotator, with the response order that annotator saw."""
+
+    State = AssignmentState
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.LEASED)
+    display_order = models.JSONField(help_text="Response ids in the order shown.")
+    leased_at = models.DateTimeField()
+    leased_until = models.DateTimeField()
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    skip_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["annotator", "state"]),
+            models.Index(fields=["state", "leased_until"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "annotator"], name="assignment_task_annotator"),
+            choices_check("state", AssignmentState, "assignment_state_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Assignment {self.pk} ({self.state})"
+
+
+class JudgmentStrength(models.IntegerChoices):
+    NONE = 0, "No preference"
+    SLIGHTLY = 1, "Slightly better"
+    CLEARLY = 2, "Clearly better"
+    MUCH = 3, "Much better"
+
+
+class Judgment(models.Model):
+    """An annotator's verdict on a task: ordering with ties, strength, both-bad, principles."""
+
+    Strength = JudgmentStrength
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="judgments")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="judgments"
+    )
+    assignment = models.OneToOneField(
+        Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="judgment"
+    )
+    # Buckets of response ids, best first; responses in one bucket are tied.
+    ordering = models.JSONField()
+    strength = models.PositiveSmallIntegerField(choices=Strength.choices, default=Strength.NONE)
+    both_bad = models.BooleanField(default=False)
+    rationale = models.TextField(blank=True)
+    confidence = models.PositiveSmallIntegerField(null=True, blank=True)
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    decisive_principles = models.ManyToManyField(Principle, blank=True, related_name="decisive_in")
+    # "No principle decided this: my own judgment."
+    discretion = models.BooleanField(default=False)
+    discretion_note = models.TextField(blank=True)
+    idempotency_key = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    origin = models.CharField(max_length=60, default="ui", help_text="ui, api or import:<fmt>")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["annotator", "created_at"])]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "annotator"], name="judgment_task_annotator"),
+            models.CheckConstraint(
+                condition=Q(strength__gte=0) & Q(strength__lte=3), name="judgment_strength_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(confidence__isnull=True)
+                | (Q(confidence__gte=1) & Q(confidence__lte=5)),
+                name="judgment_confidence_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Judgment {self.pk}"
+
+
+class PrincipleVerdictVerdict(models.TextChoices):
+    PREFERS = "prefers", "Prefers a response"
+    TIE = "tie", "Tie"
+    NOT_APPLICABLE = "not_applicable", "Not applicable"
+
+
+class PrincipleVerdict(models.Model):
+    """Which response a principle favours in one judgment (position-independent)."""
+
+    Verdict = PrincipleVerdictVerdict
+    judgment = models.ForeignKey(Judgment, on_delete=models.CASCADE, related_name="verdicts")
+    principle = models.ForeignKey(Principle, on_delete=models.CASCADE, related_name="verdicts")
+    verdict = models.CharField(max_length=16, choices=Verdict.choices)
+    preferred_response = models.ForeignKey(
+        Response, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    # Raw scores from an algorithmic oracle (e.g. {"A": .7, "B": .2, "NA": .1}).
+    scores = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["judgment", "principle"], name="verdict_once"),
+            choices_check("verdict", PrincipleVerdictVerdict, "verdict_valid"),
+            models.CheckConstraint(
+                condition=(Q(verdict="prefers") & Q(preferred_response__isnull=False))
+                | (~Q(verdict="prefers") & Q(preferred_response__isnull=True)),
+                name="verdict_prefers_names_response",
+            ),
+        ]
+
+
+class Demonstration(models.Model):
+    """An SFT answer written, or edited from a response, by an annotator."""
+
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="demonstrations")
+    task = models.ForeignKey(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="demonstrations"
+    )
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="demonstrations"
+    )
+    text = models.TextField()
+    based_on = models.ForeignKey(
+        Response, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    cited_principles = models.ManyToManyField(Principle, blank=True, related_name="cited_in")
+    idempotency_key = models.CharField(max_length=100, null=True, blank=True, unique=True)
+    time_spent_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class DatasetSnapshotKind(models.TextChoices):
+    PREFERENCE = "preference", "Preference pairs"
+    SFT = "sft", "SFT messages"
+    KTO = "kto", "KTO unpaired"
+    RANKING = "ranking", "K-way rankings"
+    RAW = "raw", "Raw judgments"
+
+
+class DatasetSnapshotFormat(models.TextChoices):
+    JSONL = "jsonl", "JSON Lines"
+    PARQUET = "parquet", "Parquet"
+
+
+class DatasetSnapshotStatus(models.TextChoices):
+    BUILDING = "building", "Building"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class DatasetSnapshot(models.Model):
+    """A frozen, content-hashed export with its filters and the discretion of its rows."""
+
+    Kind = DatasetSnapshotKind
+    Format = DatasetSnapshotFormat
+    Status = DatasetSnapshotStatus
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="snapshots")
+    principle_set = models.ForeignKey(PrincipleSet, on_delete=models.PROTECT)
+    name = models.CharField(max_length=200, blank=True)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    format = models.CharField(max_length=8, choices=Format.choices, default=Format.JSONL)
+    filters = models.JSONField(default=dict, blank=True)
+    aggregation = models.CharField(max_length=20, default="raw")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.BUILDING)
+    progress = models.FloatField(default=0.0)
+    row_count = models.PositiveIntegerField(default=0)
+    sha256 = models.CharField(max_length=64, blank=True)
+    size_bytes = models.BigIntegerField(default=0)
+    artifact_path = models.CharField(max_length=500, blank=True)
+    per_annotator_counts = models.JSONField(default=dict, blank=True)
+    discretion_summary = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            choices_check("kind", DatasetSnapshotKind, "snapshot_kind_valid"),
+            choices_check("format", DatasetSnapshotFormat, "snapshot_format_valid"),
+            choices_check("status", DatasetSnapshotStatus, "snapshot_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Snapshot {self.pk} ({self.kind})"

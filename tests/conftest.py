@@ -1,0 +1,83 @@
+"""Shared fixtures: users by role, a published principle set and a small compare project."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+SHARED_DATA = (
+    __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
+
+
+@pytest.fixture
+def make_user(db):
+    """``make_user("alice", role="annotator")`` → a user with that profile role."""
+    from annotation import services
+
+    def make(username: str, role: str = "annotator", password: str = "pw-for-tests-1"):
+        return services.create_user(username=username, password=password, role=role)
+
+    return make
+
+
+@pytest.fixture
+def admin_user(make_user):
+    user = make_user("admin-user", role="admin")
+    user.is_superuser = True
+    user.save(update_fields=["is_superuser"])
+    return user
+
+
+@pytest.fixture
+def annotator(make_user):
+    return make_user("annotator-1")
+
+
+@pytest.fixture
+def principle_set(db):
+    from annotation import services
+    from annotation.services import PrincipleSpec
+
+    return services.create_principle_set(
+        name="test-principles",
+        principles=[
+            PrincipleSpec(key="harmless", title="Be harmless", authority="root"),
+            PrincipleSpec(key="honest", title="Be honest", authority="user"),
+            PrincipleSpec(key="helpful", title="Be helpful", authority="guideline"),
+        ],
+        publish=True,
+    )
+
+
+@pytest.fixture
+def project(principle_set):
+    from annotation import services
+
+    return services.create_project(
+        name="Test project", slug="test-project", principle_set=principle_set,
+        task_kinds=["compare"],
+    )
+
+
+@pytest.fixture
+def compare_tasks(project):
+    """Ten compare tasks in ``project``."""
+    from annotation import services
+    from annotation.services import PromptSpec, ResponseSpec
+
+    services.create_tasks(
+        project=project,
+        specs=[
+            PromptSpec(
+                messages=[{"role": "user", "content": f"Question {i}?"}],
+                responses=[ResponseSpec(f"Answer A{i}", "model:a@1"),
+                           ResponseSpec(f"Answer B{i}", "model:b@1")],
+                external_id=str(i),
+            )
+            for i in range(10)
+        ],
+    )
+    return list(project.tasks.order_by("id"))

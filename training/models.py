@@ -1,0 +1,104 @@
+"""Training runs and their metric series."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from annotation.models import DatasetSnapshot, choices_check
+from models_registry.models import ModelVersion
+
+
+class TrainingRunKind(models.TextChoices):
+    REWARD = "reward", "Reward model"
+    SFT = "sft", "SFT"
+    DPO = "dpo", "DPO"
+    PPO = "ppo", "PPO"
+    GRPO = "grpo", "GRPO"
+
+
+class TrainingRunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class TrainingRunQueue(models.TextChoices):
+    CPU = "cpu", "CPU"
+    GPU = "gpu", "GPU"
+
+
+class TrainingRun(models.Model):
+    """One reward/SFT/DPO/PPO/GRPO job executed by a Celery worker."""
+
+    Kind = TrainingRunKind
+    Status = TrainingRunStatus
+    Queue = TrainingRunQueue
+    name = models.CharField(max_length=200, blank=True)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    queue = models.CharField(max_length=4, choices=Queue.choices, default=Queue.CPU)
+    config = models.JSONField(default=dict, help_text="Validated, defaults filled in.")
+    snapshot = models.ForeignKey(
+        DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
+    )
+    # A hub id, a local path or "builtin:tiny"; or a registered version in base_model_version.
+    base_model = models.CharField(max_length=500, blank=True)
+    base_model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reward_model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    output_model_version = models.OneToOneField(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="training_run"
+    )
+    progress = models.FloatField(default=0.0)
+    current_step = models.PositiveIntegerField(default=0)
+    max_steps = models.PositiveIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    celery_task_id = models.CharField(max_length=100, blank=True)
+    checkpoint_dir = models.CharField(max_length=500, blank=True)
+    eval_metrics = models.JSONField(default=dict, blank=True)
+    log_tail = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            choices_check("kind", TrainingRunKind, "trainingrun_kind_valid"),
+            choices_check("status", TrainingRunStatus, "trainingrun_status_valid"),
+            choices_check("queue", TrainingRunQueue, "trainingrun_queue_valid"),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0) & Q(progress__lte=1), name="trainingrun_progress_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} ({self.kind}, {self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED}
+
+
+class RunMetric(models.Model):
+    """One logged scalar of a run at a step (loss, accuracy, reward, kl, ...)."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="metrics")
+    step = models.PositiveIntegerField()
+    name = models.CharField(max_length=120)
+    value = models.FloatField()
+    logged_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "name", "step"]
+        indexes = [models.Index(fields=["run", "name", "step"])]
