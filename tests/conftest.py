@@ -7,9 +7,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-SHARED_DATA = (
-    __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"
-)
+SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture
@@ -57,7 +55,9 @@ def project(principle_set):
     from annotation import services
 
     return services.create_project(
-        name="Test project", slug="test-project", principle_set=principle_set,
+        name="Test project",
+        slug="test-project",
+        principle_set=principle_set,
         task_kinds=["compare"],
     )
 
@@ -73,8 +73,10 @@ def compare_tasks(project):
         specs=[
             PromptSpec(
                 messages=[{"role": "user", "content": f"Question {i}?"}],
-                responses=[ResponseSpec(f"Answer A{i}", "model:a@1"),
-                           ResponseSpec(f"Answer B{i}", "model:b@1")],
+                responses=[
+                    ResponseSpec(f"Answer A{i}", "model:a@1"),
+                    ResponseSpec(f"Answer B{i}", "model:b@1"),
+                ],
                 external_id=str(i),
             )
             for i in range(10)

@@ -39,8 +39,13 @@ def test_model_spec_2025_12_18_yields_every_tagged_heading_with_its_tier():
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("release", "count", "top_tier"),
-    [("2025-02-12", 51, "platform"), ("2025-04-11", 51, "platform"),
-     ("2025-09-12", 57, "root"), ("2025-10-27", 58, "root"), ("2025-12-18", 59, "root")],
+    [
+        ("2025-02-12", 51, "platform"),
+        ("2025-04-11", 51, "platform"),
+        ("2025-09-12", 57, "root"),
+        ("2025-10-27", 58, "root"),
+        ("2025-12-18", 59, "root"),
+    ],
 )
 def test_every_model_spec_release_imports(release, count, top_tier):
     principle_set = import_principles(path=MODEL_SPEC / f"model_spec_{release}.md")
@@ -80,7 +85,7 @@ def test_yaml_principles_and_publish_via_command(tmp_path):
 def test_yaml_with_bad_authority_names_the_principle_and_writes_nothing(tmp_path):
     path = tmp_path / "set.yaml"
     path.write_text("- {key: ok, title: Ok}\n- {key: bad, title: Bad, authority: emperor}\n")
-    with pytest.raises(ImportFileError, match="bad.*emperor"):
+    with pytest.raises(ImportFileError, match=r"bad.*emperor"):
         import_principles(path=path)
     assert not Principle.objects.exists()
 
@@ -92,10 +97,16 @@ def _jsonl(path, records):
 
 @pytest.mark.django_db
 def test_jsonl_prompts_create_compare_and_rank_tasks(project, tmp_path):
-    path = _jsonl(tmp_path / "p.jsonl", [
-        {"messages": [{"role": "user", "content": "hi"}], "responses": ["a", "b"], "id": "x1"},
-        {"prompt": "rank these", "responses": [{"text": t, "source": "model:m@1"} for t in "abcd"]},
-    ])
+    path = _jsonl(
+        tmp_path / "p.jsonl",
+        [
+            {"messages": [{"role": "user", "content": "hi"}], "responses": ["a", "b"], "id": "x1"},
+            {
+                "prompt": "rank these",
+                "responses": [{"text": t, "source": "model:m@1"} for t in "abcd"],
+            },
+        ],
+    )
     assert import_prompts(project=project, path=path) == 2
     kinds = list(Task.objects.order_by("id").values_list("kind", flat=True))
     assert kinds == ["compare", "rank"]
@@ -108,10 +119,11 @@ def test_jsonl_prompts_create_compare_and_rank_tasks(project, tmp_path):
     ("bad_line", "message"),
     [
         ("{not json", "invalid JSON"),
-        (json.dumps({"messages": [{"role": "robot", "content": "x"}], "responses": ["a", "b"]}),
-         "unknown role"),
-        (json.dumps({"prompt": "x", "responses": ["a", "b", "c"], "kind": "compare"}),
-         "exactly 2"),
+        (
+            json.dumps({"messages": [{"role": "robot", "content": "x"}], "responses": ["a", "b"]}),
+            "unknown role",
+        ),
+        (json.dumps({"prompt": "x", "responses": ["a", "b", "c"], "kind": "compare"}), "exactly 2"),
         (json.dumps({"responses": ["a", "b"]}), "needs 'messages'"),
     ],
 )
@@ -148,7 +160,10 @@ def test_hh_rlhf_import_yields_2312_compare_tasks_with_chosen_remembered(project
     with gzip.open(HH, "rt") as handle:
         first = json.loads(handle.readline())
     prompt = Prompt.objects.get(project=project, external_id="0")
-    assert prompt.messages[0] == {"role": "user", "content": "what are some pranks with a pen i can do?"}
+    assert prompt.messages[0] == {
+        "role": "user",
+        "content": "what are some pranks with a pen i can do?",
+    }
     assert prompt.messages[-1]["role"] == "user"
     chosen = TaskResponse.objects.get(task__prompt=prompt, source_label="chosen").response
     assert first["chosen"].endswith(chosen.text)
@@ -157,7 +172,10 @@ def test_hh_rlhf_import_yields_2312_compare_tasks_with_chosen_remembered(project
 
 @pytest.mark.django_db
 def test_hh_rlhf_bad_line_aborts_whole_import(project, tmp_path):
-    good = {"chosen": "\n\nHuman: q\n\nAssistant: good", "rejected": "\n\nHuman: q\n\nAssistant: bad"}
+    good = {
+        "chosen": "\n\nHuman: q\n\nAssistant: good",
+        "rejected": "\n\nHuman: q\n\nAssistant: bad",
+    }
     path = tmp_path / "hh.jsonl.gz"
     with gzip.open(path, "wt") as handle:
         for record in [good, good, {"chosen": "\n\nHuman: only a question"}]:

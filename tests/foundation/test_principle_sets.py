@@ -13,8 +13,10 @@ from annotation.services import PrincipleSpec
 def draft(db):
     return services.create_principle_set(
         name="constitution",
-        principles=[PrincipleSpec(key="a", title="A", authority="root"),
-                    PrincipleSpec(key="b", title="B")],
+        principles=[
+            PrincipleSpec(key="a", title="A", authority="root"),
+            PrincipleSpec(key="b", title="B"),
+        ],
     )
 
 
@@ -42,7 +44,10 @@ def test_fork_creates_next_version_with_parent_and_same_keys(draft):
     published = services.publish_principle_set(principle_set=draft)
     fork = services.fork_principle_set(principle_set=published)
     assert (fork.name, fork.version, fork.status, fork.parent_id) == (
-        "constitution", 2, "draft", published.pk,
+        "constitution",
+        2,
+        "draft",
+        published.pk,
     )
     assert list(fork.principles.values_list("key", "authority", "position")) == list(
         published.principles.values_list("key", "authority", "position")

@@ -18,7 +18,9 @@ def _roundtrip(project, broker_url):
         with app.connection_for_write(broker_url) as connection:
             refresh_project_counts.apply_async((project.pk,), connection=connection, queue="cpu")
         refreshed = wait_for(
-            lambda: Project.objects.filter(pk=project.pk, counts_refreshed_at__isnull=False).first(),
+            lambda: Project.objects.filter(
+                pk=project.pk, counts_refreshed_at__isnull=False
+            ).first(),
             timeout=90,
         )
     except AssertionError as exc:
