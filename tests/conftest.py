@@ -10,6 +10,15 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def isolated_artifacts(tmp_path_factory, settings, monkeypatch):
+    """Each test writes artifacts under its own folder (workers it starts inherit the env)."""
+    root = tmp_path_factory.mktemp("artifacts")
+    settings.ARTIFACT_ROOT = root
+    monkeypatch.setenv("ARTIFACT_ROOT", str(root))
+    return root
+
+
 @pytest.fixture
 def make_user(db):
     """``make_user("alice", role="annotator")`` → a user with that profile role."""

@@ -39,6 +39,8 @@ class TrainingRun(models.Model):
     kind = models.CharField(max_length=8, choices=Kind.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     queue = models.CharField(max_length=4, choices=Queue.choices, default=Queue.CPU)
+    # > 1: the worker spawns torchrun with this many processes (DDP / DeepSpeed / FSDP).
+    num_processes = models.PositiveSmallIntegerField(default=1)
     config = models.JSONField(default=dict, help_text="Validated, defaults filled in.")
     snapshot = models.ForeignKey(
         DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
@@ -60,6 +62,10 @@ class TrainingRun(models.Model):
     cancel_requested = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=0)
     celery_task_id = models.CharField(max_length=100, blank=True)
+    # Which worker holds the run, and when it last reported: a restarted worker, or a stale
+    # heartbeat, means the holder died and the run is re-queued to resume from its checkpoint.
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     checkpoint_dir = models.CharField(max_length=500, blank=True)
     eval_metrics = models.JSONField(default=dict, blank=True)
     log_tail = models.TextField(blank=True)
@@ -79,6 +85,9 @@ class TrainingRun(models.Model):
             choices_check("queue", TrainingRunQueue, "trainingrun_queue_valid"),
             models.CheckConstraint(
                 condition=Q(progress__gte=0) & Q(progress__lte=1), name="trainingrun_progress_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(num_processes__gte=1), name="trainingrun_processes_positive"
             ),
         ]
 

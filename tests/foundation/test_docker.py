@@ -70,6 +70,7 @@ def test_entrypoint_web_migrates_and_serves_in_production_mode(tmp_path: Path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
 
     def login_page():

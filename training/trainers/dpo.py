@@ -1,0 +1,83 @@
+"""Direct preference optimisation (TRL DPOTrainer), including robust DPO for noisy labels."""
+
+from __future__ import annotations
+
+from datasets import Dataset
+
+from training.trainers.common import (
+    Row,
+    RunContext,
+    TrainingResult,
+    completion_text,
+    load_causal_lm,
+    load_tokenizer,
+    render_prompt,
+    sequence_limit,
+    split_rows,
+    trl_arguments,
+)
+from training.trainers.config import DPOConfig
+
+
+def dpo_dataset(tokenizer, rows: list[Row]) -> Dataset:
+    """Text ``prompt``/``chosen``/``rejected`` (chat prompts rendered with the template)."""
+    return Dataset.from_list(
+        [
+            {
+                "prompt": render_prompt(tokenizer, row.get("prompt", "")),
+                "chosen": completion_text(row["chosen"]),
+                "rejected": completion_text(row["rejected"]),
+            }
+            for row in rows
+        ]
+    )
+
+
+def run(config: DPOConfig, ctx: RunContext) -> TrainingResult:
+    """Train on ``data['rows']`` preference pairs against ``data['reference_model']`` or the base.
+
+    The reference is loaded from a saved directory (never left for TRL to reload from the model's
+    ``_name_or_path``, which is empty for models built from a config).
+    """
+    from trl import DPOConfig as TRLDPOConfig
+    from trl import DPOTrainer
+
+    from training.trainers.evaluation import evaluate_run_policy, reward_model_scorers
+    from training.trainers.runner import ProgressCallback, run_trainer
+
+    base = ctx.base_model_path()
+    tokenizer = load_tokenizer(base)
+    train_rows, eval_rows = split_rows(
+        ctx.data.get("rows", []), ctx.data.get("eval_rows"), config.eval_fraction, config.seed
+    )
+    model = load_causal_lm(base, trainable=True)
+    args = TRLDPOConfig(
+        **trl_arguments(config, ctx.checkpoint_dir),
+        max_length=sequence_limit(config, model.config),
+        loss_type=list(config.loss_type),
+        loss_weights=config.loss_weights,
+        beta=config.beta,
+        label_smoothing=config.label_smoothing,
+    )
+    progress = ProgressCallback(ctx.hooks)
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=load_causal_lm(ctx.data.get("reference_model") or base),
+        args=args,
+        train_dataset=dpo_dataset(tokenizer, train_rows),
+        processing_class=tokenizer,
+        callbacks=[progress],
+    )
+    return run_trainer(
+        "dpo",
+        trainer,
+        ctx,
+        progress,
+        lambda path: evaluate_run_policy(
+            config,
+            ctx,
+            path,
+            [row.get("prompt", "") for row in eval_rows],
+            reward_model_scorers(ctx),
+        ),
+    )

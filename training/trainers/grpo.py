@@ -1,0 +1,88 @@
+"""Group-relative policy optimisation (TRL GRPOTrainer) with combinable weighted rewards."""
+
+from __future__ import annotations
+
+from datasets import Dataset
+
+from training.trainers.common import (
+    RunContext,
+    Scorer,
+    Text,
+    TrainingResult,
+    fitting_prompts,
+    load_causal_lm,
+    load_tokenizer,
+    prompt_budget,
+    split_rows,
+    trl_arguments,
+)
+from training.trainers.config import GRPOConfig
+
+
+class GRPOReward:
+    """Adapts a :data:`Scorer` to TRL's reward-function signature; ``name`` labels its metrics.
+
+    TRL hands reward functions the dataset's raw prompts (text or chat messages), so a wrapped
+    :class:`~training.trainers.reward.RewardScorer` formats them exactly as in its training,
+    unlike TRL's built-in model-reward path (no EOS, no special tokens).
+    """
+
+    def __init__(self, name: str, scorer: Scorer) -> None:
+        self.__name__ = name
+        self.scorer = scorer
+
+    def __call__(self, prompts: list[Text], completions: list, **kwargs) -> list[float]:
+        return self.scorer(prompts, completions)
+
+
+def run(config: GRPOConfig, ctx: RunContext) -> TrainingResult:
+    """GRPO on ``data['rows']`` prompts, rewarded by the config's ``rewards`` spec."""
+    from trl import GRPOConfig as TRLGRPOConfig
+    from trl import GRPOTrainer
+
+    from training.trainers.evaluation import evaluate_run_policy, reward_model_scorers
+    from training.trainers.rewards import build_rewards, combine, needed_reward_models
+    from training.trainers.runner import ProgressCallback, run_trainer
+
+    base = ctx.base_model_path()
+    tokenizer = load_tokenizer(base)
+    model = load_causal_lm(base, trainable=True)
+    needed = needed_reward_models(config.rewards, ctx.reward_models)
+    scorers = {name: s for name, s in reward_model_scorers(ctx).items() if name in needed}
+    rewards = build_rewards(config.rewards, scorers)
+    train_rows, eval_rows = split_rows(
+        ctx.data.get("rows", []), ctx.data.get("eval_rows"), config.eval_fraction, config.seed
+    )
+    prompts = fitting_prompts(tokenizer, train_rows, prompt_budget(config, model.config))
+    args = TRLGRPOConfig(
+        **trl_arguments(config, ctx.checkpoint_dir),
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=config.beta,
+        num_iterations=config.num_iterations,
+        loss_type=config.loss_type,
+        reward_weights=[r.weight for r in rewards],
+    )
+    progress = ProgressCallback(ctx.hooks)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[GRPOReward(r.name, r.scorer) for r in rewards],
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+        processing_class=tokenizer,
+        callbacks=[progress],
+    )
+    return run_trainer(
+        "grpo",
+        trainer,
+        ctx,
+        progress,
+        lambda path: evaluate_run_policy(
+            config,
+            ctx,
+            path,
+            [row["prompt"] for row in eval_rows],
+            {"objective": combine(rewards), **scorers},
+        ),
+    )

@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import views
+
+app_name = "training"
+urlpatterns = [
+    path("", views.run_list, name="runs"),
+    path("launch/<str:kind>/", views.launch, name="launch"),
+    path("runs/<int:pk>/", views.run_detail, name="run"),
+    path("runs/<int:pk>/cancel/", views.cancel, name="cancel"),
+]

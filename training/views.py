@@ -1,0 +1,91 @@
+"""Training pages (admins and managers): launch, list, live run page, cancel. Thin."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from annotation.errors import DomainError
+from annotation.roles import is_staff_role
+
+from . import selectors, services, trainers
+from .charts import charts_for
+from .forms import LaunchForm
+from .models import TrainingRun
+
+
+def _staff(request: HttpRequest) -> None:
+    if not is_staff_role(request.user):
+        raise PermissionDenied("training is for admins and managers")
+
+
+@login_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    _staff(request)
+    return render(
+        request,
+        "training/run_list.html",
+        {
+            "runs": selectors.runs()[:200],
+            "kinds": trainers.KINDS,
+        },
+    )
+
+
+@login_required
+def launch(request: HttpRequest, kind: str) -> HttpResponse:
+    _staff(request)
+    if kind not in trainers.KINDS:
+        raise Http404("unknown run kind")
+    form = LaunchForm(kind, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            run = services.launch_run(
+                kind=kind,
+                config=form.config(),
+                snapshot=data["snapshot"],
+                base_model=data["base_model"] or "builtin:tiny",
+                base_model_version=data["base_model_version"],
+                reward_model_version=data["reward_model_version"],
+                queue=data["queue"],
+                num_processes=data["num_processes"],
+                name=data["name"],
+                created_by=request.user,
+            )
+        except DomainError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, f"Run {run.pk} queued on {run.queue}.")
+            return redirect("training:run", pk=run.pk)
+    return render(request, "training/launch.html", {"form": form, "kind": kind})
+
+
+def _run_context(run: TrainingRun) -> dict:
+    return {"run": run, "charts": charts_for(selectors.metric_series(run))}
+
+
+@login_required
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    _staff(request)
+    run = get_object_or_404(TrainingRun, pk=pk)
+    template = "training/_run_status.html" if request.htmx else "training/run_detail.html"
+    return render(request, template, _run_context(run))
+
+
+@login_required
+@require_POST
+def cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    _staff(request)
+    run = get_object_or_404(TrainingRun, pk=pk)
+    try:
+        run = services.request_cancel(run=run)
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    if request.htmx:
+        return render(request, "training/_run_status.html", _run_context(run))
+    return redirect("training:run", pk=pk)
