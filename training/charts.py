@@ -39,4 +39,5 @@ PREFERRED = ("loss", "accuracy", "reward", "kl", "margin", "objective/kl", "rewa
 def charts_for(series: dict[str, list[tuple[int, float]]], limit: int = 8) -> list[Chart]:
     """The most telling curves first (loss, accuracy, reward, KL), then the rest by name."""
     names = sorted(series, key=lambda n: (not any(n.endswith(p) for p in PREFERRED), n))
-    return [line_chart(name, series[name]) for name in names[:limit] if series[name]]
+    curves = [name for name in names if len(series[name]) >= 2]  # one point is not a curve
+    return [line_chart(name, series[name]) for name in curves[:limit]]
