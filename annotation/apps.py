@@ -7,3 +7,6 @@ class AnnotationConfig(AppConfig):
 
     def ready(self) -> None:
         from . import signals  # noqa: F401  (connects the profile signal)
+        from .webhooks import install as install_webhooks
+
+        install_webhooks()  # judgment.created → HMAC-signed webhooks

@@ -20,3 +20,36 @@ class ImportFileError(DomainError):
         self.reason = reason
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {reason}")
+
+
+# ---- assignment engine (workspace)
+
+
+class NotYourAssignmentError(DomainError):
+    """The assignment (or judgment) belongs to another annotator."""
+
+    http_status = 403
+
+
+class LeaseExpiredError(DomainError):
+    """The lease ran out and the task was handed to, and filled by, other annotators."""
+
+    http_status = 409
+
+
+class AlreadySubmittedError(DomainError):
+    """The assignment was already submitted (with another idempotency key) or skipped."""
+
+    http_status = 409
+
+
+class IdempotencyConflictError(DomainError):
+    """The idempotency key was already used for a different assignment or annotator."""
+
+    http_status = 409
+
+
+class EditWindowClosedError(DomainError):
+    """A judgment can only be edited within its project's edit window."""
+
+    http_status = 409

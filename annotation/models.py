@@ -509,3 +509,151 @@ class DatasetSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"Snapshot {self.pk} ({self.kind})"
+
+
+# ---------------------------------------------------------------- data in and out
+
+
+class WebhookEvent(models.TextChoices):
+    JUDGMENT_CREATED = "judgment.created", "Judgment created"
+    SNAPSHOT_READY = "snapshot.ready", "Snapshot ready"
+    RUN_FINISHED = "run.finished", "Training run finished"
+
+
+class Webhook(models.Model):
+    """An HTTP endpoint that receives HMAC-signed event payloads (delivered by Celery)."""
+
+    Event = WebhookEvent
+    name = models.CharField(max_length=200, blank=True)
+    url = models.URLField(max_length=500)
+    # HMAC-SHA256 key for the ``X-Webhook-Signature`` header; never shown after creation.
+    secret = models.CharField(max_length=200)
+    events = models.JSONField(default=list, help_text="Subscribed event names.")
+    # None = every project; events without a project (run.finished) go to project-less hooks.
+    project = models.ForeignKey(
+        Project, null=True, blank=True, on_delete=models.CASCADE, related_name="webhooks"
+    )
+    is_active = models.BooleanField(default=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name or self.url
+
+
+class WebhookDeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one webhook: the exact payload signed, and every attempt's outcome."""
+
+    Status = WebhookDeliveryStatus
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=60)
+    event_id = models.UUIDField(unique=True)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["status", "created_at"])]
+        constraints = [
+            choices_check("status", WebhookDeliveryStatus, "webhookdelivery_status_valid")
+        ]
+
+
+class ImportJobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class ImportJob(models.Model):
+    """An uploaded file imported by a Celery worker, with progress for the browser and API."""
+
+    Status = ImportJobStatus
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="import_jobs")
+    # "prompts" (jsonl/json/csv/parquet) or a preference format (trl, hh-rlhf, arena, ...).
+    format = models.CharField(max_length=30)
+    file_path = models.CharField(max_length=500, help_text="Relative to MEDIA_ROOT.")
+    original_name = models.CharField(max_length=300, blank=True)
+    options = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=20, blank=True)
+    progress = models.FloatField(default=0.0)
+    records = models.PositiveIntegerField(default=0)
+    task_count = models.PositiveIntegerField(default=0)
+    judgment_count = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            choices_check("status", ImportJobStatus, "importjob_status_valid"),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0) & Q(progress__lte=1), name="importjob_progress_range"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Import {self.pk} ({self.format}, {self.status})"
+
+
+# ---------------------------------------------------------------- quality & discretion metrics
+
+
+class MetricsReportKind(models.TextChoices):
+    QUALITY = "quality", "Agreement, consensus and annotator diagnostics"
+    DISCRETION = "discretion", "Discretion (DA, PS, priorities, DD)"
+
+
+class MetricsReport(models.Model):
+    """A cached metrics payload of one project for one parameter set (see ``quality.py``).
+
+    ``refresh_due_at`` set = a recompute is requested; the Celery task recomputes at that time
+    (requests arriving before it are folded into the same run: debounced).
+    """
+
+    Kind = MetricsReportKind
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="metrics_reports")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    params = models.JSONField(default=dict, blank=True)
+    params_hash = models.CharField(max_length=64)
+    payload = models.JSONField(null=True, blank=True)
+    computed_at = models.DateTimeField(null=True, blank=True)
+    compute_ms = models.PositiveIntegerField(null=True, blank=True)
+    refresh_due_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "kind", "id"]
+        indexes = [models.Index(fields=["project", "refresh_due_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "kind", "params_hash"], name="metricsreport_once"
+            ),
+            choices_check("kind", MetricsReportKind, "metricsreport_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} metrics of project {self.project_id}"

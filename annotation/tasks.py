@@ -9,3 +9,43 @@ from . import services
 def refresh_project_counts(project_id: int) -> dict:
     project = services.refresh_project_counts(project_id=project_id)
     return {"tasks": project.task_count, "judgments": project.judgment_count}
+
+
+@shared_task(name="annotation.refresh_metrics")
+def refresh_metrics(project_id: int) -> dict:
+    """Recompute the project's due quality/discretion reports (debounced: see quality.py)."""
+    from . import quality
+
+    return quality.refresh_due_reports(project_id=project_id)
+
+
+# ---------------------------------------------------------------- data in and out
+
+
+@shared_task(name="annotation.build_snapshot")
+def build_snapshot(snapshot_id: int) -> dict:
+    from . import snapshots
+
+    snapshot = snapshots.build_snapshot(snapshot_id=snapshot_id)
+    return {"status": snapshot.status, "rows": snapshot.row_count, "sha256": snapshot.sha256}
+
+
+@shared_task(name="annotation.run_import_job")
+def run_import_job(job_id: int) -> dict:
+    from .importers.jobs import run_import_job as run
+
+    job = run(job_id=job_id)
+    return {"status": job.status, "tasks": job.task_count, "judgments": job.judgment_count}
+
+
+@shared_task(bind=True, name="annotation.deliver_webhook", max_retries=6)
+def deliver_webhook(self, delivery_id: int) -> dict:
+    """POST one signed event; retried with exponential backoff, then marked failed."""
+    from . import webhooks
+
+    if webhooks.deliver(delivery_id=delivery_id):
+        return {"delivered": True}
+    if self.request.retries >= self.max_retries:
+        webhooks.give_up(delivery_id=delivery_id)
+        return {"delivered": False}
+    raise self.retry(countdown=webhooks.retry_delay(self.request.retries))

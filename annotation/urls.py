@@ -4,4 +4,12 @@ from . import views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    # ---- annotator workspace
+    path("projects/<slug:slug>/work/", views.work, name="workspace"),
+    path("projects/<slug:slug>/guidelines/", views.guidelines, name="workspace-guidelines"),
+    path("projects/<slug:slug>/history/", views.history, name="workspace-history"),
+    path("assignments/<int:pk>/submit/", views.submit, name="workspace-submit"),
+    path("assignments/<int:pk>/demonstrate/", views.demonstrate, name="workspace-demonstrate"),
+    path("assignments/<int:pk>/skip/", views.skip, name="workspace-skip"),
+    path("judgments/<int:pk>/", views.judgment_detail, name="workspace-judgment"),
 ]

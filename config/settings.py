@@ -167,7 +167,32 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have "kind" / "status" / "format" choices: name each enum explicitly.
+    "ENUM_NAME_OVERRIDES": {
+        "PrincipleSetStatusEnum": "annotation.models.PrincipleSetStatus",
+        "PrincipleKindEnum": "annotation.models.PrincipleKind",
+        "TaskKindEnum": "annotation.models.ProjectTaskKind",
+        "AnnotatorKindEnum": "annotation.models.AnnotatorProfileKind",
+        "SnapshotKindEnum": "annotation.models.DatasetSnapshotKind",
+        "SnapshotFormatEnum": "annotation.models.DatasetSnapshotFormat",
+        "SnapshotStatusEnum": "annotation.models.DatasetSnapshotStatus",
+        "ImportJobStatusEnum": "annotation.models.ImportJobStatus",
+        "ImportFormatEnum": "annotation.serializers.IMPORT_FORMATS",
+        "WebhookDeliveryStatusEnum": "annotation.models.WebhookDeliveryStatus",
+        "TrainingRunKindEnum": "training.models.TrainingRunKind",
+        "TrainingRunStatusEnum": "training.models.TrainingRunStatus",
+        "RegisteredModelKindEnum": "models_registry.models.RegisteredModelKind",
+    },
 }
+
+# Data in and out (annotation.importers.jobs, annotation.snapshots).
+IMPORT_INLINE_MAX_BYTES = int(os.environ.get("IMPORT_INLINE_MAX_BYTES", 2 * 1024 * 1024))
+SNAPSHOT_INLINE_MAX_JUDGMENTS = int(os.environ.get("SNAPSHOT_INLINE_MAX_JUDGMENTS", 20_000))
+EXPORT_STREAM_MAX_JUDGMENTS = int(os.environ.get("EXPORT_STREAM_MAX_JUDGMENTS", 50_000))
+# Large PostgreSQL exports split into this many processes (1 = one process; more only pays
+# where cores are idle: on a 2-core box the database already needs one).
+SNAPSHOT_WORKERS = int(os.environ.get("SNAPSHOT_WORKERS", "1"))
+SNAPSHOT_PARALLEL_MIN_JUDGMENTS = int(os.environ.get("SNAPSHOT_PARALLEL_MIN_JUDGMENTS", 200_000))
 
 # Celery: a real worker process always; the default broker is a SQLite file (no server needed).
 CELERY_BROKER_URL = os.environ.get(

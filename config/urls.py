@@ -11,6 +11,10 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/registry/", include("models_registry.registry_api", namespace="registry-api")),
+    path("api/v1/", include("annotation.api_urls", namespace="api")),
     path("training/", include("training.urls")),
+    path("registry/", include("models_registry.urls")),
+    path("quality/", include("annotation.quality_urls")),
     path("", include("annotation.urls")),
 ]

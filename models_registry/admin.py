@@ -25,3 +25,10 @@ class ModelVersionAdmin(admin.ModelAdmin):
 @admin.register(models.StageChange)
 class StageChangeAdmin(admin.ModelAdmin):
     list_display = ["model_version", "from_stage", "to_stage", "changed_by", "changed_at"]
+
+
+@admin.register(models.GenerationJob)
+class GenerationJobAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "status", "task_count", "engine", "created_at"]
+    list_filter = ["status"]
+    readonly_fields = ["task_ids", "error", "celery_task_id"]

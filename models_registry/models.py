@@ -130,3 +130,52 @@ class StageChange(models.Model):
 
     class Meta:
         ordering = ["-changed_at"]
+
+
+class GenerationJobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class GenerationJob(models.Model):
+    """The closed loop's "generate candidates" job: registered policies sample responses to a
+    project's prompts and the responses become compare / rank tasks (executed by a worker)."""
+
+    Status = GenerationJobStatus
+    project = models.ForeignKey(
+        "annotation.Project", on_delete=models.CASCADE, related_name="generation_jobs"
+    )
+    model_versions = models.ManyToManyField(ModelVersion, related_name="generation_jobs")
+    # samples_per_model, max_new_tokens, temperature, top_p, seed, max_prompts, engine, ...
+    params = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=20, default="cpu")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    prompt_count = models.PositiveIntegerField(default=0)
+    task_count = models.PositiveIntegerField(default=0)
+    response_count = models.PositiveIntegerField(default=0)
+    engine = models.CharField(max_length=20, blank=True)
+    task_ids = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    celery_task_id = models.CharField(max_length=100, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            choices_check("status", GenerationJobStatus, "generationjob_status_valid"),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0) & Q(progress__lte=1),
+                name="generationjob_progress_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Generation {self.pk} ({self.status})"

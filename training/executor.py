@@ -75,7 +75,11 @@ def execute(run_id: int) -> None:
             result = trainers.run_training(
                 run.kind, run.config, data, output_dir, _db_hooks(run.pk, tail), work_dir=work_dir
             )
-        services.finish_run(run_id=run.pk, result=result, log_tail=tail.text)
+        finished = services.finish_run(run_id=run.pk, result=result, log_tail=tail.text)
+        if finished.output_model_version_id:  # the model's own discretion (never raises)
+            from .generation import profile_version_safely
+
+            profile_version_safely(finished.output_model_version_id)
     except Exception:
         error = traceback.format_exc()
         tail.add(error)

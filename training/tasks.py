@@ -19,6 +19,38 @@ def execute_run(run_id: int) -> None:
     execute(run_id)
 
 
+@shared_task(name="training.generate_candidates", acks_late=True, reject_on_worker_lost=True)
+def generate_candidates(job_id: int) -> None:
+    """The closed loop's "generate candidates" job (``training.generation``)."""
+    gpu = os.environ.get("GPU_DEVICE")
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    from .generation import execute_generation
+
+    execute_generation(job_id)
+
+
+@shared_task(name="training.profile_model_version", acks_late=True, reject_on_worker_lost=True)
+def profile_model_version(
+    version_id: int,
+    probe_project_id: int | None = None,
+    method: str = "auto",
+    reward_version_id: int | None = None,
+) -> None:
+    """(Re)measure a registered model's own discretion profile (``training.generation``)."""
+    gpu = os.environ.get("GPU_DEVICE")
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    from .generation import profile_version_safely
+
+    profile_version_safely(
+        version_id,
+        probe_project_id=probe_project_id,
+        method=method,
+        reward_version_id=reward_version_id,
+    )
+
+
 @worker_ready.connect
 def resume_orphaned_runs(**_) -> None:
     """A (re)started worker puts runs whose holder died back in the queue to resume."""

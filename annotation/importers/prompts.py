@@ -89,9 +89,10 @@ def parse_prompts_jsonl(path: str | Path) -> Iterator[PromptSpec]:
 
 
 @transaction.atomic
-def import_prompts(*, project: Project, path: str | Path) -> int:
-    """Validate every line, then create prompts, responses and tasks; returns the task count."""
-    specs = list(parse_prompts_jsonl(path))
-    if not specs:
-        raise ImportFileError(path, None, "no records found")
-    return services.create_tasks(project=project, specs=specs)
+def import_prompts(*, project: Project, path: str | Path, fmt: str | None = None) -> int:
+    """Validate every record, then create prompts, responses and tasks; returns the task count.
+
+    JSONL, JSON, CSV or Parquet (``fmt``, else from the suffix): see ``tabular``."""
+    from .tabular import import_prompt_file
+
+    return import_prompt_file(project=project, path=path, fmt=fmt)

@@ -4,7 +4,7 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from annotation.models import PrincipleSet, Project, Task
+from annotation.models import DatasetSnapshot, Judgment, PrincipleSet, Project, Task
 
 
 @pytest.mark.django_db
@@ -13,9 +13,14 @@ def test_seed_demo_is_idempotent_and_prints_logins(capsys):
     call_command("seed_demo", "--limit", "50")
     out = capsys.readouterr().out
     assert "alice / alice-demo-pass" in out
-    assert Project.objects.count() == 1
-    assert Task.objects.count() == 50
+    assert Project.objects.count() == 2
+    assert Task.objects.filter(project__slug="hh-harmless").count() == 50
     assert PrincipleSet.objects.get(name="demo-harmlessness").is_published
+    labels = Project.objects.get(slug="hh-harmless-labels")
+    assert Judgment.objects.filter(task__project=labels).count() == 50
+    (snapshot,) = DatasetSnapshot.objects.filter(project=labels)
+    assert (snapshot.status, snapshot.kind, snapshot.row_count) == ("ready", "preference", 50)
+    assert len(snapshot.sha256) == 64
 
 
 @pytest.mark.django_db

@@ -5,8 +5,10 @@ from django.db import transaction
 
 from ... import services
 from ...importers.hh_rlhf import import_hh_rlhf
+from ...importers.preferences import import_preferences
 from ...importers.principles import import_principles
-from ...models import AnnotatorProfile, PrincipleSet, Project
+from ...models import AnnotatorProfile, DatasetSnapshot, PrincipleSet, Project
+from ...snapshots import create_snapshot
 from ._base import ImportCommand
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "demo_data"
@@ -19,7 +21,10 @@ DEMO_USERS = [
 
 
 class Command(ImportCommand):
-    help = "Create a demo principle set, an HH-RLHF compare project and demo users (idempotent)."
+    help = (
+        "Create demo users, a principle set, an HH-RLHF compare project to annotate, and a"
+        " project of the HH-RLHF crowd labels with a ready preference snapshot (idempotent)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--limit", type=int, default=None, help="Only the first N HH pairs.")
@@ -27,6 +32,7 @@ class Command(ImportCommand):
     @transaction.atomic
     def run(self, *, limit, **_):
         User = get_user_model()
+        hh_file = DEMO_DATA / "hh-rlhf-harmless-base-test.jsonl.gz"
         for username, password, role in DEMO_USERS:
             if not User.objects.filter(username=username).exists():
                 user = services.create_user(username=username, password=password, role=role)
@@ -49,10 +55,25 @@ class Command(ImportCommand):
                 annotations_per_task=2,
                 both_bad_creates_demonstration=True,
             )
-            count = import_hh_rlhf(
-                project=project, path=DEMO_DATA / "hh-rlhf-harmless-base-test.jsonl.gz", limit=limit
-            )
+            count = import_hh_rlhf(project=project, path=hh_file, limit=limit)
             self.stdout.write(f"demo project {project.slug!r}: {count} compare tasks")
+        labels = Project.objects.filter(slug="hh-harmless-labels").first()
+        if labels is None:
+            labels = services.create_project(
+                name="HH-RLHF crowd labels (demo)",
+                slug="hh-harmless-labels",
+                principle_set=principle_set,
+                description="HH-RLHF pairs with the original crowdworkers' choice as judgments.",
+                task_kinds=["compare"],
+            )
+            import_preferences(
+                project=labels, path=hh_file, fmt="hh-rlhf", annotator="hh-rlhf-crowd", limit=limit
+            )
+        if not DatasetSnapshot.objects.filter(project=labels, status="ready").exists():
+            snapshot = create_snapshot(
+                project=labels, kind="preference", name="hh-crowd-preferences", run="inline"
+            )
+            self.stdout.write(f"preference snapshot {snapshot.pk}: {snapshot.row_count} pairs")
         self.stdout.write("Logins (demo only — change them for anything real):")
         for username, password, role in DEMO_USERS:
             self.stdout.write(f"  {role:<10} {username} / {password}")

@@ -1,0 +1,116 @@
+"""django-filter FilterSets for the REST API list endpoints."""
+
+from __future__ import annotations
+
+import django_filters as df
+
+from .models import (
+    Assignment,
+    DatasetSnapshot,
+    Demonstration,
+    ImportJob,
+    Judgment,
+    Principle,
+    PrincipleSet,
+    Project,
+    Prompt,
+    Response,
+    Task,
+    Webhook,
+    WebhookDelivery,
+)
+
+
+class ProjectFilter(df.FilterSet):
+    class Meta:
+        model = Project
+        fields = ["is_active", "slug", "principle_set"]
+
+
+class PrincipleSetFilter(df.FilterSet):
+    class Meta:
+        model = PrincipleSet
+        fields = ["name", "status", "version", "parent"]
+
+
+class PrincipleFilter(df.FilterSet):
+    class Meta:
+        model = Principle
+        fields = ["principle_set", "key", "kind", "authority"]
+
+
+class PromptFilter(df.FilterSet):
+    class Meta:
+        model = Prompt
+        fields = ["project", "external_id"]
+
+
+class ResponseFilter(df.FilterSet):
+    project = df.NumberFilter(field_name="prompt__project")
+
+    class Meta:
+        model = Response
+        fields = ["prompt", "project"]
+
+
+class TaskFilter(df.FilterSet):
+    min_submitted = df.NumberFilter(field_name="submitted_count", lookup_expr="gte")
+    max_submitted = df.NumberFilter(field_name="submitted_count", lookup_expr="lte")
+
+    class Meta:
+        model = Task
+        fields = ["project", "kind", "is_gold", "prompt"]
+
+
+class AssignmentFilter(df.FilterSet):
+    project = df.NumberFilter(field_name="task__project")
+
+    class Meta:
+        model = Assignment
+        fields = ["project", "task", "state"]
+
+
+class JudgmentFilter(df.FilterSet):
+    project = df.NumberFilter(field_name="task__project")
+    created_after = df.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = df.IsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
+    annotator_kind = df.ChoiceFilter(
+        field_name="annotator__profile__kind", choices=[("human", "human"), ("model", "model")]
+    )
+
+    class Meta:
+        model = Judgment
+        fields = ["project", "task", "annotator", "origin", "both_bad", "discretion",
+                  "strength", "created_after", "created_before", "annotator_kind"]  # fmt: skip
+
+
+class DemonstrationFilter(df.FilterSet):
+    project = df.NumberFilter(field_name="prompt__project")
+
+    class Meta:
+        model = Demonstration
+        fields = ["project", "task", "prompt"]
+
+
+class SnapshotFilter(df.FilterSet):
+    class Meta:
+        model = DatasetSnapshot
+        fields = ["project", "kind", "format", "status", "aggregation"]
+
+
+class ImportJobFilter(df.FilterSet):
+    class Meta:
+        model = ImportJob
+        fields = ["project", "status", "format"]
+
+
+class WebhookFilter(df.FilterSet):
+    class Meta:
+        model = Webhook
+        fields = ["project", "is_active"]
+
+
+class WebhookDeliveryFilter(df.FilterSet):
+    class Meta:
+        model = WebhookDelivery
+        fields = ["status", "event"]

@@ -1,0 +1,141 @@
+"""Workspace forms: they speak in *slots* (A, B, … as shown) and hand services response ids.
+
+A page never carries response ids: the assignment's ``display_order`` maps slot ``i`` to its
+response, so neither a response's source nor its import order can be read from the HTML.
+"""
+
+from __future__ import annotations
+
+from django import forms
+
+from .models import Principle
+
+SKIP_REASONS = [
+    ("unclear", "The prompt or responses are unclear"),
+    ("expertise", "I lack the expertise to judge this"),
+    ("content", "I don't want to read this content"),
+    ("broken", "Something is broken (missing or garbled text)"),
+    ("other", "Other"),
+]
+
+
+def _slot_choices(count: int) -> list[tuple[str, str]]:
+    return [(str(i), "ABCDEFGH"[i]) for i in range(count)]
+
+
+class _SlotForm(forms.Form):
+    idempotency_key = forms.CharField(max_length=100, required=False)
+    time_spent_ms = forms.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
+
+    def __init__(self, data=None, *, display_order: list[int], principles, **kwargs):
+        super().__init__(data, **kwargs)
+        self.display_order = list(display_order)
+        self.principles: tuple[Principle, ...] = tuple(principles)
+
+    def response_id(self, slot: str) -> int:
+        return self.display_order[int(slot)]
+
+
+class JudgmentForm(_SlotForm):
+    """Compare: ``choice`` (slot or ``tie``) + ``strength``. Rank: ``rank-<slot>`` = 1..K,
+    equal ranks tie. Both: ``v-<principle key>`` = slot / ``tie`` / ``na``, ``decisive``."""
+
+    choice = forms.CharField(required=False)
+    strength = forms.TypedChoiceField(
+        choices=[(str(i), str(i)) for i in range(4)], coerce=int, required=False, empty_value=0
+    )
+    both_bad = forms.BooleanField(required=False)
+    discretion = forms.BooleanField(required=False)
+    discretion_note = forms.CharField(max_length=2000, required=False)
+    rationale = forms.CharField(max_length=20_000, required=False)
+    confidence = forms.TypedChoiceField(
+        choices=[(str(i), str(i)) for i in range(1, 6)],
+        coerce=int,
+        required=False,
+        empty_value=None,
+    )
+    decisive = forms.MultipleChoiceField(required=False)
+
+    def __init__(self, data=None, *, kind: str, display_order, principles, **kwargs):
+        super().__init__(data, display_order=display_order, principles=principles, **kwargs)
+        self.kind = kind
+        count = len(self.display_order)
+        verdict_choices = [*_slot_choices(count), ("tie", "tie"), ("na", "n/a")]
+        for p in self.principles:
+            self.fields[f"v-{p.key}"] = forms.ChoiceField(choices=verdict_choices, required=False)
+        self.fields["decisive"].choices = [(p.key, p.key) for p in self.principles]
+        if kind == "rank":
+            for i in range(count):
+                self.fields[f"rank-{i}"] = forms.IntegerField(min_value=1, max_value=count)
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        order = self.display_order
+        if self.kind == "rank":
+            by_rank: dict[int, list[int]] = {}
+            for i, rid in enumerate(order):
+                by_rank.setdefault(data[f"rank-{i}"], []).append(rid)
+            data["ordering"] = [by_rank[r] for r in sorted(by_rank)]
+        else:
+            choice = data.get("choice") or ("tie" if data.get("both_bad") else "")
+            if choice == "tie":
+                data["ordering"] = [list(order)]
+            elif choice in {str(i) for i in range(len(order))}:
+                best = order[int(choice)]
+                data["ordering"] = [[best], [rid for rid in order if rid != best]]
+            else:
+                raise forms.ValidationError("Choose A, B or tie first (keys 1, 2 or 0).")
+            if choice == "tie":
+                data["strength"] = 0
+        return data
+
+    def service_kwargs(self) -> dict:
+        data = self.cleaned_data
+        verdicts: dict[str, int | str] = {}
+        for p in self.principles:
+            value = data.get(f"v-{p.key}") or "na"
+            if value == "na":
+                continue
+            verdicts[p.key] = "tie" if value == "tie" else self.response_id(value)
+        return {
+            "ordering": data["ordering"],
+            "strength": data["strength"] if self.kind == "compare" else 0,
+            "both_bad": data["both_bad"],
+            "verdicts": verdicts,
+            "decisive": list(data["decisive"]),
+            "discretion": data["discretion"],
+            "discretion_note": data["discretion_note"],
+            "rationale": data["rationale"],
+            "confidence": data["confidence"],
+            "time_spent_ms": data["time_spent_ms"],
+        }
+
+
+class DemonstrationForm(_SlotForm):
+    text = forms.CharField(max_length=100_000, strip=False)
+    based_on = forms.CharField(required=False)
+    cited = forms.MultipleChoiceField(required=False)
+
+    def __init__(self, data=None, *, display_order, principles, **kwargs):
+        super().__init__(data, display_order=display_order, principles=principles, **kwargs)
+        self.fields["cited"].choices = [(p.key, p.key) for p in self.principles]
+
+    def clean_based_on(self) -> int | None:
+        value = self.cleaned_data.get("based_on") or ""
+        if value == "":
+            return None
+        if value not in {str(i) for i in range(len(self.display_order))}:
+            raise forms.ValidationError("Unknown response to start from.")
+        return self.response_id(value)
+
+
+class SkipForm(forms.Form):
+    reason = forms.ChoiceField(choices=SKIP_REASONS)
+    note = forms.CharField(max_length=400, required=False)
+
+    def reason_text(self) -> str:
+        label = dict(SKIP_REASONS)[self.cleaned_data["reason"]]
+        note = self.cleaned_data["note"].strip()
+        return f"{self.cleaned_data['reason']}: {note or label}"

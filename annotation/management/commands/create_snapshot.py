@@ -1,0 +1,43 @@
+import json
+
+from django.core.management.base import CommandError
+
+from ... import snapshots
+from ._base import ImportCommand
+
+
+class Command(ImportCommand):
+    help = (
+        "Build a dataset snapshot (TRL preference / SFT / KTO / ranking / raw; JSONL or Parquet) "
+        "into ARTIFACT_ROOT and print its path, row count and sha256."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--project", required=True, help="Project slug.")
+        parser.add_argument(
+            "--kind", default="preference", choices=["preference", "sft", "kto", "ranking", "raw"]
+        )
+        parser.add_argument("--format", dest="fmt", default="jsonl", choices=["jsonl", "parquet"])
+        parser.add_argument(
+            "--aggregation", default="raw", choices=["raw", "majority", "bradley_terry"]
+        )
+        parser.add_argument(
+            "--filters", default="{}", help='JSON, e.g. \'{"style": "text", "min_agreement": 0.7}\''
+        )
+        parser.add_argument("--name", default="")
+
+    def run(self, *, project, kind, fmt, aggregation, filters, name, **_):
+        try:
+            parsed = json.loads(filters)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"--filters is not JSON: {exc}") from exc
+        snapshot = snapshots.create_snapshot(
+            project=self.project(project), kind=kind, fmt=fmt, aggregation=aggregation,
+            filters=parsed, name=name, run="inline",
+        )  # fmt: skip
+        if snapshot.status != "ready":
+            raise CommandError(f"snapshot {snapshot.pk} failed: {snapshot.error}")
+        self.stdout.write(
+            f"snapshot {snapshot.pk}: {snapshot.row_count} rows, sha256 {snapshot.sha256}, "
+            f"{snapshots.artifact_file(snapshot)}"
+        )

@@ -1,0 +1,51 @@
+"""REST API authorization: role sets per viewset action (``annotation.roles``), plus the
+object-level rule that annotators only ever reach their own assignments, judgments and
+demonstrations (enforced by the viewsets' querysets: someone else's is a 404)."""
+
+from __future__ import annotations
+
+from rest_framework.permissions import BasePermission
+
+from .roles import Role, role_of
+
+ADMIN = frozenset({Role.ADMIN})
+STAFF = frozenset({Role.ADMIN, Role.MANAGER})
+ANNOTATING = frozenset({Role.ADMIN, Role.MANAGER, Role.ANNOTATOR})
+# Non-sensitive reads (principles, projects): everyone signed in.
+EVERYONE = frozenset({Role.ADMIN, Role.MANAGER, Role.ANNOTATOR, Role.VIEWER})
+# Data, datasets and lineage: staff and read-only viewers (auditors); not annotators, who see
+# tasks only through their own assignments (blind to other people's work and to sources).
+READERS = frozenset({Role.ADMIN, Role.MANAGER, Role.VIEWER})
+
+
+class RolePermission(BasePermission):
+    """Allows a request when the user's role is in the view's roles for the current action.
+
+    A view declares ``action_roles = {"list": READERS, ...}``; actions it does not name fall
+    back to ``default_roles`` (staff only). Unauthenticated requests are refused (401).
+    """
+
+    message = "your role does not allow this"
+
+    def has_permission(self, request, view) -> bool:
+        role = role_of(request.user)
+        if role is None:
+            return False
+        return role in roles_for(view)
+
+
+def roles_for(view) -> frozenset:
+    action = getattr(view, "action", None) or request_method_action(view)
+    mapping = getattr(view, "action_roles", {})
+    if action in mapping:
+        return mapping[action]
+    return getattr(view, "default_roles", STAFF)
+
+
+def request_method_action(view) -> str:
+    method = getattr(getattr(view, "request", None), "method", "GET") or "GET"
+    return "read" if method in {"GET", "HEAD", "OPTIONS"} else "write"
+
+
+def is_staff(user) -> bool:
+    return role_of(user) in STAFF

@@ -1,0 +1,565 @@
+"""Load benchmark of the annotator workspace over HTTP, served as in production.
+
+    .venv/bin/python benchmarks/annotation_load.py [--concurrency 8 32] [--duration 15]
+
+It creates a scratch PostgreSQL database, migrates it, seeds one project per concurrency level
+(compare tasks, overlap 3, the demo principle set) and one logged-in session per annotator,
+starts gunicorn with ``DJANGO_ENV=production``, and runs C concurrent annotators, each looping
+
+    GET  /projects/<slug>/work/          (htmx: lease the next task, render it)
+    POST /assignments/<id>/submit/       (htmx: submit a judgment with an idempotency key)
+
+on its own keep-alive connection. It prints cycles/s, p50/p95/p99 latency of each call,
+errors, and duplicates (checked in the database afterwards: a task beyond its overlap, an
+annotator twice on a task, a lease handed to two clients, a judgment stored twice). Then it
+stops gunicorn and drops the database.
+
+Environment: ``BENCH_PG_URL`` (default ``postgres://postgres@127.0.0.1:5432/postgres``) is the
+maintenance connection used to create and drop the scratch database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+ASSIGNMENT = re.compile(rb'data-assignment="(\d+)"')
+KEY = re.compile(rb'name="idempotency_key" value="([0-9a-f]+)"')
+DONE = re.compile(rb'data-done="judgment" data-pk="(\d+)"')
+PRINCIPLES = ["no_serious_harm", "honest", "helpful", "concise"]
+
+SEED = r"""
+import json, sys
+import django
+django.setup()
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+from annotation import services
+from annotation.importers.principles import import_principles
+from annotation.services import PromptSpec, ResponseSpec
+
+spec = json.loads(sys.argv[1])
+principle_set = import_principles(path=spec["principles"], publish=True)
+out = {"levels": []}
+for level in spec["levels"]:
+    c = level["concurrency"]
+    project = services.create_project(
+        name=f"Load C={c}", slug=f"load-c{c}", principle_set=principle_set,
+        task_kinds=["compare"], annotations_per_task=spec["overlap"],
+        lease_seconds=900, randomize_positions=True,
+    )
+    services.create_tasks(project=project, specs=(
+        PromptSpec(
+            messages=[{"role": "user", "content": f"How do I do thing {i} safely?"}],
+            responses=[
+                ResponseSpec(f"Here is a **careful** answer to {i}.\n\n- step one\n- step two",
+                             "model:bench-a@1"),
+                ResponseSpec(f"A shorter answer to {i}.", "model:bench-b@1"),
+            ],
+        )
+        for i in range(level["tasks"])
+    ))
+    sessions = []
+    for n in range(c):
+        user = services.create_user(username=f"load-c{c}-{n}", password=None)
+        store = SessionStore()
+        store[SESSION_KEY] = str(user.pk)
+        store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        store.create()
+        sessions.append(store.session_key)
+    out["levels"].append({"concurrency": c, "slug": project.slug, "project_id": project.pk,
+                          "sessions": sessions})
+print(json.dumps(out))
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    k = max(0, min(len(values) - 1, round(q / 100 * (len(values) - 1))))
+    return values[k]
+
+
+@dataclass
+class Stats:
+    fetch_ms: list[float] = field(default_factory=list)
+    submit_ms: list[float] = field(default_factory=list)
+    cycles: int = 0
+    errors: list[str] = field(default_factory=list)
+    leases: dict[int, str] = field(default_factory=dict)  # assignment id → session
+    shared_leases: int = 0
+    judgments: set[int] = field(default_factory=set)
+    empty: int = 0
+
+
+class Connection:
+    """A minimal HTTP/1.1 keep-alive client (the load generator must stay light)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, headers: dict, body: bytes = b""):
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        if body:
+            lines.append(f"Content-Length: {len(body)}")
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        status_line = await self.reader.readline()
+        if not status_line:
+            await self.close()
+            raise ConnectionError("connection closed by server")
+        status = int(status_line.split()[1])
+        length, chunked, close = None, False, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            name = name.strip().lower()
+            value = value.strip()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+            elif name == "connection" and value.lower() == "close":
+                close = True
+        if chunked:
+            parts = []
+            while True:
+                size = int((await self.reader.readline()).strip(), 16)
+                if size == 0:
+                    await self.reader.readline()
+                    break
+                parts.append(await self.reader.readexactly(size))
+                await self.reader.readline()
+            data = b"".join(parts)
+        elif length is not None:
+            data = await self.reader.readexactly(length)
+        else:
+            data = await self.reader.read()
+            close = True
+        if close:
+            await self.close()
+        return status, data
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+async def annotator(
+    port: int,
+    slug: str,
+    session: str,
+    stats: Stats,
+    measure_from: float,
+    stop_at: float,
+    rnd: random.Random,
+) -> None:
+    csrf = secrets.token_hex(16)  # an unmasked 32-character CSRF secret: cookie == header
+    cookie = f"sessionid={session}; csrftoken={csrf}"
+    get_headers = {"Cookie": cookie, "HX-Request": "true", "Accept": "text/html"}
+    post_headers = {
+        "Cookie": cookie,
+        "HX-Request": "true",
+        "X-CSRFToken": csrf,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    conn = Connection("127.0.0.1", port)
+    work = f"/projects/{slug}/work/"
+    try:
+        while time.monotonic() < stop_at:
+            t0 = time.monotonic()
+            status, body = await conn.request("GET", work, get_headers)
+            t1 = time.monotonic()
+            measured = t0 >= measure_from
+            found = ASSIGNMENT.search(body) if status == 200 else None
+            if found is None:
+                if status == 200 and b'data-empty="1"' in body:
+                    stats.empty += 1
+                    return
+                stats.errors.append(f"fetch {status}")
+                continue
+            assignment = int(found.group(1))
+            owner = stats.leases.setdefault(assignment, session)
+            if owner != session:
+                stats.shared_leases += 1
+            key = KEY.search(body).group(1).decode()
+            choice = rnd.choice(["0", "1", "1", "tie"])
+            form = [
+                ("idempotency_key", key),
+                ("choice", choice),
+                ("time_spent_ms", str(rnd.randint(2_000, 60_000))),
+                ("confidence", str(rnd.randint(1, 5))),
+            ]
+            if choice != "tie":
+                form.append(("strength", str(rnd.randint(1, 3))))
+                decisive = rnd.choice(PRINCIPLES)
+                form += [(f"v-{decisive}", choice), ("decisive", decisive)]
+            tied = rnd.choice(PRINCIPLES)
+            if not any(name == f"v-{tied}" for name, _ in form):
+                form.append((f"v-{tied}", "tie"))
+            payload = urllib.parse.urlencode(form).encode()
+            t2 = time.monotonic()
+            status, body = await conn.request(
+                "POST", f"/assignments/{assignment}/submit/", post_headers, payload
+            )
+            t3 = time.monotonic()
+            done = DONE.search(body) if status == 200 else None
+            if done is None:
+                stats.errors.append(f"submit {status}: {body[:120]!r}")
+                continue
+            judgment = int(done.group(1))
+            if judgment in stats.judgments:
+                stats.errors.append(f"judgment {judgment} acknowledged twice")
+            stats.judgments.add(judgment)
+            if measured:
+                stats.fetch_ms.append((t1 - t0) * 1000)
+                stats.submit_ms.append((t3 - t2) * 1000)
+                stats.cycles += 1
+    except Exception as exc:  # a broken connection is an error of the run, not of the script
+        stats.errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        await conn.close()
+
+
+async def warm_up(port: int, workers: int) -> float:
+    """Until every worker answers fast: the first request in a worker imports the URLconf."""
+    started = time.monotonic()
+    for _ in range(30):
+        conns = [Connection("127.0.0.1", port) for _ in range(2 * workers)]
+        t = time.monotonic()
+        await asyncio.gather(*(c.request("GET", "/login/", {}) for c in conns))
+        await asyncio.gather(*(c.close() for c in conns))
+        if time.monotonic() - t < 0.5:
+            break
+    return time.monotonic() - started
+
+
+async def run_level(
+    port: int, level: dict, warmup: float, duration: float, cpu_probe
+) -> tuple[Stats, float, dict]:
+    """Run one concurrency level; ``cpu_probe()`` is read when measuring starts and stops."""
+    stats = Stats()
+    start = time.monotonic()
+    measure_from = start + warmup
+    stop_at = measure_from + duration
+    rnd = random.Random(level["concurrency"])
+    cpu: dict = {}
+
+    async def probe() -> None:
+        await asyncio.sleep(max(0.0, measure_from - time.monotonic()))
+        cpu["start"] = cpu_probe()
+        await asyncio.sleep(max(0.0, stop_at - time.monotonic()))
+        cpu["stop"] = cpu_probe()
+
+    await asyncio.gather(
+        probe(),
+        *(
+            annotator(
+                port, level["slug"], s, stats, measure_from, stop_at, random.Random(rnd.random())
+            )
+            for s in level["sessions"]
+        ),
+    )
+    return stats, min(duration, time.monotonic() - measure_from), cpu
+
+
+def db_duplicates(db_url: str, project_id: int, overlap: int) -> dict:
+    queries = {
+        "tasks_beyond_overlap": """
+            SELECT count(*) FROM annotation_task t WHERE t.project_id = %(p)s AND (
+                t.submitted_count > %(o)s OR (
+                SELECT count(*) FROM annotation_assignment a WHERE a.task_id = t.id
+                AND (a.state = 'submitted' OR (a.state = 'leased' AND a.leased_until > now()))
+            ) > %(o)s)""",
+        "annotator_twice_on_a_task": """
+            SELECT count(*) FROM (SELECT 1 FROM annotation_judgment j
+                JOIN annotation_task t ON t.id = j.task_id WHERE t.project_id = %(p)s
+                GROUP BY j.task_id, j.annotator_id HAVING count(*) > 1) d""",
+        "judgments_per_assignment_over_1": """
+            SELECT count(*) FROM (SELECT 1 FROM annotation_judgment j
+                JOIN annotation_task t ON t.id = j.task_id WHERE t.project_id = %(p)s
+                GROUP BY j.assignment_id HAVING count(*) > 1) d""",
+        "submitted_count_mismatch": """
+            SELECT count(*) FROM annotation_task t WHERE t.project_id = %(p)s AND
+                t.submitted_count <> (SELECT count(*) FROM annotation_judgment j
+                                      WHERE j.task_id = t.id)""",
+        "judgments": """
+            SELECT count(*) FROM annotation_judgment j JOIN annotation_task t ON t.id = j.task_id
+            WHERE t.project_id = %(p)s""",
+    }
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        return {
+            name: conn.execute(sql, {"p": project_id, "o": overlap}).fetchone()[0]
+            for name, sql in queries.items()
+        }
+
+
+def cpu_seconds(root_pid: int) -> float:
+    """User + system CPU of a process and its children (Linux /proc), in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [root_pid]
+    children = Path(f"/proc/{root_pid}/task/{root_pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def postgres_cpu_seconds(db_name: str) -> float:
+    """CPU of the PostgreSQL backends serving the benchmark database."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            if b"postgres" not in cmdline or db_name.encode() not in cmdline:
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def report(level: dict, stats: Stats, seconds: float, dup: dict) -> dict:
+    c = level["concurrency"]
+    row = {
+        "concurrency": c,
+        "cycles": stats.cycles,
+        "cycles_per_s": stats.cycles / seconds if seconds else 0.0,
+        "fetch_ms": {q: percentile(stats.fetch_ms, q) for q in (50, 95, 99)},
+        "submit_ms": {q: percentile(stats.submit_ms, q) for q in (50, 95, 99)},
+        "errors": len(stats.errors),
+        "duplicate_assignments": stats.shared_leases
+        + dup["tasks_beyond_overlap"]
+        + dup["annotator_twice_on_a_task"],
+        "duplicate_judgments": dup["judgments_per_assignment_over_1"]
+        + (len(stats.judgments) != dup["judgments"]),
+        "db": dup,
+    }
+    f, s = row["fetch_ms"], row["submit_ms"]
+    print(
+        f"C={c:<3} {row['cycles_per_s']:7.1f} cycles/s ({stats.cycles} in {seconds:.1f}s)  "
+        f"next-task p50/p95/p99 {f[50]:5.1f}/{f[95]:5.1f}/{f[99]:5.1f} ms  "
+        f"submit p50/p95/p99 {s[50]:5.1f}/{s[95]:5.1f}/{s[99]:5.1f} ms  "
+        f"errors {row['errors']}  duplicate assignments {row['duplicate_assignments']}  "
+        f"duplicate judgments {row['duplicate_judgments']}",
+        flush=True,
+    )
+    if stats.errors:
+        print("  first errors:", stats.errors[:5])
+    if stats.empty:
+        print(f"  note: {stats.empty} annotators ran out of work (raise --tasks)")
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per level")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--tasks", type=int, default=4000, help="tasks per level (overlap 3)")
+    parser.add_argument("--overlap", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_WORKERS", "2")))
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    args = parser.parse_args()
+
+    admin_url = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    db_name = f"annotation_bench_{os.getpid()}"
+    parts = urllib.parse.urlsplit(admin_url)
+    db_url = urllib.parse.urlunsplit(parts._replace(path=f"/{db_name}"))
+    tmp = Path(tempfile.mkdtemp(prefix="annotation-bench-"))
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "DJANGO_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "SECURE_SSL_REDIRECT": "0",
+        "DATABASE_URL": db_url,
+        "DB_CONN_MAX_AGE": "600",
+        "DATA_DIR": str(tmp),
+        "STATIC_ROOT": str(tmp / "static"),
+        "LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    server = None
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db_name}"')
+    try:
+        t = time.monotonic()
+        subprocess.run(
+            [PYTHON, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True
+        )
+        subprocess.run(
+            [PYTHON, "manage.py", "collectstatic", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+        )
+        spec = {
+            "principles": str(ROOT / "annotation" / "demo_data" / "principles.yaml"),
+            "overlap": args.overlap,
+            "levels": [{"concurrency": c, "tasks": args.tasks} for c in args.concurrency],
+        }
+        seeded = subprocess.run(
+            [PYTHON, "-c", SEED, json.dumps(spec)],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        levels = json.loads(seeded.stdout.strip().splitlines()[-1])["levels"]
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE")  # what autovacuum does after a bulk import
+        print(
+            f"database {db_name}: migrated and seeded in {time.monotonic() - t:.1f}s "
+            f"({args.tasks} compare tasks × overlap {args.overlap} per level)",
+            flush=True,
+        )
+
+        port = free_port()
+        server_log = (tmp / "gunicorn.log").open("wb")
+        server = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "config.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(args.workers),
+                "--worker-class",
+                args.worker_class,
+                "--threads",
+                str(args.threads),
+                "--timeout",
+                "120",
+                "--keep-alive",
+                "30",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=server_log,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("gunicorn did not start") from None
+                time.sleep(0.2)
+        print(
+            f"gunicorn: {args.workers} workers × {args.threads} threads ({args.worker_class}), "
+            f"DJANGO_ENV=production, PostgreSQL; {os.cpu_count()} CPUs on this machine",
+            flush=True,
+        )
+        warmed = asyncio.run(warm_up(port, args.workers))
+        print(
+            f"workers warm after {warmed:.1f}s (the first request in a worker imports the URLconf)",
+            flush=True,
+        )
+
+        def probe() -> tuple[float, float, float]:
+            return cpu_seconds(server.pid), postgres_cpu_seconds(db_name), time.process_time()
+
+        rows = []
+        for level in levels:
+            stats, seconds, cpu = asyncio.run(
+                run_level(port, level, args.warmup, args.duration, probe)
+            )
+            dup = db_duplicates(db_url, level["project_id"], args.overlap)
+            row = report(level, stats, seconds, dup)
+            if "stop" in cpu and stats.cycles:
+                web, db, own = (b - a for a, b in zip(cpu["start"], cpu["stop"], strict=True))
+                row["cpu_ms_per_cycle"] = {
+                    "gunicorn": 1000 * web / stats.cycles,
+                    "postgresql": 1000 * db / stats.cycles,
+                    "load_generator": 1000 * own / stats.cycles,
+                }
+                print(
+                    f"  CPU per cycle: gunicorn {1000 * web / stats.cycles:.1f} ms, "
+                    f"PostgreSQL {1000 * db / stats.cycles:.1f} ms, load generator "
+                    f"{1000 * own / stats.cycles:.1f} ms; machine load average "
+                    f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+                    flush=True,
+                )
+            rows.append(row)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        ok = all(
+            r["errors"] == 0 and r["duplicate_assignments"] == 0 and r["duplicate_judgments"] == 0
+            for r in rows
+        )
+        return 0 if ok else 1
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+        if args.keep:
+            print(f"kept: {db_url}")
+        else:
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        log = tmp / "gunicorn.log"
+        if log.exists() and log.stat().st_size:
+            tail = log.read_bytes()[-2000:].decode(errors="replace")
+            print(f"gunicorn log ({log.stat().st_size} bytes), last lines:\n{tail}")
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

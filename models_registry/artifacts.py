@@ -1,0 +1,47 @@
+"""Streaming a model artifact (a directory or a file) as an uncompressed tar, chunk by chunk:
+the response never holds a whole weight file in memory (weights barely compress anyway)."""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+CHUNK = 1 << 20
+BLOCK = tarfile.BLOCKSIZE
+
+
+def _files(root: Path) -> list[tuple[Path, str]]:
+    if root.is_file():
+        return [(root, root.name)]
+    return [
+        (path, f"{root.name}/{path.relative_to(root).as_posix()}")
+        for path in sorted(root.rglob("*"), key=lambda p: p.relative_to(root).as_posix())
+        if path.is_file() and not path.is_symlink()
+    ]
+
+
+def stream_tar(root: Path) -> Iterator[bytes]:
+    """The bytes of a POSIX (PAX) tar of ``root``: one header per regular file, its content in
+    1 MiB chunks, padding to 512-byte blocks, and the two zero blocks that end an archive."""
+    for path, name in _files(root):
+        stat = path.stat()
+        info = tarfile.TarInfo(name)
+        info.size = stat.st_size
+        info.mtime = int(stat.st_mtime)
+        info.mode = 0o644
+        yield info.tobuf(format=tarfile.PAX_FORMAT)
+        written = 0
+        with path.open("rb") as handle:
+            while written < info.size:
+                chunk = handle.read(min(CHUNK, info.size - written))
+                if not chunk:
+                    break
+                written += len(chunk)
+                yield chunk
+        if written < info.size:  # the file shrank while streaming: keep the archive well-formed
+            yield b"\0" * (info.size - written)
+        remainder = info.size % BLOCK
+        if remainder:
+            yield b"\0" * (BLOCK - remainder)
+    yield b"\0" * (2 * BLOCK)

@@ -1,0 +1,185 @@
+"""The assignment engine: leases, overlap, expiry, skips, self-judging, gold, display order."""
+
+import random
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from annotation import services
+from annotation.models import Assignment, Judgment, Response, Task
+
+pytestmark = pytest.mark.django_db
+
+
+def submit(assignment, annotator, **kwargs):
+    ids = assignment.display_order
+    kwargs.setdefault("ordering", [[ids[0]], ids[1:]])
+    return services.submit_judgment(assignment=assignment, annotator=annotator, **kwargs)
+
+
+def test_next_task_returns_the_live_lease_first(make_project, annotators):
+    project = make_project(tasks=3)
+    (a,) = annotators(1)
+    first = services.next_task(annotator=a, project=project)
+    again = services.next_task(annotator=a, project=project)
+    assert first.pk == again.pk and first.state == Assignment.State.LEASED
+    assert Assignment.objects.count() == 1
+    assert first.leased_until - first.leased_at == timedelta(seconds=project.lease_seconds)
+
+
+def test_overlap_caps_a_task_and_nobody_gets_a_task_twice(make_project, annotators):
+    project = make_project(tasks=2, overlap=2)
+    a, b, c = annotators(3)
+    seen = {a: [], b: [], c: []}
+    for _ in range(3):
+        for annotator in (a, b, c):
+            lease = services.next_task(annotator=annotator, project=project)
+            if lease is not None:
+                seen[annotator].append(lease.task_id)
+                submit(lease, annotator)
+    for tasks in seen.values():
+        assert len(tasks) == len(set(tasks))
+    counts = {t.pk: t.submitted_count for t in Task.objects.filter(project=project)}
+    assert counts == {t: 2 for t in counts}
+    assert Judgment.objects.count() == 4
+    assert all(services.next_task(annotator=u, project=project) is None for u in (a, b, c))
+
+
+def test_live_leases_hold_slots_and_expired_ones_are_reoffered(make_project, annotators):
+    project = make_project(tasks=1, overlap=1)
+    a, b = annotators(2)
+    lease = services.next_task(annotator=a, project=project)
+    assert services.next_task(annotator=b, project=project) is None
+    Assignment.objects.filter(pk=lease.pk).update(
+        leased_until=timezone.now() - timedelta(seconds=1)
+    )
+    taken = services.next_task(annotator=b, project=project)
+    assert taken is not None and taken.task_id == lease.task_id
+    # a's lease is gone: submitting it now is refused, and nothing is stored
+    with pytest.raises(services.LeaseExpiredError):
+        submit(lease, a)
+    assert Judgment.objects.count() == 0
+    submit(taken, b)
+    assert Task.objects.get().submitted_count == 1
+
+
+def test_an_expired_lease_can_still_be_submitted_while_the_task_has_room(make_project, annotators):
+    project = make_project(tasks=1, overlap=1)
+    (a,) = annotators(1)
+    lease = services.next_task(annotator=a, project=project)
+    Assignment.objects.filter(pk=lease.pk).update(
+        leased_until=timezone.now() - timedelta(seconds=1)
+    )
+    judgment = submit(lease, a)
+    assert judgment.assignment_id == lease.pk
+    assert Task.objects.get().submitted_count == 1
+
+
+def test_own_expired_lease_comes_back_on_the_same_row(make_project, annotators):
+    project = make_project(tasks=1, overlap=1, randomize_positions=True)
+    (a,) = annotators(1)
+    lease = services.next_task(annotator=a, project=project)
+    Assignment.objects.filter(pk=lease.pk).update(
+        leased_until=timezone.now() - timedelta(seconds=1)
+    )
+    assert services.expire_leases() == 1
+    again = services.next_task(annotator=a, project=project)
+    assert again.pk == lease.pk and again.state == Assignment.State.LEASED
+    assert again.display_order == lease.display_order
+    assert again.leased_until > timezone.now()
+
+
+def test_skipped_tasks_go_to_others_only(make_project, annotators):
+    project = make_project(tasks=1, overlap=1)
+    a, b = annotators(2)
+    lease = services.next_task(annotator=a, project=project)
+    with pytest.raises(services.DomainError, match="why"):
+        services.skip_task(assignment=lease, annotator=a, reason="  ")
+    skipped = services.skip_task(assignment=lease, annotator=a, reason="unclear: prompt")
+    assert skipped.state == Assignment.State.SKIPPED and skipped.skip_reason == "unclear: prompt"
+    assert services.skip_task(assignment=lease, annotator=a, reason="again").pk == lease.pk
+    assert services.next_task(annotator=a, project=project) is None
+    other = services.next_task(annotator=b, project=project)
+    assert other is not None and other.task_id == lease.task_id
+    with pytest.raises(services.DomainError, match="skipped"):
+        submit(lease, a)
+    with pytest.raises(services.NotYourAssignmentError):
+        services.skip_task(assignment=other, annotator=a, reason="x")
+
+
+def test_never_a_task_with_a_response_the_annotator_wrote(make_project, annotators):
+    project = make_project(tasks=2, overlap=1)
+    a, b = annotators(2)
+    first = Task.objects.filter(project=project).order_by("id").first()
+    Response.objects.filter(tasks=first).update(author=a)
+    lease = services.next_task(annotator=a, project=project)
+    assert lease.task_id != first.pk
+    submit(lease, a)
+    assert services.next_task(annotator=a, project=project) is None
+    assert services.next_task(annotator=b, project=project).task_id == first.pk
+
+
+def test_gold_tasks_are_mixed_in_at_the_gold_ratio(make_project, annotators, monkeypatch):
+    project = make_project(tasks=40, overlap=1, gold_ratio=0.25)
+    gold = list(
+        Task.objects.filter(project=project).order_by("id")[:10].values_list("pk", flat=True)
+    )
+    Task.objects.filter(pk__in=gold).update(is_gold=True, gold_answer={"ordering": []})
+    monkeypatch.setattr(services, "rng", random.Random(7))
+    (a,) = annotators(1)
+    kinds = []
+    for _ in range(40):
+        lease = services.next_task(annotator=a, project=project)
+        if lease is None:
+            break
+        kinds.append(lease.task_id in gold)
+        submit(lease, a)
+    # all 30 regular tasks get done; gold ones are spread through them, about 1 in 4
+    assert kinds.count(False) == 30
+    assert 3 <= sum(kinds[:30]) <= 14
+
+
+def test_gold_is_not_capped_by_overlap_and_ratio_zero_never_serves_it(make_project, annotators):
+    project = make_project(tasks=2, overlap=1, gold_ratio=1.0)
+    gold = Task.objects.filter(project=project).order_by("id").first()
+    Task.objects.filter(pk=gold.pk).update(is_gold=True)
+    a, b = annotators(2)
+    for annotator in (a, b):
+        lease = services.next_task(annotator=annotator, project=project)
+        assert lease.task_id == gold.pk  # every annotator sees the gold task
+        submit(lease, annotator)
+    assert Task.objects.get(pk=gold.pk).submitted_count == 2
+    other = make_project(tasks=2, overlap=1, gold_ratio=0.0)
+    Task.objects.filter(project=other).update(is_gold=True)
+    assert services.next_task(annotator=a, project=other) is None
+
+
+def test_display_order_is_randomized_per_assignment_and_stored(
+    make_project, annotators, monkeypatch
+):
+    monkeypatch.setattr(services, "rng", random.Random(3))
+    project = make_project(tasks=40, responses=3, overlap=1, randomize_positions=True)
+    (a,) = annotators(1)
+    orders = set()
+    for _ in range(40):
+        lease = services.next_task(annotator=a, project=project)
+        canonical = list(
+            lease.task.task_responses.order_by("position").values_list("response_id", flat=True)
+        )
+        assert sorted(lease.display_order) == sorted(canonical)
+        orders.add(tuple(canonical.index(r) for r in lease.display_order))
+        assert Assignment.objects.get(pk=lease.pk).display_order == lease.display_order
+        submit(lease, a)
+    assert len(orders) >= 4  # of the 6 permutations
+    fixed = make_project(tasks=3, responses=3, randomize_positions=False)
+    lease = services.next_task(annotator=a, project=fixed)
+    assert lease.display_order == list(
+        lease.task.task_responses.order_by("position").values_list("response_id", flat=True)
+    )
+
+
+def test_inactive_project_hands_out_nothing(make_project, annotators):
+    project = make_project(tasks=2, is_active=False)
+    (a,) = annotators(1)
+    assert services.next_task(annotator=a, project=project) is None
