@@ -1,17 +1,22 @@
-"""REST API (read-only for now): training runs and their metric series. Write paths arrive with
-the training issue; registered in ``annotation.api_urls``."""
+"""REST API for training runs: list, read, metric series, launch, cancel, and each kind's
+config schema (fields, types, defaults, help). Thin over ``training.services``; registered in
+``annotation.api_urls``."""
 
 from __future__ import annotations
 
 import django_filters as df
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from annotation.api import ApiViewSet
-from annotation.permissions import READERS
+from annotation.models import DatasetSnapshot
+from annotation.permissions import READERS, STAFF
+from models_registry.models import ModelVersion
 
+from . import services, trainers
 from .models import RunMetric, TrainingRun
 
 
@@ -32,6 +37,31 @@ class RunMetricSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class LaunchSerializer(serializers.Serializer):
+    """What ``POST /training-runs/`` takes; ``config`` is validated by the kind's schema."""
+
+    kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
+    snapshot = serializers.PrimaryKeyRelatedField(queryset=DatasetSnapshot.objects.all())
+    config = serializers.DictField(required=False, default=dict)
+    base_model = serializers.CharField(required=False, default="builtin:tiny")
+    base_model_version = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
+    reward_model_version = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
+    queue = serializers.ChoiceField(choices=TrainingRun.Queue.choices, default="cpu")
+    num_processes = serializers.IntegerField(min_value=1, default=1)
+    name = serializers.CharField(required=False, default="", max_length=200)
+
+
+class ConfigFieldSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.CharField()
+    default = serializers.JSONField()
+    help = serializers.CharField()
+
+
 class TrainingRunFilter(df.FilterSet):
     class Meta:
         model = TrainingRun
@@ -47,6 +77,35 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
     ordering_fields = ["id", "created_at"]
     ordering = ["-id"]
     default_roles = READERS
+    action_roles = {"create": STAFF, "cancel": STAFF}
+
+    @extend_schema(request=LaunchSerializer, responses={201: TrainingRunSerializer})
+    def create(self, request):
+        """Launch a run: the config is validated and completed with the kind's defaults."""
+        data = LaunchSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        run = services.launch_run(**data.validated_data, created_by=request.user)
+        return Response(TrainingRunSerializer(run).data, status=201)
+
+    @extend_schema(request=None, responses=TrainingRunSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """A queued run is cancelled at once; a running one stops after its current step."""
+        run = services.request_cancel(run=self.get_object())
+        return Response(TrainingRunSerializer(run).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("kind", enum=list(trainers.KINDS), required=True)],
+        responses=ConfigFieldSerializer(many=True),
+    )
+    @action(detail=False, methods=["get"], url_path="config-schema", filter_backends=[],
+            pagination_class=None)  # fmt: skip
+    def config_schema(self, request):
+        """The config fields of a kind, with types, defaults and help (forms are built from it)."""
+        kind = request.query_params.get("kind", "")
+        if kind not in trainers.KINDS:
+            raise ValidationError({"kind": f"choose one of {', '.join(trainers.KINDS)}"})
+        return Response(ConfigFieldSerializer(trainers.describe_fields(kind), many=True).data)
 
     @extend_schema(responses=RunMetricSerializer(many=True))
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)

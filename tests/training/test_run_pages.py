@@ -19,8 +19,11 @@ FAST = {"max_steps": 4, "batch_size": 4, "learning_rate": 1e-3, "max_length": 64
 def test_training_pages_are_for_admins_and_managers(client, make_user, role, preference_snapshot):
     run = services.launch_run(kind="reward", snapshot=preference_snapshot)
     client.force_login(make_user(f"{role}-user", role=role))
-    for url in (reverse("training:runs"), reverse("training:launch", args=["reward"]),
-                reverse("training:run", args=[run.pk])):
+    for url in (
+        reverse("training:runs"),
+        reverse("training:launch", args=["reward"]),
+        reverse("training:run", args=[run.pk]),
+    ):
         assert client.get(url).status_code == 403
     assert client.post(reverse("training:cancel", args=[run.pk])).status_code == 403
     assert TrainingRun.objects.get(pk=run.pk).status == "queued"
@@ -44,15 +47,29 @@ def test_launch_form_renders_every_config_field(client, admin_user, kind):
 def test_launch_from_the_form_queues_a_validated_run(client, admin_user, preference_snapshot):
     client.force_login(admin_user)
     url = reverse("training:launch", args=["dpo"])
-    bad = client.post(url, {"snapshot": preference_snapshot.pk, "queue": "cpu",
-                            "num_processes": 1, "config_loss_type": '["robust"]',
-                            "config_label_smoothing": 0.9})
+    bad = client.post(
+        url,
+        {
+            "snapshot": preference_snapshot.pk,
+            "queue": "cpu",
+            "num_processes": 1,
+            "config_loss_type": '["robust"]',
+            "config_label_smoothing": 0.9,
+        },
+    )
     assert bad.status_code == 200 and b"label_smoothing" in bad.content
     assert not TrainingRun.objects.exists()
 
-    good = client.post(url, {"snapshot": preference_snapshot.pk, "queue": "gpu",
-                             "num_processes": 1, "config_max_steps": 7,
-                             "config_loss_type": '["sigmoid", "sft"]'})
+    good = client.post(
+        url,
+        {
+            "snapshot": preference_snapshot.pk,
+            "queue": "gpu",
+            "num_processes": 1,
+            "config_max_steps": 7,
+            "config_loss_type": '["sigmoid", "sft"]',
+        },
+    )
     run = TrainingRun.objects.get()
     assert good.status_code == 302 and good["Location"] == reverse("training:run", args=[run.pk])
     assert (run.kind, run.queue, run.config["max_steps"]) == ("dpo", "gpu", 7)
@@ -70,17 +87,27 @@ def test_launch_from_the_form_queues_a_validated_run(client, admin_user, prefere
 
 @pytest.mark.django_db
 def test_train_command_validates_and_queues(preference_snapshot, capsys):
-    call_command("train", "reward", "--snapshot", str(preference_snapshot.pk),
-                 "--set", "max_steps=5", "--queue", "gpu")
+    call_command(
+        "train",
+        "reward",
+        "--snapshot",
+        str(preference_snapshot.pk),
+        "--set",
+        "max_steps=5",
+        "--queue",
+        "gpu",
+    )
     run = TrainingRun.objects.get()
     assert (run.queue, run.config["max_steps"]) == ("gpu", 5)
     assert f"run {run.pk} queued on gpu" in capsys.readouterr().out
     with pytest.raises(CommandError, match="max_steps"):
-        call_command("train", "reward", "--snapshot", str(preference_snapshot.pk),
-                     "--set", "max_steps=0")
+        call_command(
+            "train", "reward", "--snapshot", str(preference_snapshot.pk), "--set", "max_steps=0"
+        )
     with pytest.raises(CommandError, match="no model version"):
-        call_command("train", "ppo", "--snapshot", str(preference_snapshot.pk),
-                     "--reward-model", "nope@1")
+        call_command(
+            "train", "ppo", "--snapshot", str(preference_snapshot.pk), "--reward-model", "nope@1"
+        )
 
 
 @pytest.mark.training
@@ -97,3 +124,45 @@ def test_multi_process_run_under_torchrun_on_cpu(preference_snapshot, monkeypatc
     assert run.output_model_version.sha256
     assert run.metrics.filter(name="loss").count() == FAST["max_steps"]
     assert "world_size" in run.log_tail or run.current_step == FAST["max_steps"]
+
+
+@pytest.mark.django_db
+def test_api_launch_validates_config_and_cancel_reports_finished_runs(
+    admin_user, preference_snapshot
+):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    bad = api.post(
+        "/api/v1/training-runs/",
+        {
+            "kind": "dpo",
+            "snapshot": preference_snapshot.pk,
+            "config": {"loss_type": ["robust"], "label_smoothing": 0.9},
+        },
+        format="json",
+    )
+    assert bad.status_code == 400 and "label_smoothing" in bad.json()["detail"]
+    assert not TrainingRun.objects.exists()
+
+    made = api.post(
+        "/api/v1/training-runs/",
+        {
+            "kind": "reward",
+            "snapshot": preference_snapshot.pk,
+            "config": {"max_steps": 3},
+        },
+        format="json",
+    )
+    assert made.status_code == 201 and made.json()["config"]["max_steps"] == 3
+    run_id = made.json()["id"]
+    assert api.post(f"/api/v1/training-runs/{run_id}/cancel/").json()["status"] == "cancelled"
+    again = api.post(f"/api/v1/training-runs/{run_id}/cancel/")
+    assert again.status_code == 400 and "already cancelled" in again.json()["detail"]
+
+    schema = api.get("/api/v1/training-runs/config-schema/?kind=grpo").json()
+    assert {"name": "num_generations", "type": "int", "default": 8}.items() <= {
+        k: v for f in schema if f["name"] == "num_generations" for k, v in f.items()
+    }.items()
+    assert api.get("/api/v1/training-runs/config-schema/?kind=nope").status_code == 400
