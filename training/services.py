@@ -20,6 +20,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from annotation import webhooks
 from annotation.errors import DomainError
 from annotation.models import DatasetSnapshot
 from models_registry.models import ModelVersion
@@ -174,6 +175,8 @@ def request_cancel(*, run: TrainingRun) -> TrainingRun:
         run.status, run.finished_at = Status.CANCELLED, timezone.now()
         fields += ["status", "finished_at"]
     run.save(update_fields=fields)
+    if run.status == Status.CANCELLED:
+        webhooks.run_finished(run_id=run.pk, kind=run.kind, status=run.status)
     return run
 
 
@@ -209,6 +212,12 @@ def finish_run(*, run_id: int, result: trainers.TrainingResult, log_tail: str) -
             eval_metrics=run.eval_metrics,
         )
     run.save()
+    webhooks.run_finished(
+        run_id=run.pk,
+        kind=run.kind,
+        status=run.status,
+        output_model_version_id=run.output_model_version_id,
+    )
     _, work_dir = run_dirs(run)
     if run.status == Status.SUCCEEDED:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -223,8 +232,9 @@ def fail_run(*, run_id: int, error: str, log_tail: str) -> None:
         log_tail=log_tail[-LOG_TAIL_CHARS:],
         finished_at=timezone.now(),
     )
-    _, work_dir = run_dirs(TrainingRun.objects.get(pk=run_id))
-    shutil.rmtree(work_dir, ignore_errors=True)
+    run = TrainingRun.objects.get(pk=run_id)
+    webhooks.run_finished(run_id=run.pk, kind=run.kind, status=run.status)
+    shutil.rmtree(run_dirs(run)[1], ignore_errors=True)
 
 
 def _holder_is_dead(worker: str) -> bool:

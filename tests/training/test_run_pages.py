@@ -166,3 +166,23 @@ def test_api_launch_validates_config_and_cancel_reports_finished_runs(
         k: v for f in schema if f["name"] == "num_generations" for k, v in f.items()
     }.items()
     assert api.get("/api/v1/training-runs/config-schema/?kind=nope").status_code == 400
+
+
+@pytest.mark.django_db
+def test_finished_runs_send_the_run_finished_webhook(preference_snapshot):
+    from annotation import webhooks
+    from annotation.models import WebhookDelivery
+
+    webhooks.create_webhook(url="https://hooks.example.org/run", events=["run.finished"])
+    run = services.launch_run(kind="reward", snapshot=preference_snapshot)
+    services.request_cancel(run=run)
+    services.fail_run(
+        run_id=services.launch_run(kind="reward", snapshot=preference_snapshot).pk,
+        error="Traceback: boom",
+        log_tail="",
+    )
+    payloads = sorted(
+        (d.payload["status"], d.payload["kind"])
+        for d in WebhookDelivery.objects.filter(event="run.finished")
+    )
+    assert payloads == [("cancelled", "reward"), ("failed", "reward")]
