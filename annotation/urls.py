@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import import_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -12,4 +12,7 @@ urlpatterns = [
     path("assignments/<int:pk>/demonstrate/", views.demonstrate, name="workspace-demonstrate"),
     path("assignments/<int:pk>/skip/", views.skip, name="workspace-skip"),
     path("judgments/<int:pk>/", views.judgment_detail, name="workspace-judgment"),
+    # ---- imports (admins and managers)
+    path("projects/<slug:slug>/import/", import_views.import_upload, name="import-upload"),
+    path("imports/<int:pk>/", import_views.import_job, name="import-job"),
 ]
