@@ -236,10 +236,10 @@ def _from_record(snapshot: DatasetSnapshot) -> tuple[ExportOptions, SnapshotFilt
 # ---------------------------------------------------------------- reading
 
 
-def judgment_queryset(project: Project, f: SnapshotFilters):
-    qs = Judgment.objects.filter(task__project=project)
-    if f.max_judgment_id is not None:
-        qs = qs.filter(id__lte=f.max_judgment_id)
+def _by_annotator_and_date(qs, f: SnapshotFilters, max_id: int | None):
+    """The filters judgments and demonstrations share: frozen id horizon, annotators, dates."""
+    if max_id is not None:
+        qs = qs.filter(id__lte=max_id)
     if f.annotators:
         qs = qs.filter(annotator_id__in=f.annotators)
     if f.annotator_kinds:
@@ -248,6 +248,13 @@ def judgment_queryset(project: Project, f: SnapshotFilters):
         qs = qs.filter(created_at__gte=f.date_from)
     if f.date_to:
         qs = qs.filter(created_at__lte=f.date_to)
+    return qs
+
+
+def judgment_queryset(project: Project, f: SnapshotFilters):
+    qs = _by_annotator_and_date(
+        Judgment.objects.filter(task__project=project), f, f.max_judgment_id
+    )
     if f.exclude_gold:
         qs = qs.filter(task__is_gold=False)
     if f.exclude_flagged:
@@ -260,17 +267,9 @@ def judgment_queryset(project: Project, f: SnapshotFilters):
 
 
 def demonstration_queryset(project: Project, f: SnapshotFilters):
-    qs = Demonstration.objects.filter(prompt__project=project)
-    if f.max_demonstration_id is not None:
-        qs = qs.filter(id__lte=f.max_demonstration_id)
-    if f.annotators:
-        qs = qs.filter(annotator_id__in=f.annotators)
-    if f.annotator_kinds:
-        qs = qs.filter(annotator__profile__kind__in=f.annotator_kinds)
-    if f.date_from:
-        qs = qs.filter(created_at__gte=f.date_from)
-    if f.date_to:
-        qs = qs.filter(created_at__lte=f.date_to)
+    qs = _by_annotator_and_date(
+        Demonstration.objects.filter(prompt__project=project), f, f.max_demonstration_id
+    )
     if f.exclude_gold:
         qs = qs.filter(Q(task__isnull=True) | Q(task__is_gold=False))
     return qs

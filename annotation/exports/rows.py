@@ -299,7 +299,8 @@ class TaskShaper:
         self, task: TaskContent, judgments: Sequence[JudgmentRecord]
     ) -> Iterator[dict]:
         """One row per strict pair of each judgment (the hot path: 1M rows per run must stay
-        fast, so the provenance is built inline; ``_provenance`` is the reference shape)."""
+        fast, so the provenance is built by a closure over per-task values; ``_provenance`` is
+        the reference shape)."""
         options = self.options
         prompt = self.prompt_value(task)
         completion = {rid: self.completion_value(text) for rid, text in task.responses.items()}
@@ -319,40 +320,15 @@ class TaskShaper:
 
         def row_for(judgment, chosen, rejected, margin, agreement, tie, principles, discretion):
             c_value, r_value = completion[chosen], completion[rejected]
-            if implicit:
-                if conversational:
-                    head = {"chosen": [*prompt, *c_value], "rejected": [*prompt, *r_value]}
-                else:
-                    head = {"chosen": prompt + c_value, "rejected": prompt + r_value}
-                head.update(rest(judgment, chosen, rejected, margin, agreement, tie, principles,
-                                 discretion))  # fmt: skip
-                return head
-            judgment_id = judgment.judgment_id
-            return {
-                "prompt": prompt,
-                "chosen": c_value,
-                "rejected": r_value,
-                "margin": margin,
-                "judgment_ids": [judgment_id],
-                "annotator_ids": [judgment.annotator],
-                "task_id": task_id,
-                "prompt_id": prompt_id,
-                "chosen_response_id": chosen,
-                "rejected_response_id": rejected,
-                "spec_version": spec_version,
-                "principles": principles,
-                "decisive": list(judgment.decisive),
-                "discretion": discretion,
-                "discretion_note": judgment.discretion_note,
-                "agreement": agreement,
-                "strength": judgment.strength,
-                "both_bad": judgment.both_bad,
-                "tie": tie,
-                "tie_policy": tie_policy,
-                "aggregation": "raw",
-                "source_ranking_id": f"j{judgment_id}",
-                "pair_expansion": expansion,
-            }
+            if not implicit:
+                head = {"prompt": prompt, "chosen": c_value, "rejected": r_value}
+            elif conversational:
+                head = {"chosen": [*prompt, *c_value], "rejected": [*prompt, *r_value]}
+            else:
+                head = {"chosen": prompt + c_value, "rejected": prompt + r_value}
+            head.update(rest(judgment, chosen, rejected, margin, agreement, tie, principles,
+                             discretion))  # fmt: skip
+            return head
 
         def rest(judgment, chosen, rejected, margin, agreement, tie, principles, discretion):
             judgment_id = judgment.judgment_id
