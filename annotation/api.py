@@ -395,11 +395,9 @@ class ProjectViewSet(
         )
 
     def perform_update(self, serializer):
-        project = serializer.instance
-        for name, value in serializer.validated_data.items():
-            setattr(project, name, value)
-        project.full_clean()
-        project.save(update_fields=list(serializer.validated_data))
+        serializer.instance = services.update_project(
+            project=serializer.instance, **serializer.validated_data
+        )
 
     @extend_schema(
         request=None,

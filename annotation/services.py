@@ -288,6 +288,19 @@ def create_project(
     return project
 
 
+@transaction.atomic
+def update_project(*, project: Project, **changes: object) -> Project:
+    """Change a project's settings; its slug and principle-set version are fixed at creation."""
+    fixed = {"slug", "principle_set"} & set(changes)
+    if fixed:
+        raise DomainError(f"cannot change {', '.join(sorted(fixed))} of a project")
+    for name, value in changes.items():
+        setattr(project, name, value)
+    project.full_clean()
+    project.save(update_fields=list(changes))
+    return project
+
+
 def task_kind_for(spec: PromptSpec) -> str:
     if spec.kind:
         return spec.kind
