@@ -612,8 +612,9 @@ class JudgmentViewSet(
     serializer_class = s.JudgmentSerializer
     filterset_class = JudgmentFilter
     ordering_fields = ["id", "created_at"]
-    http_method_names = ["get", "put", "head", "options"]
+    http_method_names = ["get", "put", "post", "head", "options"]
     default_roles = ANNOTATING
+    action_roles = {"flag": STAFF}
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -633,6 +634,18 @@ class JudgmentViewSet(
             **_judgment_arguments(data, display_order),
         )
         return ApiResponse(s.JudgmentSerializer(_judgments_queryset().get(pk=edited.pk)).data)
+
+    @extend_schema(request=s.FlagJudgmentSerializer, responses=s.JudgmentSerializer)
+    @action(detail=True, methods=["post"])
+    def flag(self, request, pk=None):
+        """Flag a doubtful judgment with a reason (``flagged: false`` clears it); snapshots with
+        the ``exclude_flagged`` filter leave flagged judgments out. Managers and admins."""
+        data = _validated(s.FlagJudgmentSerializer, request.data)
+        judgment = services.flag_judgment(
+            judgment=self.get_object(), by=request.user, flagged=data["flagged"],
+            reason=data["reason"],
+        )  # fmt: skip
+        return ApiResponse(s.JudgmentSerializer(_judgments_queryset().get(pk=judgment.pk)).data)
 
 
 class DemonstrationViewSet(

@@ -377,6 +377,14 @@ class Judgment(models.Model):
     discretion_note = models.TextField(blank=True)
     idempotency_key = models.CharField(max_length=100, null=True, blank=True, unique=True)
     origin = models.CharField(max_length=60, default="ui", help_text="ui, api or import:<fmt>")
+    # Set by a manager / admin who doubts the judgment (spam, misread task, …); snapshots can
+    # leave flagged judgments out. Database defaults: raw inserts need not name these columns.
+    flagged = models.BooleanField(default=False, db_default=False)
+    flag_reason = models.CharField(max_length=500, blank=True, default="", db_default="")
+    flagged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    flagged_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -338,9 +338,14 @@ class JudgmentSerializer(serializers.ModelSerializer):
         model = Judgment
         fields = ["id", "task", "project", "assignment", "annotator", "ordering", "strength",
                   "both_bad", "verdicts", "decisive", "discretion", "discretion_note",
-                  "rationale", "confidence", "time_spent_ms", "origin", "created_at",
-                  "updated_at"]  # fmt: skip
+                  "rationale", "confidence", "time_spent_ms", "origin", "flagged",
+                  "flag_reason", "flagged_at", "created_at", "updated_at"]  # fmt: skip
         read_only_fields = fields
+
+
+class FlagJudgmentSerializer(serializers.Serializer):
+    flagged = serializers.BooleanField(default=True)
+    reason = serializers.CharField(max_length=500, allow_blank=True, default="")
 
 
 class DemonstrationSerializer(serializers.ModelSerializer):

@@ -39,6 +39,7 @@ from .models import (
     Task,
     TaskResponse,
 )
+from .roles import is_staff_role
 
 User = get_user_model()
 
@@ -1429,3 +1430,26 @@ def create_demonstration(
             return replay
         raise
     return demonstration
+
+
+# ---- review
+
+
+def flag_judgment(
+    *, judgment: Judgment, by: User, flagged: bool = True, reason: str = ""
+) -> Judgment:
+    """Flag a doubtful judgment (snapshots with ``exclude_flagged`` leave it out) or clear the
+    flag. Staff only; the reason, who and when are recorded (cleared with the flag)."""
+    if not is_staff_role(by):
+        raise DomainError("only managers and admins flag judgments")
+    reason = reason.strip()
+    if flagged and not reason:
+        raise DomainError("a flag needs a reason")
+    if len(reason) > 500:
+        raise DomainError("the reason is limited to 500 characters")
+    judgment.flagged = flagged
+    judgment.flag_reason = reason if flagged else ""
+    judgment.flagged_by = by if flagged else None
+    judgment.flagged_at = timezone.now() if flagged else None
+    judgment.save(update_fields=["flagged", "flag_reason", "flagged_by", "flagged_at"])
+    return judgment

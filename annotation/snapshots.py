@@ -258,11 +258,7 @@ def judgment_queryset(project: Project, f: SnapshotFilters):
     if f.exclude_gold:
         qs = qs.filter(task__is_gold=False)
     if f.exclude_flagged:
-        field_names = {field.name for field in Judgment._meta.get_fields()}
-        if "flagged" in field_names:
-            qs = qs.filter(flagged=False)
-        if "quality_flag" in field_names:
-            qs = qs.filter(quality_flag="")
+        qs = qs.filter(flagged=False)
     return qs
 
 
@@ -449,6 +445,8 @@ class _PgLoader:
         if f.date_to:
             where.append("j.created_at <= %s")
             params.append(f.date_to)
+        if f.exclude_flagged:
+            where.append("NOT j.flagged")
         # Only raw rows carry rationale, confidence, time and origin: skip them otherwise.
         extra = (
             """j.rationale, j.confidence, j.time_spent_ms,
@@ -495,9 +493,7 @@ class _PgLoader:
 
 
 def _loader(project: Project, f: SnapshotFilters, lookups: _Lookups, full: bool = True):
-    field_names = {field.name for field in Judgment._meta.get_fields()}
-    orm_only = f.exclude_flagged and field_names & {"flagged", "quality_flag"}
-    if connection.vendor == "postgresql" and not orm_only:
+    if connection.vendor == "postgresql":
         return _PgLoader(project, f, lookups, full)
     return _OrmLoader(project, f, lookups)
 

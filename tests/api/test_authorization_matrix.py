@@ -130,6 +130,13 @@ MATRIX = [
     ("judgments other's detail", "get", "judgments/{w.j2.pk}/", None, (200, 200, 404, 403, 401)),
     ("judgments edit own", "put", "judgments/{w.j1.pk}/", "EDIT", (403, 403, 200, 403, 401)),
     ("judgments edit other's", "put", "judgments/{w.j2.pk}/", "EDIT2", (403, 403, 404, 403, 401)),
+    (
+        "judgments flag",
+        "post",
+        "judgments/{w.j2.pk}/flag/",
+        {"reason": "answered without reading"},
+        (200, 200, 403, 403, 401),
+    ),
     ("demonstrations list", "get", "demonstrations/", None, ANNOTATING),
     ("demonstrations detail", "get", "demonstrations/{w.demo.pk}/", None, ANNOTATING),
     (

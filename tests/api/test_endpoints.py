@@ -278,6 +278,32 @@ def test_snapshot_create_download_and_async_build(world, settings):
 
 
 @pytest.mark.django_db
+def test_flagged_judgment_is_left_out_of_snapshots_that_ask(world):
+    client = client_for(world, "manager")
+    flagged = client.post(
+        V1 + f"judgments/{world.j2.pk}/flag/", {"reason": "clicked too fast"}, format="json"
+    )
+    assert flagged.status_code == 200, flagged.json()
+    assert flagged.json()["flagged"] and flagged.json()["flag_reason"] == "clicked too fast"
+    assert client.post(V1 + f"judgments/{world.j2.pk}/flag/", {}, format="json").status_code == 400
+
+    def judgment_ids(filters):
+        created = client.post(
+            V1 + "snapshots/",
+            {"project": world.project.pk, "kind": "preference", "filters": filters},
+            format="json",
+        ).json()
+        content = b"".join(client.get(created["download"]).streaming_content)
+        return [json.loads(line)["judgment_ids"] for line in content.splitlines()]
+
+    assert judgment_ids({}) == [[world.j1.pk], [world.j2.pk]]
+    assert judgment_ids({"exclude_flagged": True}) == [[world.j1.pk]]
+    cleared = client.post(V1 + f"judgments/{world.j2.pk}/flag/", {"flagged": False}, format="json")
+    assert cleared.status_code == 200 and not cleared.json()["flagged"]
+    assert judgment_ids({"exclude_flagged": True}) == [[world.j1.pk], [world.j2.pk]]
+
+
+@pytest.mark.django_db
 def test_streamed_export(world):
     response = client_for(world, "viewer").get(
         V1 + f"projects/{world.project.pk}/export/?kind=preference&style=text"

@@ -8,7 +8,7 @@ import pytest
 
 from annotation import services, snapshots
 from annotation.errors import DomainError
-from annotation.models import DatasetSnapshot, Demonstration, Task
+from annotation.models import DatasetSnapshot, Demonstration, Judgment, Task
 from annotation.tasks import build_snapshot as build_snapshot_task
 from tests.data_io.conftest import judge, response_ids
 
@@ -93,6 +93,44 @@ def test_filters_select_annotators_and_drop_flagged_rows(project, judged):
         snapshots.create_snapshot(
             project=project, kind="preference", filters={"expansion": "zigzag"}
         )
+
+
+@pytest.mark.django_db
+def test_flagged_judgments_are_left_out_on_request(project, judged, make_user):
+    human, model = judged
+    manager = make_user("manager-1", role="manager")
+    doubtful = Judgment.objects.filter(annotator=model).order_by("id").first()
+
+    def judgment_ids(**filters):
+        snap = snapshots.create_snapshot(project=project, kind="preference", filters=filters)
+        assert snap.status == "ready", snap.error
+        return {i for row in read_jsonl(snap) for i in row["judgment_ids"]}
+
+    with pytest.raises(DomainError, match="managers and admins"):
+        services.flag_judgment(judgment=doubtful, by=human, reason="mine is better")
+    with pytest.raises(DomainError, match="reason"):
+        services.flag_judgment(judgment=doubtful, by=manager, reason="  ")
+    everything = judgment_ids()
+    services.flag_judgment(judgment=doubtful, by=manager, reason="judge saw the wrong pair")
+    doubtful.refresh_from_db()
+    assert doubtful.flagged and doubtful.flagged_by == manager and doubtful.flagged_at
+    assert judgment_ids() == everything  # flagging alone changes no export
+    kept = judgment_ids(exclude_flagged=True)
+    assert kept == everything - {doubtful.pk} and len(kept) == 13
+    snap = snapshots.create_snapshot(
+        project=project, kind="raw", filters={"exclude_flagged": True}, fmt="parquet"
+    )
+    assert snap.filters["exclude_flagged"] is True
+    assert (
+        doubtful.pk
+        not in datasets.load_dataset(
+            "parquet", data_files=str(snapshots.artifact_file(snap)), split="train"
+        )["judgment_id"]
+    )
+    services.flag_judgment(judgment=doubtful, by=manager, flagged=False)
+    doubtful.refresh_from_db()
+    assert not doubtful.flagged and doubtful.flag_reason == "" and doubtful.flagged_by is None
+    assert judgment_ids(exclude_flagged=True) == everything
 
 
 @pytest.mark.django_db
