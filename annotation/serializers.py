@@ -35,7 +35,7 @@ IMPORT_FORMATS = [
     ("trl", "TRL preference rows"),
     ("hh-rlhf", "HH-RLHF transcripts"),
     ("arena", "Chatbot Arena battles"),
-    ("label-studio", "Label Studio pairwise export"),
+    ("label-studio", "Label Studio export (pairwise or List + Ranker)"),
 ]
 
 

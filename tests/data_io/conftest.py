@@ -101,3 +101,24 @@ def judge(task, annotator, ordering, *, verdicts=None, decisive=(), **fields):
 
 def response_ids(task):
     return list(task.task_responses.order_by("position").values_list("response_id", flat=True))
+
+
+def ranker_task(i: int, item_ids: list[str], results: list[list], *, completed_by=1) -> dict:
+    """A Label Studio List + Ranker task: ``data.items`` and one annotation per result list."""
+    return {
+        "id": 200 + i,
+        "data": {
+            "prompt": f"Rank these {i}",
+            "items": [
+                {"id": item, "title": item, "body": f"{item} answers {i}"} for item in item_ids
+            ],
+        },
+        "annotations": [
+            {"id": 2000 + i * 10 + n, "completed_by": completed_by + n, "result": result}
+            for n, result in enumerate(results)
+        ],
+    }
+
+
+def ranker(value) -> dict:
+    return {"from_name": "rank", "to_name": "results", "type": "ranker", "value": {"ranker": value}}

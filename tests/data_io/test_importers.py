@@ -13,7 +13,15 @@ from annotation.errors import ImportFileError
 from annotation.importers.preferences import import_preferences
 from annotation.importers.prompts import import_prompts
 from annotation.models import AnnotatorProfile, Judgment, Prompt, Response, Task, TaskResponse
-from tests.data_io.conftest import arena_battle, choices, label_studio_task, pairwise, write_jsonl
+from tests.data_io.conftest import (
+    arena_battle,
+    choices,
+    label_studio_task,
+    pairwise,
+    ranker,
+    ranker_task,
+    write_jsonl,
+)
 
 GOOD = {"prompt": "fine", "responses": ["a", "b"]}
 
@@ -260,6 +268,76 @@ def test_label_studio_pairwise_export_keeps_ties_and_both_bad(project, tmp_path)
         ("right", False, "clearer"),
     ]
     assert Task.objects.filter(submitted_count=0).count() == 1
+
+
+@pytest.mark.django_db
+def test_label_studio_ranker_export_becomes_rank_and_compare_tasks(project, tmp_path):
+    tasks = [
+        ranker_task(
+            0,
+            ["llm_1", "llm_2", "llm_3"],
+            [
+                [ranker({"rank": ["llm_2", "llm_3", "llm_1"]})],
+                [ranker(["llm_1", "llm_2", "llm_3"])],
+            ],
+        ),
+        ranker_task(1, ["x", "y"], [[ranker({"rank": ["y", "x"]}), choices("Both bad")]]),
+        ranker_task(2, ["p", "q", "r"], [[choices("Tie")]]),
+    ]
+    path = tmp_path / "ranker.json"
+    path.write_text(json.dumps(tasks, indent=1))
+    result = import_preferences(project=project, path=path, fmt="label-studio", annotator="ls")
+    assert (result.tasks, result.judgments) == (3, 4)
+    first, second, third = Task.objects.order_by("id")
+    assert [first.kind, second.kind, third.kind] == ["rank", "compare", "rank"]
+    ids = {
+        tr.response.source.rsplit(":", 1)[1]: tr.response_id
+        for tr in TaskResponse.objects.select_related("response")
+    }
+    orderings = [
+        (j.annotator.username, j.ordering, j.both_bad)
+        for j in Judgment.objects.order_by("task_id", "annotator__username")
+    ]
+    assert orderings == [
+        ("ls:1", [[ids["llm_2"]], [ids["llm_3"]], [ids["llm_1"]]], False),
+        ("ls:2", [[ids["llm_1"]], [ids["llm_2"]], [ids["llm_3"]]], False),
+        ("ls:1", [[ids["y"]], [ids["x"]]], True),
+        ("ls:1", [[ids["p"], ids["q"], ids["r"]]], False),  # the tie is kept
+    ]
+    assert Response.objects.get(pk=ids["llm_3"]).text == "llm_3 answers 0"
+
+
+@pytest.mark.parametrize(
+    "result, message",
+    [
+        ([ranker({"best": ["a"], "worst": ["b", "c"]})], r"ranker buckets \(best, worst\)"),
+        ([ranker({"rank": ["a", "b"]})], "must name each item once"),
+        ([ranker({"rank": ["a", "b", "b"]})], "must name each item once"),
+        ([pairwise("left")], "exactly two responses"),
+        ([ranker(["a", "b", "c"]), choices("Tie")], "more than one of"),
+    ],
+)
+@pytest.mark.django_db
+def test_label_studio_rankings_that_cannot_map_are_rejected_naming_the_line(
+    project, tmp_path, result, message
+):
+    good = ranker_task(0, ["a", "b", "c"], [[ranker({"rank": ["c", "b", "a"]})]])
+    bad = ranker_task(1, ["a", "b", "c"], [result])
+    path = tmp_path / "ranker-bad.json"
+    path.write_text(json.dumps([good, bad], indent=2))
+    line = [i for i, text in enumerate(path.read_text().splitlines(), 1) if text == "  {"][1]
+    with pytest.raises(ImportFileError, match=message) as info:
+        import_preferences(project=project, path=path, fmt="label-studio", annotator="ls")
+    assert str(info.value).startswith(f"{path}:{line}: annotation 1: ")
+    assert nothing_written()
+
+
+@pytest.mark.django_db
+def test_label_studio_ranker_on_a_pairwise_task_is_rejected(project, tmp_path):
+    path = tmp_path / "ls.json"
+    path.write_text(json.dumps([label_studio_task(0, [ranker({"rank": ["a", "b"]})])]))
+    with pytest.raises(ImportFileError, match=r"needs the responses as 'data\.items'"):
+        import_preferences(project=project, path=path, fmt="label-studio", annotator="ls")
 
 
 @pytest.mark.django_db
