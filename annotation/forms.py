@@ -38,7 +38,10 @@ class _SlotForm(forms.Form):
 
 class JudgmentForm(_SlotForm):
     """Compare: ``choice`` (slot or ``tie``) + ``strength``. Rank: ``rank-<slot>`` = 1..K,
-    equal ranks tie. Both: ``v-<principle key>`` = slot / ``tie`` / ``na``, ``decisive``."""
+    equal ranks tie. Both: ``v-<principle key>`` = slot / ``tie`` / ``na``, ``decisive``.
+
+    The per-principle and per-slot inputs are read in ``clean`` rather than declared as fields:
+    building a field per principle for every submit cost more than the rest of the request."""
 
     choice = forms.CharField(required=False)
     strength = forms.TypedChoiceField(
@@ -54,29 +57,52 @@ class JudgmentForm(_SlotForm):
         required=False,
         empty_value=None,
     )
-    decisive = forms.MultipleChoiceField(required=False)
 
     def __init__(self, data=None, *, kind: str, display_order, principles, **kwargs):
         super().__init__(data, display_order=display_order, principles=principles, **kwargs)
         self.kind = kind
-        count = len(self.display_order)
-        verdict_choices = [*_slot_choices(count), ("tie", "tie"), ("na", "n/a")]
+
+    def _clean_verdicts(self) -> dict[str, str]:
+        allowed = {*(str(i) for i in range(len(self.display_order))), "tie", "na"}
+        verdicts = {}
         for p in self.principles:
-            self.fields[f"v-{p.key}"] = forms.ChoiceField(choices=verdict_choices, required=False)
-        self.fields["decisive"].choices = [(p.key, p.key) for p in self.principles]
-        if kind == "rank":
-            for i in range(count):
-                self.fields[f"rank-{i}"] = forms.IntegerField(min_value=1, max_value=count)
+            value = self.data.get(f"v-{p.key}") or "na"
+            if value not in allowed:
+                self.add_error(None, f"v-{p.key}: {value!r} is not a slot, tie or na.")
+            verdicts[p.key] = value
+        return verdicts
+
+    def _clean_decisive(self) -> list[str]:
+        keys = {p.key for p in self.principles}
+        decisive = self.data.getlist("decisive")  # the posted QueryDict
+        for key in decisive:
+            if key not in keys:
+                self.add_error(None, f"decisive: {key!r} is not a principle of this project.")
+        return decisive
+
+    def _clean_ranks(self) -> list[int]:
+        count = len(self.display_order)
+        ranks = []
+        for i in range(count):
+            value = self.data.get(f"rank-{i}") or ""
+            if not value.isdigit() or not 1 <= int(value) <= count:
+                self.add_error(None, f"rank-{i}: give every response a rank from 1 to {count}.")
+                return []
+            ranks.append(int(value))
+        return ranks
 
     def clean(self):
         data = super().clean()
+        data["verdicts"] = self._clean_verdicts()
+        data["decisive"] = self._clean_decisive()
+        ranks = self._clean_ranks() if self.kind == "rank" else []
         if self.errors:
             return data
         order = self.display_order
         if self.kind == "rank":
             by_rank: dict[int, list[int]] = {}
-            for i, rid in enumerate(order):
-                by_rank.setdefault(data[f"rank-{i}"], []).append(rid)
+            for rid, rank in zip(order, ranks, strict=True):
+                by_rank.setdefault(rank, []).append(rid)
             data["ordering"] = [by_rank[r] for r in sorted(by_rank)]
         else:
             choice = data.get("choice") or ("tie" if data.get("both_bad") else "")
@@ -93,12 +119,11 @@ class JudgmentForm(_SlotForm):
 
     def service_kwargs(self) -> dict:
         data = self.cleaned_data
-        verdicts: dict[str, int | str] = {}
-        for p in self.principles:
-            value = data.get(f"v-{p.key}") or "na"
-            if value == "na":
-                continue
-            verdicts[p.key] = "tie" if value == "tie" else self.response_id(value)
+        verdicts: dict[str, int | str] = {
+            key: "tie" if value == "tie" else self.response_id(value)
+            for key, value in data["verdicts"].items()
+            if value != "na"
+        }
         return {
             "ordering": data["ordering"],
             "strength": data["strength"] if self.kind == "compare" else 0,

@@ -690,7 +690,7 @@ _PG_CANDIDATES = f"""
       AND NOT EXISTS (SELECT 1 FROM {_TR} tr JOIN {_R} r ON r.id = tr.response_id
                       WHERE tr.task_id = t.id AND r.author_id = %(me)s)
       AND NOT (t.id = ANY(%(rejected)s::bigint[]))
-    ORDER BY {{order}} LIMIT %(limit)s FOR NO KEY UPDATE OF t {{skip}}"""
+    ORDER BY {{order}} LIMIT {{limit}} FOR NO KEY UPDATE OF t {{skip}}"""
 _PG_GRANT = f"""
     INSERT INTO {_A} (task_id, annotator_id, state, display_order, leased_at, leased_until,
                       submitted_at, skip_reason)
@@ -724,7 +724,6 @@ def _next_task_postgres(annotator: User, project: Project, pools: list[bool], no
         "now": now,
         "until": now + timedelta(seconds=project.lease_seconds),
         "overlap": project.annotations_per_task,
-        "limit": LEASE_CANDIDATES,
     }
     with _pg_cursor() as cursor:
         cursor.execute(_PG_LIVE, params, prepare=True)
@@ -742,12 +741,14 @@ def _next_task_postgres(annotator: User, project: Project, pools: list[bool], no
                 # transaction that waits below never holds locks another one waits for.
                 cursor.execute("SAVEPOINT lease_try")
                 query = {**params, "gold": gold, "rejected": rejected}
-                candidates = _PG_CANDIDATES.format(room=room, order=order, skip="SKIP LOCKED")
+                candidates = _PG_CANDIDATES.format(
+                    room=room, order=order, limit=LEASE_CANDIDATES, skip="SKIP LOCKED"
+                )
                 cursor.execute(candidates, query, prepare=True)
                 ids = [r[0] for r in cursor.fetchall()]
                 if not ids:  # nothing free: wait for a row locked an instant by someone else
-                    waiting = _PG_CANDIDATES.format(room=room, order=order, skip="")
-                    cursor.execute(waiting, {**query, "limit": 1}, prepare=True)
+                    waiting = _PG_CANDIDATES.format(room=room, order=order, limit=1, skip="")
+                    cursor.execute(waiting, query, prepare=True)
                     ids = [r[0] for r in cursor.fetchall()]
                     if not ids:
                         break

@@ -1,9 +1,14 @@
-"""Every user gets an ``AnnotatorProfile``; superusers start as admins."""
+"""Every user gets an ``AnnotatorProfile``; superusers start as admins. A saved or deleted
+user leaves the authentication cache."""
+
+from functools import partial
 
 from django.conf import settings
-from django.db.models.signals import post_save
+from django.db import transaction
+from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
+from .auth_backends import forget_user
 from .models import AnnotatorProfile
 
 
@@ -16,3 +21,11 @@ def ensure_profile(sender, instance, created: bool, **kwargs) -> None:
             else AnnotatorProfile.Role.ANNOTATOR
         )
         AnnotatorProfile.objects.get_or_create(user=instance, defaults={"role": role})
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL)
+@receiver(post_delete, sender=settings.AUTH_USER_MODEL)
+def forget_cached_user(sender, instance, **kwargs) -> None:
+    # Now, and again on commit: a request between the two may cache the row as it was.
+    forget_user(instance.pk)
+    transaction.on_commit(partial(forget_user, instance.pk))

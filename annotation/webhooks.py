@@ -22,8 +22,8 @@ import uuid
 from functools import partial
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from .models import Webhook, WebhookDelivery
@@ -70,22 +70,29 @@ def _enqueue(delivery_id: int) -> None:
         logger.exception("could not queue webhook delivery %s", delivery_id)
 
 
+_SUBSCRIBERS = f"""
+    SELECT id, events FROM {Webhook._meta.db_table}
+    WHERE is_active AND (project_id IS NULL OR project_id = %s) ORDER BY id"""
+
+
+def _subscribers(event: str, project_id: int | None) -> list[int]:
+    """Ids of the active hooks for ``event`` in the project (or every project). Plain SQL:
+    it runs with every judgment, where the ORM's query building cost more than the query."""
+    with connection.cursor() as cursor:
+        cursor.execute(_SUBSCRIBERS, [project_id])
+        rows = cursor.fetchall()
+    return [pk for pk, events in rows if event in json.loads(events or "[]")]
+
+
 def emit(event: str, data: dict, *, project_id: int | None = None) -> list[int]:
     """Record deliveries for every active hook subscribed to ``event``; queue them on commit."""
     if event not in EVENTS:
         raise ValueError(f"unknown webhook event {event!r}")
-    scope = Q(project__isnull=True)
-    if project_id is not None:
-        scope |= Q(project_id=project_id)
-    hooks = [
-        hook
-        for hook in Webhook.objects.filter(scope, is_active=True).only("id", "events")
-        if event in (hook.events or [])
-    ]
+    hooks = _subscribers(event, project_id)
     if not hooks:
         return []
     deliveries = WebhookDelivery.objects.bulk_create(
-        WebhookDelivery(webhook=hook, event=event, event_id=uuid.uuid4(), payload=data)
+        WebhookDelivery(webhook_id=hook, event=event, event_id=uuid.uuid4(), payload=data)
         for hook in hooks
     )
     ids = [d.pk for d in deliveries]

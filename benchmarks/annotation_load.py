@@ -15,7 +15,8 @@ annotator twice on a task, a lease handed to two clients, a judgment stored twic
 stops gunicorn and drops the database.
 
 Environment: ``BENCH_PG_URL`` (default ``postgres://postgres@127.0.0.1:5432/postgres``) is the
-maintenance connection used to create and drop the scratch database.
+maintenance connection used to create and drop the scratch database; ``BENCH_CACHE_URL``
+(default ``redis://127.0.0.1:6379/2``) the shared cache, as in production.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ SEED = r"""
 import json, sys
 import django
 django.setup()
+from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 from annotation import services
@@ -82,7 +84,7 @@ for level in spec["levels"]:
         user = services.create_user(username=f"load-c{c}-{n}", password=None)
         store = SessionStore()
         store[SESSION_KEY] = str(user.pk)
-        store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
         store[HASH_SESSION_KEY] = user.get_session_auth_hash()
         store.create()
         sessions.append(store.session_key)
@@ -422,6 +424,9 @@ def main() -> int:
         "SECURE_SSL_REDIRECT": "0",
         "DATABASE_URL": db_url,
         "DB_CONN_MAX_AGE": "600",
+        # as deployed (docker/compose.yaml): sessions and users served from the shared cache
+        "CACHE_URL": os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/2"),
+        "CACHE_KEY_PREFIX": db_name,
         "DATA_DIR": str(tmp),
         "STATIC_ROOT": str(tmp / "static"),
         "LOG_LEVEL": "WARNING",

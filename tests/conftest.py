@@ -21,6 +21,15 @@ def isolated_artifacts(tmp_path_factory, settings, monkeypatch):
     return root
 
 
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """Every test starts with an empty cache: with a shared cache (``CACHE_URL``), cached users
+    and sessions of an earlier test or run must not answer for this test's rows."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def make_user(db):
     """``make_user("alice", role="annotator")`` → a user with that profile role."""

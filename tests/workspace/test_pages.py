@@ -108,6 +108,33 @@ def test_refused_submit_keeps_the_form_and_says_why(client, alice, make_project)
     assert Judgment.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    ("posted", "message"),
+    [
+        ({"choice": "0", "v-honest": "7"}, "v-honest: &#x27;7&#x27; is not a slot, tie or na."),
+        ({"choice": "0", "decisive": "nonsense"}, "&#x27;nonsense&#x27; is not a principle"),
+        ({"choice": "5"}, "Choose A, B or tie"),
+    ],
+)
+def test_malformed_slot_inputs_are_refused_by_name(client, alice, make_project, posted, message):
+    project = make_project(tasks=1)
+    _, assignment, key = lease_via_page(client, project, **HX)
+    url = reverse("workspace-submit", args=[assignment.pk])
+    reply = client.post(url, {"idempotency_key": key, **posted}, **HX)
+    assert reply.status_code == 422 and message in reply.content.decode()
+    assert Judgment.objects.count() == 0
+
+
+def test_rank_needs_every_rank_in_range(client, alice, make_project):
+    project = make_project(tasks=1, responses=3)
+    _, assignment, key = lease_via_page(client, project, **HX)
+    url = reverse("workspace-submit", args=[assignment.pk])
+    reply = client.post(url, {"idempotency_key": key, "rank-0": "1", "rank-1": "4"}, **HX)
+    assert reply.status_code == 422
+    assert "rank-1: give every response a rank from 1 to 3." in reply.content.decode()
+    assert Judgment.objects.count() == 0
+
+
 def test_plain_post_without_javascript_redirects(client, alice, make_project):
     project = make_project(tasks=2)
     _, assignment, key = lease_via_page(client, project)
