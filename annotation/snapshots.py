@@ -11,6 +11,8 @@ per-annotator counts (HMAC pseudonyms under ``PSEUDONYM_KEY``) and the discretio
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import queue
@@ -746,6 +748,20 @@ def create_snapshot(
     return snapshot
 
 
+@contextlib.contextmanager
+def without_cycle_collection() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while rows stream. Rows are acyclic (freed by
+    reference counting), but the millions of objects made and dropped would trigger a full
+    collection over every live object again and again: ~20 % of an export's CPU time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def artifact_file(snapshot: DatasetSnapshot) -> Path:
     return Path(settings.ARTIFACT_ROOT) / snapshot.artifact_path
 
@@ -774,13 +790,14 @@ def build_snapshot(*, snapshot_id: int) -> DatasetSnapshot:
             for index, task_range in enumerate(ranges[1:], start=1)
         ]
         reported = time.monotonic()
-        for rows in stream:
-            writer.write_rows(rows, consume=True)
-            if time.monotonic() - reported > 1.0:
-                reported = time.monotonic()
-                DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
-                    progress=min(stream.processed * len(ranges) / total, 0.99)
-                )
+        with without_cycle_collection():
+            for rows in stream:
+                writer.write_rows(rows, consume=True)
+                if time.monotonic() - reported > 1.0:
+                    reported = time.monotonic()
+                    DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
+                        progress=min(stream.processed * len(ranges) / total, 0.99)
+                    )
         for shard in shards:  # in task order: the file reads as one sequential export
             stream.merge(shard.wait())
             if snapshot.format == DatasetSnapshot.Format.JSONL:
@@ -926,8 +943,9 @@ def write_shard(*, snapshot_id: int, after: int, until: int | None, out: str | P
     else:
         writer = ArrowShardWriter(out, schema)
     try:
-        for rows in stream:
-            writer.write_rows(rows, consume=True)
+        with without_cycle_collection():
+            for rows in stream:
+                writer.write_rows(rows, consume=True)
         writer.close()
     except BaseException:
         writer.abort()

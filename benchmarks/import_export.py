@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/import_export.py [--database-url postgres://…/bench_io]
         [--tasks 20000] [--judgments 1000000] [--skip-import] [--skip-export]
+        [--kinds preference] [--formats jsonl,parquet] [--reuse]
 
 1. **Import**: a JSONL file of ``--tasks`` compare tasks (a prompt + 2 responses of 300–1,500
    characters) through ``import_prompts`` (parse, validate every line, write in one transaction)
@@ -321,6 +322,7 @@ def main() -> None:
     parser.add_argument("--skip-import", action="store_true")
     parser.add_argument("--skip-export", action="store_true")
     parser.add_argument("--kinds", default="preference", help="comma-separated export kinds")
+    parser.add_argument("--formats", default="jsonl,parquet", help="comma-separated formats")
     parser.add_argument(
         "--reuse", action="store_true",
         help="keep the database and its generated judgments from the previous run",
@@ -373,7 +375,7 @@ def main() -> None:
                 project_id, count = generate_judgments(args.judgments, args.export_tasks, folder)
                 print(f"(generated {count:,} judgments in {time.perf_counter() - started:.0f} s)")
             for kind in args.kinds.split(","):
-                for fmt in ("jsonl", "parquet"):
+                for fmt in args.formats.split(","):
                     r = run_child(args.database_url, project_id, fmt, kind)
                     print(
                         f"export  {r['rows']:>9,} {r['kind']} rows as {r['format']:<7} in "

@@ -162,6 +162,7 @@ class TaskShaper:
         self._margins = options.margins
         self._conversational = options.style == "conversational"
         self._implicit = options.prompt_style == "implicit"
+        self._principle_lists: dict[tuple, list[dict]] = {}
 
     # ------------------------------------------------------------ prompt / completion forms
 
@@ -295,17 +296,40 @@ class TaskShaper:
         self.summary.rows += 1
         return True
 
+    def _principle_list(
+        self, verdicts: dict, decisive: Sequence[str], chosen: int, rejected: int
+    ) -> tuple[list[dict], int]:
+        """The ``principles`` column of one pair and which sides its verdicts take (bit 1:
+        chosen, bit 2: rejected). Equal lists are one shared object (fewer objects to build,
+        and the writers serialize a shared object once)."""
+        favours = tuple([orient(v, chosen, rejected) for v in verdicts.values()])
+        sides = (FAVOURS_CHOSEN in favours) | (FAVOURS_REJECTED in favours) << 1
+        signature = (tuple(verdicts), favours, tuple(decisive))
+        shared = self._principle_lists.get(signature)
+        if shared is None:
+            if len(self._principle_lists) >= 4096:  # bounded, whatever the export's size
+                self._principle_lists.clear()
+            shared = self._principle_lists[signature] = [
+                {"key": key, "favours": side, "decisive": key in decisive}
+                for key, side in zip(verdicts, favours, strict=True)
+            ]
+        return shared, sides
+
     def _preference_raw(
         self, task: TaskContent, judgments: Sequence[JudgmentRecord]
     ) -> Iterator[dict]:
         """One row per strict pair of each judgment (the hot path: 1M rows per run must stay
-        fast, so the provenance is built by a closure over per-task values; ``_provenance`` is
-        the reference shape)."""
+        fast, so each row is one dict literal over per-task values; ``_provenance`` is the
+        reference shape)."""
         options = self.options
         prompt = self.prompt_value(task)
         completion = {rid: self.completion_value(text) for rid, text in task.responses.items()}
         implicit = self._implicit
-        conversational = self._conversational
+        if implicit:  # the prompt leads each completion; no prompt column
+            completion = {
+                rid: ([*prompt, *value] if self._conversational else prompt + value)
+                for rid, value in completion.items()
+            }
         total = len(judgments)
         votes = pair_votes(j.ordering for j in judgments) if total > 1 else None
         both_orders = options.tie_policy == "both_orders"
@@ -317,22 +341,14 @@ class TaskShaper:
         spec_version, tie_policy = options.spec_version, options.tie_policy
         task_id, prompt_id = task.task_id, task.prompt_id
         summary = self.summary
+        principle_list = self._principle_list
 
-        def row_for(judgment, chosen, rejected, margin, agreement, tie, principles, discretion):
-            c_value, r_value = completion[chosen], completion[rejected]
-            if not implicit:
-                head = {"prompt": prompt, "chosen": c_value, "rejected": r_value}
-            elif conversational:
-                head = {"chosen": [*prompt, *c_value], "rejected": [*prompt, *r_value]}
-            else:
-                head = {"chosen": prompt + c_value, "rejected": prompt + r_value}
-            head.update(rest(judgment, chosen, rejected, margin, agreement, tie, principles,
-                             discretion))  # fmt: skip
-            return head
-
-        def rest(judgment, chosen, rejected, margin, agreement, tie, principles, discretion):
+        def row(judgment, chosen, rejected, margin, agreement, tie, principles, discretion):
             judgment_id = judgment.judgment_id
-            return {
+            shaped = {
+                "prompt": prompt,
+                "chosen": completion[chosen],
+                "rejected": completion[rejected],
                 "margin": margin,
                 "judgment_ids": [judgment_id],
                 "annotator_ids": [judgment.annotator],
@@ -342,7 +358,7 @@ class TaskShaper:
                 "rejected_response_id": rejected,
                 "spec_version": spec_version,
                 "principles": principles,
-                "decisive": list(judgment.decisive),
+                "decisive": judgment.decisive,
                 "discretion": discretion,
                 "discretion_note": judgment.discretion_note,
                 "agreement": agreement,
@@ -354,6 +370,9 @@ class TaskShaper:
                 "source_ranking_id": f"j{judgment_id}",
                 "pair_expansion": expansion,
             }
+            if implicit:
+                del shaped["prompt"]
+            return shaped
 
         for judgment in judgments:
             produced = False
@@ -363,18 +382,7 @@ class TaskShaper:
             strength = judgment.strength
             margin = margins[strength] if 0 <= strength <= 3 else 0.0
             for chosen, rejected in expand_pairs(judgment.ordering, expansion):
-                principles = []
-                sides = 0
-                for key, verdict in verdicts.items():
-                    if verdict == chosen:
-                        favours = FAVOURS_CHOSEN
-                        sides |= 1
-                    elif verdict == rejected:
-                        favours = FAVOURS_REJECTED
-                        sides |= 2
-                    else:
-                        favours = orient(verdict, chosen, rejected)
-                    principles.append({"key": key, "favours": favours, "decisive": key in decisive})
+                principles, sides = principle_list(verdicts, decisive, chosen, rejected)
                 arbitrary_any |= sides == 2
                 conflict_any |= sides == 3
                 agreement = votes[(chosen, rejected)] / total if votes is not None else 1.0
@@ -382,7 +390,7 @@ class TaskShaper:
                     continue
                 summary.rows += 1
                 produced = True
-                yield row_for(
+                yield row(
                     judgment, chosen, rejected, margin, agreement, False, principles,
                     judgment.discretion or sides == 2,
                 )  # fmt: skip
@@ -392,16 +400,12 @@ class TaskShaper:
                     if minimum is not None and agreement < minimum:
                         continue
                     for chosen, rejected in ((a, b), (b, a)):
-                        principles = [
-                            {"key": key, "favours": orient(v, chosen, rejected),
-                             "decisive": key in decisive}
-                            for key, v in verdicts.items()
-                        ]  # fmt: skip
+                        principles, sides = principle_list(verdicts, decisive, chosen, rejected)
                         summary.rows += 1
                         produced = True
-                        yield row_for(
+                        yield row(
                             judgment, chosen, rejected, 0.0, agreement, True, principles,
-                            judgment.discretion or is_arbitrary(judgment, chosen, rejected),
+                            judgment.discretion or sides == 2,
                         )  # fmt: skip
             if produced:
                 summary.count_judgment(
