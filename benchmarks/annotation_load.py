@@ -4,7 +4,8 @@
 
 It creates a scratch PostgreSQL database, migrates it, seeds one project per concurrency level
 (compare tasks, overlap 3, the demo principle set) and one logged-in session per annotator,
-starts gunicorn with ``DJANGO_ENV=production``, and runs C concurrent annotators, each looping
+starts gunicorn with ``DJANGO_ENV=production`` and the deployed settings (``config/gunicorn.py``,
+a shared Redis cache), and runs C concurrent annotators, each looping
 
     GET  /projects/<slug>/work/          (htmx: lease the next task, render it)
     POST /assignments/<id>/submit/       (htmx: submit a judgment with an idempotency key)
@@ -27,6 +28,7 @@ import json
 import os
 import random
 import re
+import runpy
 import secrets
 import signal
 import socket
@@ -92,6 +94,17 @@ for level in spec["levels"]:
                           "sessions": sessions})
 print(json.dumps(out))
 """
+
+
+def gunicorn_settings(env: dict) -> dict:
+    """The settings ``config/gunicorn.py`` gives under ``env`` (what the server will use)."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        return runpy.run_path(str(ROOT / "config" / "gunicorn.py"))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def free_port() -> int:
@@ -403,9 +416,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--tasks", type=int, default=4000, help="tasks per level (overlap 3)")
     parser.add_argument("--overlap", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_WORKERS", "2")))
-    parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--worker-class", default="gthread", choices=["gthread", "sync"])
+    parser.add_argument("--workers", type=int, help="default: config/gunicorn.py's")
+    parser.add_argument("--threads", type=int, help="default: config/gunicorn.py's")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args()
@@ -470,27 +482,15 @@ def main() -> int:
 
         port = free_port()
         server_log = (tmp / "gunicorn.log").open("wb")
+        server_env = {**env, "BIND": "127.0.0.1", "PORT": str(port)}
+        for name, value in (("WEB_WORKERS", args.workers), ("WEB_THREADS", args.threads)):
+            if value is not None:
+                server_env[name] = str(value)
+        served = gunicorn_settings(server_env)
         server = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "gunicorn",
-                "config.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                str(args.workers),
-                "--worker-class",
-                args.worker_class,
-                "--threads",
-                str(args.threads),
-                "--timeout",
-                "120",
-                "--keep-alive",
-                "30",
-            ],
+            [PYTHON, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi:application"],
             cwd=ROOT,
-            env=env,
+            env=server_env,
             stdout=subprocess.DEVNULL,
             stderr=server_log,
         )
@@ -504,11 +504,12 @@ def main() -> int:
                     raise RuntimeError("gunicorn did not start") from None
                 time.sleep(0.2)
         print(
-            f"gunicorn: {args.workers} workers × {args.threads} threads ({args.worker_class}), "
+            f"gunicorn (config/gunicorn.py): {served['workers']} workers × {served['threads']} "
+            f"threads ({served['worker_class']}), access log {served['accesslog'] or 'off'}, "
             f"DJANGO_ENV=production, PostgreSQL; {os.cpu_count()} CPUs on this machine",
             flush=True,
         )
-        warmed = asyncio.run(warm_up(port, args.workers))
+        warmed = asyncio.run(warm_up(port, served["workers"]))
         print(
             f"workers warm after {warmed:.1f}s (the first request in a worker imports the URLconf)",
             flush=True,

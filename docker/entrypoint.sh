@@ -25,8 +25,7 @@ case "$role" in
   web)
     wait_for_db
     python manage.py migrate --noinput
-    exec gunicorn config.wsgi:application --bind "${BIND:-0.0.0.0}:${PORT:-8000}" \
-      --workers "${WEB_WORKERS:-4}" --access-logfile - --timeout 120
+    exec gunicorn -c config/gunicorn.py config.wsgi:application
     ;;
   worker)
     wait_for_db
