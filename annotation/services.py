@@ -518,7 +518,7 @@ SUBMITTED = Assignment.State.SUBMITTED
 SKIPPED = Assignment.State.SKIPPED
 EXPIRED = Assignment.State.EXPIRED
 NOT_APPLICABLE_VALUES = frozenset({"n/a", "na", "not_applicable", ""})
-LEASE_CANDIDATES = 4  # task rows locked per try
+LEASE_CANDIDATES = 1  # task rows locked per try: each lock writes the row and makes others skip it
 LEASE_TRIES = 8
 MAX_TEXT = 20_000
 
