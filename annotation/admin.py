@@ -83,9 +83,10 @@ class PrincipleVerdictInline(admin.TabularInline):
 
 @admin.register(models.Judgment)
 class JudgmentAdmin(admin.ModelAdmin):
-    list_display = ["id", "task", "annotator", "strength", "both_bad", "discretion", "created_at"]
-    list_filter = ["both_bad", "discretion", "origin"]
-    raw_id_fields = ["task", "annotator", "assignment"]
+    list_display = ["id", "task", "annotator", "strength", "both_bad", "discretion", "flagged",
+                    "created_at"]  # fmt: skip
+    list_filter = ["both_bad", "discretion", "flagged", "origin"]
+    raw_id_fields = ["task", "annotator", "assignment", "flagged_by"]
     inlines = [PrincipleVerdictInline]
 
 
