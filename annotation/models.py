@@ -257,7 +257,11 @@ class Task(models.Model):
 
     Kind = Project.TaskKind
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    # db_index=False: a foreign key whose column leads a composite or unique index below is
+    # served by that index; a second one-column index only costs every write.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="tasks", db_index=False
+    )
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="tasks")
     kind = models.CharField(max_length=12, choices=Kind.choices)
     responses = models.ManyToManyField(Response, through="TaskResponse", related_name="tasks")
@@ -291,7 +295,9 @@ class TaskResponse(models.Model):
     """A response's canonical place in a task; ``source_label`` keeps an imported verdict."""
 
     SourceLabel = TaskResponseSourceLabel
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="task_responses")
+    task = models.ForeignKey(  # led by the unique (task, position) index
+        Task, on_delete=models.CASCADE, related_name="task_responses", db_index=False
+    )
     response = models.ForeignKey(Response, on_delete=models.CASCADE)
     position = models.PositiveSmallIntegerField()
     source_label = models.CharField(
@@ -320,9 +326,15 @@ class Assignment(models.Model):
     """A task leased to one annotator, with the response order that annotator saw."""
 
     State = AssignmentState
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="assignments")
+    # led by the unique (task, annotator) and the (annotator, state) indexes
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="assignments", db_index=False
+    )
     annotator = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="assignments",
+        db_index=False,
     )
     state = models.CharField(max_length=10, choices=State.choices, default=State.LEASED)
     display_order = models.JSONField(help_text="Response ids in the order shown.")
@@ -357,9 +369,15 @@ class Judgment(models.Model):
     """An annotator's verdict on a task: ordering with ties, strength, both-bad, principles."""
 
     Strength = JudgmentStrength
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="judgments")
+    # led by the unique (task, annotator) and the (annotator, created_at) indexes
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="judgments", db_index=False
+    )
     annotator = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="judgments"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="judgments",
+        db_index=False,
     )
     assignment = models.OneToOneField(
         Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="judgment"
@@ -417,7 +435,9 @@ class PrincipleVerdict(models.Model):
     """Which response a principle favours in one judgment (position-independent)."""
 
     Verdict = PrincipleVerdictVerdict
-    judgment = models.ForeignKey(Judgment, on_delete=models.CASCADE, related_name="verdicts")
+    judgment = models.ForeignKey(  # led by the unique (judgment, principle) index
+        Judgment, on_delete=models.CASCADE, related_name="verdicts", db_index=False
+    )
     principle = models.ForeignKey(Principle, on_delete=models.CASCADE, related_name="verdicts")
     verdict = models.CharField(max_length=16, choices=Verdict.choices)
     preferred_response = models.ForeignKey(

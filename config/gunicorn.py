@@ -10,7 +10,7 @@ import os
 bind = f"{os.environ.get('BIND', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_WORKERS", str(2 * (os.cpu_count() or 1))))
-threads = int(os.environ.get("WEB_THREADS", "2"))
+threads = int(os.environ.get("WEB_THREADS", "4"))
 keepalive = int(os.environ.get("WEB_KEEPALIVE", "30"))
 timeout = 120
 accesslog = os.environ.get("WEB_ACCESS_LOG", "-") or None  # "" turns the access log off
