@@ -133,6 +133,17 @@ class ApiViewSet(ApiMixin, viewsets.GenericViewSet):
     ordering = ["id"]
 
 
+class OwnRowsForAnnotators:
+    """Rows with an ``annotator``: staff see everyone's, anyone else only their own (the
+    object-level rule of assignments, judgments and demonstrations)."""
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if not is_staff(self.request.user):
+            queryset = queryset.filter(annotator=self.request.user)
+        return queryset
+
+
 def _validated(serializer_class, data, **context):
     serializer = serializer_class(data=data, context=context)
     serializer.is_valid(raise_exception=True)
@@ -544,19 +555,15 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
 # ---------------------------------------------------------------- assignments and judgments
 
 
-class AssignmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+class AssignmentViewSet(
+    OwnRowsForAnnotators, mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
+):
     """Leases. Annotators see their own only; staff see everyone's."""
 
     queryset = Assignment.objects.select_related("task__prompt").order_by("id")
     serializer_class = s.AssignmentSerializer
     filterset_class = AssignmentFilter
     default_roles = ANNOTATING
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if not is_staff(self.request.user):
-            queryset = queryset.filter(annotator=self.request.user)
-        return queryset
 
     def get_serializer_class(self):
         if is_staff(self.request.user) and self.action in {"list", "retrieve"}:
@@ -604,7 +611,11 @@ class AssignmentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVie
 
 
 class JudgmentViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin, ApiViewSet
+    OwnRowsForAnnotators,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    ApiViewSet,
 ):
     """Judgments. Annotators see and edit their own only."""
 
@@ -615,12 +626,6 @@ class JudgmentViewSet(
     http_method_names = ["get", "put", "post", "head", "options"]
     default_roles = ANNOTATING
     action_roles = {"flag": STAFF}
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if not is_staff(self.request.user):
-            queryset = queryset.filter(annotator=self.request.user)
-        return queryset
 
     @extend_schema(request=s.EditJudgmentSerializer, responses=s.JudgmentSerializer)
     def update(self, request, pk=None):
@@ -649,7 +654,11 @@ class JudgmentViewSet(
 
 
 class DemonstrationViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, ApiViewSet
+    OwnRowsForAnnotators,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    ApiViewSet,
 ):
     """SFT demonstrations. Annotators see their own only."""
 
@@ -657,12 +666,6 @@ class DemonstrationViewSet(
     serializer_class = s.DemonstrationSerializer
     filterset_class = DemonstrationFilter
     default_roles = ANNOTATING
-
-    def get_queryset(self):
-        queryset = super().get_queryset()
-        if not is_staff(self.request.user):
-            queryset = queryset.filter(annotator=self.request.user)
-        return queryset
 
     @extend_schema(
         request=s.DemonstrationCreateSerializer, responses={201: s.DemonstrationSerializer}
