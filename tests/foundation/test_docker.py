@@ -28,6 +28,7 @@ def test_compose_declares_the_production_stack():
     (device,) = services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert device == {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
     assert services["web"]["environment"]["DJANGO_ENV"] == "production"
+    assert "/healthz/" in " ".join(services["web"]["healthcheck"]["test"])
     assert "gunicorn" in (DOCKER / "entrypoint.sh").read_text()
 
 
@@ -82,9 +83,12 @@ def test_entrypoint_web_migrates_and_serves_in_production_mode(tmp_path: Path):
 
     try:
         status, body, headers = wait_for(login_page, timeout=90, interval=0.5)
-    except AssertionError as exc:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz/", timeout=5) as reply:
+            health = reply.status, reply.read()  # the compose healthcheck's probe
+    except (AssertionError, OSError) as exc:
         raise AssertionError(f"{exc}\n{stop(server)}") from exc
     output = stop(server)
+    assert health == (200, b'{"status": "ok"}'), output
     assert status == 200 and "Log in" in body, output
     assert "htmx" in body and "/static/" in body  # hashed static URL from the manifest
     assert headers.get("X-Frame-Options") == "DENY"
