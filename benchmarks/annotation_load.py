@@ -1,6 +1,6 @@
 """Load benchmark of the annotator workspace over HTTP, served as in production.
 
-    .venv/bin/python benchmarks/annotation_load.py [--concurrency 8 32] [--duration 15]
+    .venv/bin/python benchmarks/annotation_load.py [--concurrency 8 32] [--duration 15] [--floor]
 
 It creates a scratch PostgreSQL database, migrates it, seeds one project per concurrency level
 (compare tasks, overlap 3, the demo principle set) and one logged-in session per annotator,
@@ -12,8 +12,10 @@ a shared Redis cache), and runs C concurrent annotators, each looping
 
 on its own keep-alive connection. It prints cycles/s, p50/p95/p99 latency of each call,
 errors, and duplicates (checked in the database afterwards: a task beyond its overlap, an
-annotator twice on a task, a lease handed to two clients, a judgment stored twice). Then it
-stops gunicorn and drops the database.
+annotator twice on a task, a lease handed to two clients, a judgment stored twice), and the
+CPU each cycle cost gunicorn, PostgreSQL and the load generator. ``--floor`` then runs the same
+clients on two ``GET /healthz/`` per cycle: the serving floor, before any annotation work.
+Then it stops gunicorn and drops the database.
 
 Environment: ``BENCH_PG_URL`` (default ``postgres://postgres@127.0.0.1:5432/postgres``) is the
 maintenance connection used to create and drop the scratch database; ``BENCH_CACHE_URL``
@@ -311,6 +313,32 @@ async def run_level(
     return stats, min(duration, time.monotonic() - measure_from), cpu
 
 
+async def run_floor(port: int, concurrency: int, duration: float, cpu_probe) -> tuple[int, dict]:
+    """``--floor``: the same clients looping two ``GET /healthz/`` (one database round trip
+    each, no login, no template) per cycle: what serving alone costs, before any annotation
+    work. Returns the cycles completed in ``duration`` and the CPU probe readings."""
+    stop_at = time.monotonic() + duration
+    cycles = 0
+    cpu = {"start": cpu_probe()}
+
+    async def client() -> None:
+        nonlocal cycles
+        conn = Connection("127.0.0.1", port)
+        try:
+            while time.monotonic() < stop_at:
+                for _ in range(2):
+                    status, _ = await conn.request("GET", "/healthz/", {"Accept": "*/*"})
+                    if status != 200:
+                        raise RuntimeError(f"/healthz/ answered {status}")
+                cycles += 1
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    cpu["stop"] = cpu_probe()
+    return cycles, cpu
+
+
 def db_duplicates(db_url: str, project_id: int, overlap: int) -> dict:
     queries = {
         "tasks_beyond_overlap": """
@@ -420,6 +448,10 @@ def main() -> int:
     parser.add_argument("--threads", type=int, help="default: config/gunicorn.py's")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
+    parser.add_argument(
+        "--floor", action="store_true",
+        help="also measure the serving floor: C clients looping two GET /healthz/ per cycle",
+    )  # fmt: skip
     args = parser.parse_args()
 
     admin_url = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/postgres")
@@ -540,6 +572,16 @@ def main() -> int:
                     flush=True,
                 )
             rows.append(row)
+        if args.floor:
+            for c in args.concurrency:
+                cycles, cpu = asyncio.run(run_floor(port, c, args.duration, probe))
+                web, db, own = (b - a for a, b in zip(cpu["start"], cpu["stop"], strict=True))
+                print(
+                    f"floor C={c:<3} {cycles / args.duration:7.1f} cycles/s of two GET /healthz/; "
+                    f"CPU per cycle: gunicorn {1000 * web / cycles:.1f} ms, PostgreSQL "
+                    f"{1000 * db / cycles:.1f} ms, load generator {1000 * own / cycles:.1f} ms",
+                    flush=True,
+                )
         if args.json:
             args.json.write_text(json.dumps(rows, indent=2))
         ok = all(
