@@ -140,6 +140,18 @@ def test_bad_jsonl_line_names_line_n_and_writes_nothing(project, tmp_path, bad_l
     assert not Prompt.objects.exists()
 
 
+@pytest.mark.django_db
+def test_jsonl_bytes_bom_blank_and_crlf_lines_and_a_non_utf8_line(project, tmp_path):
+    good = json.dumps({"prompt": "fine", "responses": ["a", "b"]}).encode()
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + good + b"\r\n\r\n" + good + b"\n  \n")
+    assert import_prompts(project=project, path=path) == 2
+    path.write_bytes(good + b"\n" + good.replace(b"fine", b"\xff") + b"\n")
+    with pytest.raises(ImportFileError, match="not UTF-8") as info:
+        import_prompts(project=project, path=path)
+    assert info.value.line == 2
+
+
 def test_split_transcript_handles_multi_turn():
     assert split_transcript("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and?") == [
         {"role": "user", "content": "hi"},
