@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
+import orjson
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
@@ -387,69 +388,78 @@ def _create_task_batch(project: Project, specs: list[PromptSpec], on_batch=None)
 _SEQUENCES: dict[str, str] = {}
 
 
-def _reserve_ids(cursor, model, count: int) -> list[int]:
-    if not count:
-        return []
-    table = model._meta.db_table
-    if table not in _SEQUENCES:
-        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table])
-        _SEQUENCES[table] = cursor.fetchone()[0]
+def _reserve_ids(cursor, counts: dict[type, int]) -> list[list[int]]:
+    """New ids from each model's sequence (``counts``: model → how many), in one query."""
+    for model in counts:
+        table = model._meta.db_table
+        if table not in _SEQUENCES:
+            cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table])
+            _SEQUENCES[table] = cursor.fetchone()[0]
+    array = "ARRAY(SELECT nextval(%s::regclass) FROM generate_series(1, %s))"
+    arrays = ", ".join([array] * len(counts))
     cursor.execute(
-        "SELECT nextval(%s::regclass) FROM generate_series(1, %s)", [_SEQUENCES[table], count]
+        f"SELECT {arrays}",
+        [v for model, count in counts.items() for v in (_SEQUENCES[model._meta.db_table], count)],
     )
-    return [row[0] for row in cursor.fetchall()]
+    return list(cursor.fetchone())
+
+
+def _json(value: object) -> str:
+    """JSON text for a jsonb column: orjson, or the json module for what orjson refuses."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # an integer beyond 64 bits, a non-string key
+        return json.dumps(value)
 
 
 def _copy_rows(cursor, model, given: Sequence[str], rows: Iterable[tuple], now) -> None:
-    """COPY ``rows`` (values for the ``given`` attnames, in order) into ``model``'s table."""
-    fields = model._meta.concrete_fields
-    constant = {}
-    for f in fields:
-        if f.attname in given:
-            continue
-        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
-            constant[f.attname] = now
-        else:
-            constant[f.attname] = f.get_db_prep_save(f.get_default(), connection)
-    position = {name: i for i, name in enumerate(given)}
-    pick = [(position.get(f.attname), constant.get(f.attname)) for f in fields]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    """COPY ``rows`` (values for the ``given`` attnames, in order) into ``model``'s table.
+
+    The other columns get one constant each: ``now`` for ``auto_now*``, else the field default."""
+    rest = [f for f in model._meta.concrete_fields if f.attname not in given]
+    constant = tuple(
+        now if _is_auto_now(f) else f.get_db_prep_save(f.get_default(), connection) for f in rest
+    )
+    names = [model._meta.get_field(name).column for name in given] + [f.column for f in rest]
+    columns = ", ".join(connection.ops.quote_name(name) for name in names)
     table = connection.ops.quote_name(model._meta.db_table)
     with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
         write = copy.write_row
         for row in rows:
-            write([value if i is None else row[i] for i, value in pick])
+            write(row + constant)
+
+
+def _is_auto_now(field) -> bool:
+    return getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
 
 
 def _copy_task_batch(project: Project, specs: list[PromptSpec], on_batch=None) -> int:
-    dumps = json.dumps
     now = timezone.now()
+    project_id = project.pk
     counts = [len(spec.responses) for spec in specs]
+    tasks, responses = len(specs), sum(counts)
     with connection.cursor() as cursor:
-        prompt_ids = _reserve_ids(cursor, Prompt, len(specs))
-        response_ids = _reserve_ids(cursor, Response, sum(counts))
-        task_ids = _reserve_ids(cursor, Task, len(specs))
-        link_ids = _reserve_ids(cursor, TaskResponse, sum(counts))
+        prompt_ids, response_ids, task_ids, link_ids = _reserve_ids(
+            cursor, {Prompt: tasks, Response: responses, Task: tasks, TaskResponse: responses}
+        )
         _copy_rows(
             cursor, Prompt, ("id", "project_id", "messages", "metadata", "external_id"),
-            ((pid, project.pk, dumps(s.messages), dumps(s.metadata), s.external_id)
+            ((pid, project_id, _json(s.messages), _json(s.metadata), s.external_id)
              for pid, s in zip(prompt_ids, specs, strict=True)),
             now,
         )  # fmt: skip
-        per_task: list[list[int]] = []
         ids = iter(response_ids)
-        for count in counts:
-            per_task.append([next(ids) for _ in range(count)])
+        per_task = [[next(ids) for _ in range(count)] for count in counts]
         _copy_rows(
             cursor, Response, ("id", "prompt_id", "text", "source", "generation_params"),
-            ((rid, pid, r.text, r.source, dumps(r.generation_params))
+            ((rid, pid, r.text, r.source, _json(r.generation_params))
              for pid, spec, rids in zip(prompt_ids, specs, per_task, strict=True)
              for rid, r in zip(rids, spec.responses, strict=True)),
             now,
         )  # fmt: skip
         _copy_rows(
             cursor, Task, ("id", "project_id", "prompt_id", "kind"),
-            ((tid, project.pk, pid, task_kind_for(spec))
+            ((tid, project_id, pid, task_kind_for(spec))
              for tid, pid, spec in zip(task_ids, prompt_ids, specs, strict=True)),
             now,
         )  # fmt: skip
