@@ -20,6 +20,7 @@ from django.db import transaction
 from .. import services
 from ..errors import ImportFileError
 from ..models import Project
+from .bulk import collector_paused
 from .files import json_lines, open_text
 
 FORMATS = ("jsonl", "json", "csv", "parquet")
@@ -242,8 +243,9 @@ def import_prompt_file(*, project: Project, path: str | Path, fmt: str | None = 
     """Validate every record of a JSONL / JSON / CSV / Parquet file, then create the tasks."""
     from .checks import check_external_ids
 
-    parsed = list(parse_prompt_file(path, fmt))
-    if not parsed:
-        raise ImportFileError(path, None, "no records found")
-    check_external_ids(project, path, parsed)
-    return services.create_tasks(project=project, specs=[spec for _, spec in parsed])
+    with collector_paused():
+        parsed = list(parse_prompt_file(path, fmt))
+        if not parsed:
+            raise ImportFileError(path, None, "no records found")
+        check_external_ids(project, path, parsed)
+        return services.create_tasks(project=project, specs=[spec for _, spec in parsed])
