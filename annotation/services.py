@@ -15,6 +15,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from psycopg.types.json import set_json_dumps
 
 from . import selectors
 from .errors import (
@@ -415,15 +416,17 @@ def _json(value: object) -> str:
 def _copy_rows(cursor, model, given: Sequence[str], rows: Iterable[tuple], now) -> None:
     """COPY ``rows`` (values for the ``given`` attnames, in order) into ``model``'s table.
 
-    The other columns get one constant each: ``now`` for ``auto_now*``, else the field default."""
+    The other columns get one constant each: ``now`` for ``auto_now*``, else the field default.
+    Binary format: no escaping of the texts on either side (psycopg dumps each value as its
+    column's type; jsonb via orjson)."""
     rest = [f for f in model._meta.concrete_fields if f.attname not in given]
-    constant = tuple(
-        now if _is_auto_now(f) else f.get_db_prep_save(f.get_default(), connection) for f in rest
-    )
-    names = [model._meta.get_field(name).column for name in given] + [f.column for f in rest]
-    columns = ", ".join(connection.ops.quote_name(name) for name in names)
+    constant = tuple(now if _is_auto_now(f) else f.get_default() for f in rest)
+    fields = [model._meta.get_field(name) for name in given] + rest
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     table = connection.ops.quote_name(model._meta.db_table)
-    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+    set_json_dumps(_json, context=cursor.cursor)
+    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types([f.db_type(connection).partition("(")[0] for f in fields])
         write = copy.write_row
         for row in rows:
             write(row + constant)
@@ -444,7 +447,7 @@ def _copy_task_batch(project: Project, specs: list[PromptSpec], on_batch=None) -
         )
         _copy_rows(
             cursor, Prompt, ("id", "project_id", "messages", "metadata", "external_id"),
-            ((pid, project_id, _json(s.messages), _json(s.metadata), s.external_id)
+            ((pid, project_id, s.messages, s.metadata, s.external_id)
              for pid, s in zip(prompt_ids, specs, strict=True)),
             now,
         )  # fmt: skip
@@ -452,7 +455,7 @@ def _copy_task_batch(project: Project, specs: list[PromptSpec], on_batch=None) -
         per_task = [[next(ids) for _ in range(count)] for count in counts]
         _copy_rows(
             cursor, Response, ("id", "prompt_id", "text", "source", "generation_params"),
-            ((rid, pid, r.text, r.source, _json(r.generation_params))
+            ((rid, pid, r.text, r.source, r.generation_params)
              for pid, spec, rids in zip(prompt_ids, specs, per_task, strict=True)
              for rid, r in zip(rids, spec.responses, strict=True)),
             now,
