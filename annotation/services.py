@@ -327,7 +327,9 @@ def create_tasks(
     """Store prompts, responses and one task per prompt in bulk; returns the task count.
 
     ``on_batch(specs, task_ids, response_ids)`` runs after each batch (response ids per task in
-    position order), e.g. to attach imported judgments in the same transaction."""
+    position order), e.g. to attach imported judgments in the same transaction. ``specs`` may be
+    lazy (a file being parsed); on PostgreSQL a worker thread advances it, so it must not use
+    the database."""
     batch_size = batch_size or (5000 if connection.vendor == "postgresql" else 2000)
     batches = _batches(specs, batch_size)
     if connection.vendor == "postgresql":
