@@ -1,2 +1,2 @@
-"""Importers: parse a file completely (validating every record, with file:line errors), then
-write through ``annotation.services`` in one transaction — a bad record writes nothing."""
+"""Importers: parse and validate every record of a file (with file:line errors) and write it
+through ``annotation.services`` in one transaction — a bad record writes nothing."""

@@ -1,9 +1,10 @@
 """Reading import files: transparent gzip, numbered lines, JSON per line."""
 
 import gzip
-import json
 from collections.abc import Iterator
 from pathlib import Path
+
+import orjson
 
 from ..errors import ImportFileError
 
@@ -18,6 +19,14 @@ def open_text(path: str | Path):
     return path.open(encoding="utf-8")
 
 
+def open_binary(path: str | Path):
+    """Open a file for reading bytes, decompressing ``.gz`` files on the fly."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImportFileError(path, None, "file not found")
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
 def numbered_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """(1-based line number, line without its newline) for every line of the file."""
     with open_text(path) as handle:
@@ -29,11 +38,26 @@ def numbered_lines(path: str | Path) -> Iterator[tuple[int, str]]:
 
 
 def json_lines(path: str | Path) -> Iterator[tuple[int, object]]:
-    """(line number, decoded JSON value) for every non-blank line of a JSONL file."""
-    for number, line in numbered_lines(path):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ImportFileError(path, number, f"invalid JSON: {exc.msg}") from exc
+    """(line number, decoded JSON value) for every non-blank line of a JSONL file.
+
+    Lines are read as bytes and decoded by orjson (which also checks they are UTF-8)."""
+    loads = orjson.loads
+    with open_binary(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if number == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
+            if line.isspace() or not line:
+                continue
+            try:
+                value = loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ImportFileError(path, number, _json_error(line, exc)) from exc
+            yield number, value
+
+
+def _json_error(line: bytes, exc: orjson.JSONDecodeError) -> str:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"not UTF-8 text: {bad.reason}"
+    return f"invalid JSON: {exc.msg}"

@@ -21,6 +21,7 @@ from .. import services
 from ..errors import DomainError, ImportFileError
 from ..models import AnnotatorProfile, ImportJob, Project
 from . import preferences
+from .bulk import collector_paused
 from .checks import check_external_ids
 from .tabular import detect_format, parse_prompt_file
 
@@ -164,9 +165,10 @@ def run_import_job(*, job_id: int) -> ImportJob:
         ImportJob.objects.filter(pk=job.pk).update(progress=round(fraction, 4), stage=stage)
 
     try:
-        tasks, judgments = import_file(
-            project=job.project, path=path, fmt=job.format, options=job.options, report=report
-        )
+        with collector_paused():
+            tasks, judgments = import_file(
+                project=job.project, path=path, fmt=job.format, options=job.options, report=report
+            )
     except DomainError as exc:
         message = str(exc).replace(str(path), job.original_name or path.name)
         ImportJob.objects.filter(pk=job.pk).update(

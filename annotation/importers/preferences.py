@@ -38,6 +38,7 @@ from .. import services
 from ..errors import ImportFileError
 from ..models import AnnotatorProfile, Judgment, Project, Task, TaskResponse
 from ..services import PromptSpec, ResponseSpec
+from .bulk import collector_paused
 from .checks import check_external_ids
 from .hh_rlhf import TURN, split_transcript
 from .hh_rlhf import parse_pair as parse_hh_pair
@@ -624,19 +625,20 @@ def import_preferences(
     limit: int | None = None,
 ) -> ImportResult:
     """Validate every record of ``path`` (nothing written on any error), then write it all."""
-    parsed = []
-    for line, spec in parse_preferences(path, fmt, file_format=file_format, ls_keys=ls_keys):
-        if limit is not None and len(parsed) >= limit:
-            break
-        parsed.append((line, spec))
-    if not parsed:
-        raise ImportFileError(path, None, "no records found")
-    return write_preferences(
-        project=project,
-        path=path,
-        parsed=parsed,
-        fmt=fmt,
-        annotator=annotator,
-        annotator_kind=annotator_kind,
-        model_ref=model_ref,
-    )
+    with collector_paused():
+        parsed = []
+        for line, spec in parse_preferences(path, fmt, file_format=file_format, ls_keys=ls_keys):
+            if limit is not None and len(parsed) >= limit:
+                break
+            parsed.append((line, spec))
+        if not parsed:
+            raise ImportFileError(path, None, "no records found")
+        return write_preferences(
+            project=project,
+            path=path,
+            parsed=parsed,
+            fmt=fmt,
+            annotator=annotator,
+            annotator_kind=annotator_kind,
+            model_ref=model_ref,
+        )

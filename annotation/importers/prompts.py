@@ -16,6 +16,9 @@ from ..services import PromptSpec, ResponseSpec
 from .files import json_lines
 
 ROLES = {"system", "user", "assistant", "tool"}
+LABELS = frozenset(TaskResponse.SourceLabel.values)  # the enum property rebuilds its list per call
+KINDS = frozenset(Task.Kind.values)
+RESPONSES_NEEDED = {"compare": 2, "rate": 1}
 
 
 def validate_messages(path: Path, line: int, messages: object) -> list[dict]:
@@ -41,7 +44,7 @@ def _response(path: Path, line: int, index: int, item: object) -> ResponseSpec:
     if not isinstance(item, dict) or not isinstance(item.get("text"), str):
         raise ImportFileError(path, line, f"response {index} must be a string or {{'text': str}}")
     label = item.get("label", "")
-    if label not in TaskResponse.SourceLabel.values:
+    if label not in LABELS:
         raise ImportFileError(path, line, f"response {index}: unknown label {label!r}")
     return ResponseSpec(
         text=item["text"],
@@ -65,7 +68,7 @@ def parse_record(path: Path, line: int, record: object) -> PromptSpec:
         raise ImportFileError(path, line, "'responses' must be a list")
     responses = [_response(path, line, i, item) for i, item in enumerate(raw)]
     kind = record.get("kind", "")
-    if kind and kind not in Task.Kind.values:
+    if kind and kind not in KINDS:
         raise ImportFileError(path, line, f"unknown task kind {kind!r}")
     spec = PromptSpec(
         messages=messages,
@@ -74,10 +77,11 @@ def parse_record(path: Path, line: int, record: object) -> PromptSpec:
         metadata=record.get("metadata") or {},
         kind=kind,
     )
-    needed = {"compare": 2, "rate": 1}.get(services.task_kind_for(spec))
+    task_kind = services.task_kind_for(spec)
+    needed = RESPONSES_NEEDED.get(task_kind)
     if needed is not None and len(responses) != needed:
         raise ImportFileError(path, line, f"a {kind} task needs exactly {needed} responses")
-    if services.task_kind_for(spec) == "rank" and not 3 <= len(responses) <= 8:
+    if task_kind == "rank" and not 3 <= len(responses) <= 8:
         raise ImportFileError(path, line, "a rank task needs 3 to 8 responses")
     return spec
 

@@ -15,11 +15,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from .. import services
 from ..errors import ImportFileError
 from ..models import Project
+from .bulk import collector_paused
 from .files import json_lines, open_text
 
 FORMATS = ("jsonl", "json", "csv", "parquet")
@@ -239,11 +240,27 @@ def parse_prompt_file(
 
 @transaction.atomic
 def import_prompt_file(*, project: Project, path: str | Path, fmt: str | None = None) -> int:
-    """Validate every record of a JSONL / JSON / CSV / Parquet file, then create the tasks."""
+    """Validate every record of a JSONL / JSON / CSV / Parquet file and create its tasks.
+
+    Records are parsed while the earlier ones are written (``create_tasks`` reads ahead), in one
+    transaction: an error on any line rolls the whole import back. A record id repeated in the
+    file or already in the project trips the database's unique constraint, and is then named
+    by its line."""
     from .checks import check_external_ids
 
-    parsed = list(parse_prompt_file(path, fmt))
-    if not parsed:
+    parsed: list[tuple[int, services.PromptSpec]] = []
+
+    def specs() -> Iterator[services.PromptSpec]:
+        for line, spec in parse_prompt_file(path, fmt):
+            parsed.append((line, spec))
+            yield spec
+
+    with collector_paused():
+        try:
+            count = services.create_tasks(project=project, specs=specs())
+        except IntegrityError:
+            check_external_ids(project, path, parsed)
+            raise
+    if not count:
         raise ImportFileError(path, None, "no records found")
-    check_external_ids(project, path, parsed)
-    return services.create_tasks(project=project, specs=[spec for _, spec in parsed])
+    return count

@@ -140,6 +140,36 @@ def test_bad_jsonl_line_names_line_n_and_writes_nothing(project, tmp_path, bad_l
     assert not Prompt.objects.exists()
 
 
+@pytest.mark.django_db
+def test_jsonl_bytes_bom_blank_and_crlf_lines_and_a_non_utf8_line(project, tmp_path):
+    good = json.dumps({"prompt": "fine", "responses": ["a", "b"]}).encode()
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + good + b"\r\n\r\n" + good + b"\n  \n")
+    assert import_prompts(project=project, path=path) == 2
+    path.write_bytes(good + b"\n" + good.replace(b"fine", b"\xff") + b"\n")
+    with pytest.raises(ImportFileError, match="not UTF-8") as info:
+        import_prompts(project=project, path=path)
+    assert info.value.line == 2
+
+
+@pytest.mark.django_db
+def test_imported_texts_and_json_round_trip_exactly(project, tmp_path):
+    text = 'tab\there, "quote", back\\slash\\n, newline\nand CR\r, ünïcødé 🙂, \\N'
+    metadata = {"big": 2**62, "nested": {"list": [1, 2.5, None, True]}, "s": text}
+    record = {
+        "messages": [{"role": "user", "content": text}],
+        "responses": [{"text": text, "source": text, "generation_params": metadata}, "b"],
+        "metadata": metadata,
+        "id": text,
+    }
+    assert import_prompts(project=project, path=_jsonl(tmp_path / "p.jsonl", [record])) == 1
+    prompt = Prompt.objects.get()
+    assert prompt.messages == record["messages"] and prompt.metadata == metadata
+    assert prompt.external_id == text
+    response = Response.objects.order_by("id").first()
+    assert (response.text, response.source, response.generation_params) == (text, text, metadata)
+
+
 def test_split_transcript_handles_multi_turn():
     assert split_transcript("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: and?") == [
         {"role": "user", "content": "hi"},
