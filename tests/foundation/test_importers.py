@@ -155,7 +155,12 @@ def test_jsonl_bytes_bom_blank_and_crlf_lines_and_a_non_utf8_line(project, tmp_p
 @pytest.mark.django_db
 def test_imported_texts_and_json_round_trip_exactly(project, tmp_path):
     text = 'tab\there, "quote", back\\slash\\n, newline\nand CR\r, ünïcødé 🙂, \\N'
-    metadata = {"big": 2**62, "nested": {"list": [1, 2.5, None, True]}, "s": text}
+    metadata = {
+        "big": 2**62,
+        "wider than 64 bits": [2**70 + 1, -(2**64) - 3],  # orjson alone would read these as floats
+        "nested": {"list": [1, 2.5, None, True]},
+        "s": text,
+    }
     record = {
         "messages": [{"role": "user", "content": text}],
         "responses": [{"text": text, "source": text, "generation_params": metadata}, "b"],
