@@ -23,9 +23,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"chromium not found at {CHROMIUM}")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    # Must-show tests: a missing browser fails them, it never skips them.
+    assert Path(CHROMIUM).exists(), f"chromium not found at {CHROMIUM} (scripts/test installs it)"
+    from playwright import sync_api
+
     # playwright's sync API keeps an event loop in this thread; the test's own ORM calls are
     # still synchronous, so Django's guard against ORM use inside a loop is lifted here only.
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
