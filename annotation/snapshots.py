@@ -11,8 +11,6 @@ per-annotator counts (HMAC pseudonyms under ``PSEUDONYM_KEY``) and the discretio
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import os
 import queue
@@ -47,6 +45,7 @@ from .exports.records import (
 )
 from .exports.rows import TaskShaper, sft_row
 from .exports.writers import encode_lines, open_writer, schema_for
+from .gc_pause import cyclic_gc_paused
 from .models import (
     AnnotatorProfile,
     DatasetSnapshot,
@@ -748,20 +747,6 @@ def create_snapshot(
     return snapshot
 
 
-@contextlib.contextmanager
-def without_cycle_collection() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while rows stream. Rows are acyclic (freed by
-    reference counting), but the millions of objects made and dropped would trigger a full
-    collection over every live object again and again: ~20 % of an export's CPU time."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def artifact_file(snapshot: DatasetSnapshot) -> Path:
     return Path(settings.ARTIFACT_ROOT) / snapshot.artifact_path
 
@@ -790,7 +775,7 @@ def build_snapshot(*, snapshot_id: int) -> DatasetSnapshot:
             for index, task_range in enumerate(ranges[1:], start=1)
         ]
         reported = time.monotonic()
-        with without_cycle_collection():
+        with cyclic_gc_paused():
             for rows in stream:
                 writer.write_rows(rows, consume=True)
                 if time.monotonic() - reported > 1.0:
@@ -943,7 +928,7 @@ def write_shard(*, snapshot_id: int, after: int, until: int | None, out: str | P
     else:
         writer = ArrowShardWriter(out, schema)
     try:
-        with without_cycle_collection():
+        with cyclic_gc_paused():
             for rows in stream:
                 writer.write_rows(rows, consume=True)
         writer.close()

@@ -19,9 +19,9 @@ from django.utils import timezone
 
 from .. import services
 from ..errors import DomainError, ImportFileError
+from ..gc_pause import cyclic_gc_paused
 from ..models import AnnotatorProfile, ImportJob, Project
 from . import preferences
-from .bulk import collector_paused
 from .checks import check_external_ids
 from .tabular import detect_format, parse_prompt_file
 
@@ -165,7 +165,7 @@ def run_import_job(*, job_id: int) -> ImportJob:
         ImportJob.objects.filter(pk=job.pk).update(progress=round(fraction, 4), stage=stage)
 
     try:
-        with collector_paused():
+        with cyclic_gc_paused():
             tasks, judgments = import_file(
                 project=job.project, path=path, fmt=job.format, options=job.options, report=report
             )

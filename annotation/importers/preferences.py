@@ -36,9 +36,9 @@ from django.db.models import F
 
 from .. import services
 from ..errors import ImportFileError
+from ..gc_pause import cyclic_gc_paused
 from ..models import AnnotatorProfile, Judgment, Project, Task, TaskResponse
 from ..services import PromptSpec, ResponseSpec
-from .bulk import collector_paused
 from .checks import check_external_ids
 from .hh_rlhf import TURN, split_transcript
 from .hh_rlhf import parse_pair as parse_hh_pair
@@ -625,7 +625,7 @@ def import_preferences(
     limit: int | None = None,
 ) -> ImportResult:
     """Validate every record of ``path`` (nothing written on any error), then write it all."""
-    with collector_paused():
+    with cyclic_gc_paused():
         parsed = []
         for line, spec in parse_preferences(path, fmt, file_format=file_format, ls_keys=ls_keys):
             if limit is not None and len(parsed) >= limit:

@@ -19,8 +19,8 @@ from django.db import IntegrityError, transaction
 
 from .. import services
 from ..errors import ImportFileError
+from ..gc_pause import cyclic_gc_paused
 from ..models import Project
-from .bulk import collector_paused
 from .files import json_lines, open_text
 
 FORMATS = ("jsonl", "json", "csv", "parquet")
@@ -255,7 +255,7 @@ def import_prompt_file(*, project: Project, path: str | Path, fmt: str | None = 
             parsed.append((line, spec))
             yield spec
 
-    with collector_paused():
+    with cyclic_gc_paused():
         try:
             count = services.create_tasks(project=project, specs=specs())
         except IntegrityError:
