@@ -6,19 +6,16 @@ import functools
 import json
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
-import orjson
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from psycopg.types.json import set_json_dumps
 
-from . import selectors
+from . import selectors, task_copy
 from .errors import (
     AlreadySubmittedError,
     DomainError,
@@ -333,7 +330,7 @@ def create_tasks(
     batch_size = batch_size or (5000 if connection.vendor == "postgresql" else 2000)
     batches = _batches(specs, batch_size)
     if connection.vendor == "postgresql":
-        total = _copy_tasks(project, batches, on_batch)
+        total = task_copy.copy_tasks(project, batches, task_kind_for, on_batch)
     else:
         total = sum(_create_task_batch(project, batch, on_batch) for batch in batches)
     Project.objects.filter(pk=project.pk).update(task_count=project.tasks.count())
@@ -386,139 +383,6 @@ def _create_task_batch(project: Project, specs: list[PromptSpec], on_batch=None)
             [[next(ids) for _ in spec.responses] for spec in specs],
         )
     return len(tasks)
-
-
-# PostgreSQL bulk path: ``COPY … FROM STDIN`` is ~8× faster than ``bulk_create`` for the four
-# tables of a task import. Ids are drawn from the tables' sequences first, so rows can reference
-# each other and ``on_batch`` gets them. Columns the import does not set take their field
-# defaults (``auto_now*`` → now).
-#
-# Python and PostgreSQL (on another core) take turns less: the foreign keys of a batch (a
-# quarter of a million deferred checks for 20,000 compare tasks, otherwise all run at commit)
-# are checked right after its COPYs, while a worker thread pulls the next batch from ``specs``
-# (the parsing of an import file). The worker runs only then, so it never competes for the GIL
-# with this thread's COPYs; it must not touch the database (connections belong to threads).
-
-
-def _copy_tasks(project: Project, batches: Iterator[list[PromptSpec]], on_batch) -> int:
-    total = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="create-tasks") as worker:
-        batch = next(batches, None)
-        while batch is not None:
-            total += _copy_task_batch(project, batch, on_batch)
-            following = worker.submit(next, batches, None)
-            _check_foreign_keys()
-            batch = following.result()
-    return total
-
-
-def _check_foreign_keys() -> None:
-    """Run the deferred foreign-key checks of the copied tables now (they stay deferred)."""
-    with connection.cursor() as cursor:
-        if not _FOREIGN_KEYS:
-            cursor.execute(
-                "SELECT conname FROM pg_constraint WHERE contype = 'f' AND condeferrable"
-                " AND conrelid = ANY(%s::regclass[])",
-                [[model._meta.db_table for model in (Prompt, Response, Task, TaskResponse)]],
-            )
-            _FOREIGN_KEYS.extend(connection.ops.quote_name(row[0]) for row in cursor.fetchall())
-        names = ", ".join(_FOREIGN_KEYS)
-        cursor.execute(f"SET CONSTRAINTS {names} IMMEDIATE; SET CONSTRAINTS {names} DEFERRED")
-
-
-_FOREIGN_KEYS: list[str] = []
-_SEQUENCES: dict[str, str] = {}
-
-
-def _reserve_ids(cursor, counts: dict[type, int]) -> list[list[int]]:
-    """New ids from each model's sequence (``counts``: model → how many), in one query."""
-    for model in counts:
-        table = model._meta.db_table
-        if table not in _SEQUENCES:
-            cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [table])
-            _SEQUENCES[table] = cursor.fetchone()[0]
-    array = "ARRAY(SELECT nextval(%s::regclass) FROM generate_series(1, %s))"
-    arrays = ", ".join([array] * len(counts))
-    cursor.execute(
-        f"SELECT {arrays}",
-        [v for model, count in counts.items() for v in (_SEQUENCES[model._meta.db_table], count)],
-    )
-    return list(cursor.fetchone())
-
-
-def _json(value: object) -> str:
-    """JSON text for a jsonb column: orjson, or the json module for what orjson refuses."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # an integer beyond 64 bits, a non-string key
-        return json.dumps(value)
-
-
-def _copy_rows(cursor, model, given: Sequence[str], rows: Iterable[tuple], now) -> None:
-    """COPY ``rows`` (values for the ``given`` attnames, in order) into ``model``'s table.
-
-    The other columns get one constant each: ``now`` for ``auto_now*``, else the field default.
-    Binary format: no escaping of the texts on either side (psycopg dumps each value as its
-    column's type; jsonb via orjson)."""
-    rest = [f for f in model._meta.concrete_fields if f.attname not in given]
-    constant = tuple(now if _is_auto_now(f) else f.get_default() for f in rest)
-    fields = [model._meta.get_field(name) for name in given] + rest
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    table = connection.ops.quote_name(model._meta.db_table)
-    set_json_dumps(_json, context=cursor.cursor)
-    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types([f.db_type(connection).partition("(")[0] for f in fields])
-        write = copy.write_row
-        for row in rows:
-            write(row + constant)
-
-
-def _is_auto_now(field) -> bool:
-    return getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
-
-
-def _copy_task_batch(project: Project, specs: list[PromptSpec], on_batch=None) -> int:
-    now = timezone.now()
-    project_id = project.pk
-    counts = [len(spec.responses) for spec in specs]
-    tasks, responses = len(specs), sum(counts)
-    # wrap_database_errors: psycopg's COPY errors become Django's (IntegrityError, …)
-    with connection.cursor() as cursor, connection.wrap_database_errors:
-        prompt_ids, response_ids, task_ids, link_ids = _reserve_ids(
-            cursor, {Prompt: tasks, Response: responses, Task: tasks, TaskResponse: responses}
-        )
-        _copy_rows(
-            cursor, Prompt, ("id", "project_id", "messages", "metadata", "external_id"),
-            ((pid, project_id, s.messages, s.metadata, s.external_id)
-             for pid, s in zip(prompt_ids, specs, strict=True)),
-            now,
-        )  # fmt: skip
-        ids = iter(response_ids)
-        per_task = [[next(ids) for _ in range(count)] for count in counts]
-        _copy_rows(
-            cursor, Response, ("id", "prompt_id", "text", "source", "generation_params"),
-            ((rid, pid, r.text, r.source, r.generation_params)
-             for pid, spec, rids in zip(prompt_ids, specs, per_task, strict=True)
-             for rid, r in zip(rids, spec.responses, strict=True)),
-            now,
-        )  # fmt: skip
-        _copy_rows(
-            cursor, Task, ("id", "project_id", "prompt_id", "kind"),
-            ((tid, project_id, pid, task_kind_for(spec))
-             for tid, pid, spec in zip(task_ids, prompt_ids, specs, strict=True)),
-            now,
-        )  # fmt: skip
-        links = iter(link_ids)
-        _copy_rows(
-            cursor, TaskResponse, ("id", "task_id", "response_id", "position", "source_label"),
-            ((next(links), tid, rid, position, r.label)
-             for tid, spec, rids in zip(task_ids, specs, per_task, strict=True)
-             for position, (rid, r) in enumerate(zip(rids, spec.responses, strict=True))),
-            now,
-        )  # fmt: skip
-    if on_batch is not None:
-        on_batch(specs, task_ids, per_task)
-    return len(specs)
 
 
 def refresh_project_counts(*, project_id: int) -> Project:
