@@ -7,6 +7,7 @@ import json
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
@@ -1207,13 +1208,22 @@ def submit_judgment(
 
 _PV = PrincipleVerdict._meta.db_table
 _JD = Judgment.decisive_principles.through._meta.db_table
-_PG_SUBMIT_COUNT = f"UPDATE {_T} SET submitted_count = submitted_count + 1 WHERE id = %(task)s"
+# One statement: lock the task row (the lock every lease takes, first, as everywhere), claim
+# the live lease, count the submission only if the claim succeeded (the task row is already
+# ours, so this update never waits), and insert the judgment, its verdicts and decisive
+# principles. Nothing is written when the lease is not live.
 _PG_SUBMIT = f"""
-    WITH claim AS (
-        UPDATE {_A} SET state = 'submitted', submitted_at = %(now)s
-        WHERE id = %(assignment)s AND annotator_id = %(me)s AND state = 'leased'
-          AND leased_until > %(now)s
-        RETURNING id
+    WITH task AS (
+        SELECT id FROM {_T} WHERE id = %(task)s FOR NO KEY UPDATE
+    ), claim AS (
+        UPDATE {_A} a SET state = 'submitted', submitted_at = %(now)s
+        FROM task
+        WHERE a.id = %(assignment)s AND a.task_id = task.id AND a.annotator_id = %(me)s
+          AND a.state = 'leased' AND a.leased_until > %(now)s
+        RETURNING a.id
+    ), counted AS (
+        UPDATE {_T} t SET submitted_count = t.submitted_count + 1
+        FROM claim WHERE t.id = %(task)s
     ), judgment AS (
         INSERT INTO {_J} (task_id, annotator_id, assignment_id, ordering, strength, both_bad,
                           rationale, confidence, time_spent_ms, discretion, discretion_note,
@@ -1243,10 +1253,11 @@ class _NoFastClaim(Exception):
 def _submit_postgres(
     assignment: Assignment, annotator: User, task: Task, clean: CleanJudgment, fields: dict
 ) -> Judgment | None:
-    """The common case in two statements: count the submission (taking the task row lock),
-    then claim the live lease and insert the judgment, its verdicts and decisive principles.
-    ``None`` when that does not apply (a retry, an expired lease, a reused key): the general
-    path then decides, with the same rules."""
+    """The common case in one statement (``_PG_SUBMIT``), atomic on its own: no transaction
+    round trips unless a follow-up demonstration joins it, or a caller's transaction needs a
+    savepoint so that a refused insert does not abort it. ``None`` when that does not apply (a
+    retry, an expired lease, a reused key): the general path then decides, with the same
+    rules."""
     now = timezone.now()
     params = {
         **fields,
@@ -1261,9 +1272,10 @@ def _submit_postgres(
         "responses": [r for _, _, r in clean.verdicts],
         "decisive": [p.pk for p in clean.decisive],
     }
+    follow_up = fields["both_bad"] and task.project.both_bad_creates_demonstration
+    atomic = transaction.atomic() if follow_up or connection.in_atomic_block else nullcontext()
     try:
-        with transaction.atomic(), _pg_cursor() as cursor:
-            cursor.execute(_PG_SUBMIT_COUNT, params, prepare=True)
+        with atomic, _pg_cursor() as cursor:
             cursor.execute(_PG_SUBMIT, params, prepare=True)
             row = cursor.fetchone()
             if row is None:
@@ -1281,7 +1293,7 @@ def _submit_postgres(
             )
             judgment._state.adding = False
             judgment._state.db = connection.alias
-            if fields["both_bad"] and task.project.both_bad_creates_demonstration:
+            if follow_up:
                 _follow_up_demonstration(judgment, task)
             _emit(
                 "judgment.created",
