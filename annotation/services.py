@@ -716,9 +716,13 @@ def _grant_lease(
 # query compilation per lease). 1. the live lease, if any; 2. lock up to LEASE_CANDIDATES open
 # tasks, best first, SKIP LOCKED; 3. one INSERT … SELECT that re-checks those locked tasks in
 # a fresh snapshot and leases the first that still has room (ON CONFLICT revives the
-# annotator's own expired lease on the same row, keeping its display order).
+# annotator's own expired lease on the same row, keeping its display order). The overlap and
+# ``is_active`` are read from the project row, never from the (possibly cached) ``Project``.
+# The lease comes back with its task content (``selectors.TASK_CONTENT_COLUMNS``): the page
+# needs no further query.
 _A = Assignment._meta.db_table
 _T = Task._meta.db_table
+_P = Project._meta.db_table
 _TR = TaskResponse._meta.db_table
 _R = Response._meta.db_table
 _J = Judgment._meta.db_table
@@ -727,8 +731,8 @@ _ASSIGNMENT_COLUMNS = (
     "submitted_at", "skip_reason",
 )
 _PG_LIVE = f"""
-    SELECT {", ".join(f"a.{c}" for c in _ASSIGNMENT_COLUMNS)}
-    FROM {_A} a JOIN {_T} t ON t.id = a.task_id
+    SELECT {", ".join(f"a.{c}" for c in _ASSIGNMENT_COLUMNS)}, {selectors.TASK_CONTENT_COLUMNS}
+    FROM {_A} a JOIN {selectors.TASK_CONTENT_FROM} ON t.id = a.task_id
     WHERE a.annotator_id = %(me)s AND t.project_id = %(project)s
       AND a.state = 'leased' AND a.leased_until > %(now)s
     ORDER BY a.leased_at, a.id LIMIT 1"""
@@ -737,10 +741,10 @@ _PG_BLOCKED = f"""EXISTS (SELECT 1 FROM {_A} m WHERE m.task_id = t.id AND m.anno
            OR (m.state = 'leased' AND m.leased_until > %(now)s)))"""
 _PG_LIVE_OTHERS = f"""(SELECT count(*) FROM {_A} l WHERE l.task_id = t.id AND l.state = 'leased'
       AND l.leased_until > %(now)s AND l.annotator_id <> %(me)s)"""
-_PG_HAS_ROOM = f"t.submitted_count + {_PG_LIVE_OTHERS} < %(overlap)s"
+_PG_HAS_ROOM = f"t.submitted_count + {_PG_LIVE_OTHERS} < p.annotations_per_task"
 _PG_CANDIDATES = f"""
-    SELECT t.id FROM {_T} t
-    WHERE t.project_id = %(project)s AND t.is_gold = %(gold)s {{room}}
+    SELECT t.id FROM {_T} t JOIN {_P} p ON p.id = t.project_id
+    WHERE t.project_id = %(project)s AND p.is_active AND t.is_gold = %(gold)s {{room}}
       AND NOT {_PG_BLOCKED}
       AND NOT EXISTS (SELECT 1 FROM {_J} j WHERE j.task_id = t.id AND j.annotator_id = %(me)s)
       AND NOT EXISTS (SELECT 1 FROM {_TR} tr JOIN {_R} r ON r.id = tr.response_id
@@ -748,19 +752,24 @@ _PG_CANDIDATES = f"""
       AND NOT (t.id = ANY(%(rejected)s::bigint[]))
     ORDER BY {{order}} LIMIT {{limit}} FOR NO KEY UPDATE OF t {{skip}}"""
 _PG_GRANT = f"""
-    INSERT INTO {_A} (task_id, annotator_id, state, display_order, leased_at, leased_until,
-                      submitted_at, skip_reason)
-    SELECT t.id, %(me)s, 'leased',
-           (SELECT coalesce(jsonb_agg(tr.response_id ORDER BY {{shuffle}}), '[]'::jsonb)
-            FROM {_TR} tr WHERE tr.task_id = t.id),
-           %(now)s, %(until)s, NULL, ''
-    FROM {_T} t
-    WHERE t.id = ANY(%(ids)s::bigint[]) AND NOT {_PG_BLOCKED} {{room}}
-    ORDER BY array_position(%(ids)s::bigint[], t.id) LIMIT 1
-    ON CONFLICT (task_id, annotator_id) DO UPDATE
-        SET state = 'leased', leased_at = EXCLUDED.leased_at, leased_until = EXCLUDED.leased_until
-        WHERE {_A}.state IN ('leased', 'expired') AND {_A}.leased_until <= %(now)s
-    RETURNING {", ".join(_ASSIGNMENT_COLUMNS)}"""
+    WITH granted AS (
+        INSERT INTO {_A} (task_id, annotator_id, state, display_order, leased_at, leased_until,
+                          submitted_at, skip_reason)
+        SELECT t.id, %(me)s, 'leased',
+               (SELECT coalesce(jsonb_agg(tr.response_id ORDER BY {{shuffle}}), '[]'::jsonb)
+                FROM {_TR} tr WHERE tr.task_id = t.id),
+               %(now)s, %(until)s, NULL, ''
+        FROM {_T} t JOIN {_P} p ON p.id = t.project_id
+        WHERE t.id = ANY(%(ids)s::bigint[]) AND p.is_active AND NOT {_PG_BLOCKED} {{room}}
+        ORDER BY array_position(%(ids)s::bigint[], t.id) LIMIT 1
+        ON CONFLICT (task_id, annotator_id) DO UPDATE
+            SET state = 'leased', leased_at = EXCLUDED.leased_at,
+                leased_until = EXCLUDED.leased_until
+            WHERE {_A}.state IN ('leased', 'expired') AND {_A}.leased_until <= %(now)s
+        RETURNING {", ".join(_ASSIGNMENT_COLUMNS)}
+    )
+    SELECT {", ".join(f"a.{c}" for c in _ASSIGNMENT_COLUMNS)}, {selectors.TASK_CONTENT_COLUMNS}
+    FROM granted a JOIN {selectors.TASK_CONTENT_FROM} ON t.id = a.task_id"""
 
 
 _pg_cursor = selectors.pg_cursor  # statements prepared once per connection
@@ -773,22 +782,29 @@ def _assignment_from_row(row: Sequence) -> Assignment:
     return Assignment.from_db(connection.alias, list(_ASSIGNMENT_COLUMNS), values)
 
 
+def _lease_from_row(row: Sequence, project: Project) -> Assignment:
+    """A lease statement's row: the assignment, with its task content attached."""
+    width = len(_ASSIGNMENT_COLUMNS)
+    return selectors.attach_task(_assignment_from_row(row[:width]), row[width:], project)
+
+
 def _next_task_postgres(annotator: User, project: Project, pools: list[bool], now):
     params = {
         "me": annotator.pk,
         "project": project.pk,
         "now": now,
         "until": now + timedelta(seconds=project.lease_seconds),
-        "overlap": project.annotations_per_task,
     }
     with _pg_cursor() as cursor:
         cursor.execute(_PG_LIVE, params, prepare=True)
         row = cursor.fetchone()
         if row is not None:
-            return _assignment_from_row(row)
+            return _lease_from_row(row, project)
         shuffle = "random()" if project.randomize_positions else "tr.position"
         for gold in pools:
-            room = "" if gold else f"AND t.submitted_count < %(overlap)s AND {_PG_HAS_ROOM}"
+            room = (
+                "" if gold else f"AND t.submitted_count < p.annotations_per_task AND {_PG_HAS_ROOM}"
+            )
             order = "t.id" if gold else "t.submitted_count, t.id"
             grant = _PG_GRANT.format(shuffle=shuffle, room="" if gold else f"AND {_PG_HAS_ROOM}")
             rejected: list[int] = []
@@ -811,14 +827,18 @@ def _next_task_postgres(annotator: User, project: Project, pools: list[bool], no
                 cursor.execute(grant, {**params, "ids": ids}, prepare=True)
                 row = cursor.fetchone()
                 if row is not None:
-                    return _assignment_from_row(row)
+                    return _lease_from_row(row, project)
                 cursor.execute("ROLLBACK TO SAVEPOINT lease_try")
                 rejected.extend(ids)
     return None
 
 
 def next_task(*, annotator: User, project: Project) -> Assignment | None:
-    """The annotator's live lease in ``project`` if any, else a new lease, else ``None``."""
+    """The annotator's live lease in ``project`` if any, else a new lease, else ``None``.
+
+    ``project`` may be a few seconds old (``selectors.cached_workspace_project``): the overlap
+    and ``is_active`` are read from the database. On PostgreSQL the lease comes with its task
+    content attached (see ``selectors.with_task``)."""
     if not project.is_active:
         return None
     if connection.vendor == "postgresql":
@@ -828,6 +848,9 @@ def next_task(*, annotator: User, project: Project) -> Assignment | None:
         with transaction.atomic():
             return _next_task_postgres(annotator, project, pools, timezone.now())
     with transaction.atomic():
+        project = Project.objects.get(pk=project.pk)  # the overlap as stored now
+        if not project.is_active:
+            return None
         now = timezone.now()
         live = (
             Assignment.objects.filter(

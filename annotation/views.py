@@ -78,7 +78,7 @@ def annotator_required(view):
 
 def _project_or_404(slug: str) -> Project:
     try:
-        return selectors.workspace_project(slug=slug)
+        return selectors.cached_workspace_project(slug=slug)
     except Project.DoesNotExist as exc:
         raise Http404("no such active project") from exc
 
