@@ -713,7 +713,8 @@ def _grant_lease(
 
 
 # PostgreSQL: the same engine in three plain statements (the ORM version costs several ms of
-# query compilation per lease). 1. the live lease, if any; 2. lock up to LEASE_CANDIDATES open
+# query compilation per lease). 1. the live lease, if any (outside any transaction: a read);
+# then, in one transaction per try, 2. lock up to LEASE_CANDIDATES open
 # tasks, best first, SKIP LOCKED; 3. one INSERT … SELECT that re-checks those locked tasks in
 # a fresh snapshot and leases the first that still has room (ON CONFLICT revives the
 # annotator's own expired lease on the same row, keeping its display order). The overlap and
@@ -788,6 +789,10 @@ def _lease_from_row(row: Sequence, project: Project) -> Assignment:
     return selectors.attach_task(_assignment_from_row(row[:width]), row[width:], project)
 
 
+class _NoLease(Exception):
+    """A lease try that leased nothing: roll it back, releasing its row locks."""
+
+
 def _next_task_postgres(annotator: User, project: Project, pools: list[bool], now):
     params = {
         "me": annotator.pk,
@@ -796,39 +801,42 @@ def _next_task_postgres(annotator: User, project: Project, pools: list[bool], no
         "until": now + timedelta(seconds=project.lease_seconds),
     }
     with _pg_cursor() as cursor:
-        cursor.execute(_PG_LIVE, params, prepare=True)
+        cursor.execute(_PG_LIVE, params, prepare=True)  # a read: no transaction needed
         row = cursor.fetchone()
-        if row is not None:
-            return _lease_from_row(row, project)
-        shuffle = "random()" if project.randomize_positions else "tr.position"
-        for gold in pools:
-            room = (
-                "" if gold else f"AND t.submitted_count < p.annotations_per_task AND {_PG_HAS_ROOM}"
-            )
-            order = "t.id" if gold else "t.submitted_count, t.id"
-            grant = _PG_GRANT.format(shuffle=shuffle, room="" if gold else f"AND {_PG_HAS_ROOM}")
-            rejected: list[int] = []
-            for _ in range(LEASE_TRIES):
-                # A try that leases nothing rolls back to here, releasing its row locks: a
-                # transaction that waits below never holds locks another one waits for.
-                cursor.execute("SAVEPOINT lease_try")
-                query = {**params, "gold": gold, "rejected": rejected}
-                candidates = _PG_CANDIDATES.format(
-                    room=room, order=order, limit=LEASE_CANDIDATES, skip="SKIP LOCKED"
-                )
-                cursor.execute(candidates, query, prepare=True)
-                ids = [r[0] for r in cursor.fetchall()]
-                if not ids:  # nothing free: wait for a row locked an instant by someone else
-                    waiting = _PG_CANDIDATES.format(room=room, order=order, limit=1, skip="")
-                    cursor.execute(waiting, query, prepare=True)
+    if row is not None:
+        return _lease_from_row(row, project)
+    shuffle = "random()" if project.randomize_positions else "tr.position"
+    for gold in pools:
+        room = (
+            "" if gold else f"AND t.submitted_count < p.annotations_per_task AND {_PG_HAS_ROOM}"
+        )
+        order = "t.id" if gold else "t.submitted_count, t.id"
+        grant = _PG_GRANT.format(shuffle=shuffle, room="" if gold else f"AND {_PG_HAS_ROOM}")
+        rejected: list[int] = []
+        for _ in range(LEASE_TRIES):
+            # Each try is its own transaction (a savepoint inside a caller's): one that leases
+            # nothing rolls back, releasing its row locks, so a transaction that waits below
+            # never holds locks another one waits for.
+            query = {**params, "gold": gold, "rejected": rejected}
+            try:
+                with transaction.atomic(), _pg_cursor() as cursor:
+                    candidates = _PG_CANDIDATES.format(
+                        room=room, order=order, limit=LEASE_CANDIDATES, skip="SKIP LOCKED"
+                    )
+                    cursor.execute(candidates, query, prepare=True)
                     ids = [r[0] for r in cursor.fetchall()]
-                    if not ids:
-                        break
-                cursor.execute(grant, {**params, "ids": ids}, prepare=True)
-                row = cursor.fetchone()
-                if row is not None:
+                    if not ids:  # nothing free: wait for a row locked an instant by another
+                        waiting = _PG_CANDIDATES.format(room=room, order=order, limit=1, skip="")
+                        cursor.execute(waiting, query, prepare=True)
+                        ids = [r[0] for r in cursor.fetchall()]
+                        if not ids:
+                            break
+                    cursor.execute(grant, {**params, "ids": ids}, prepare=True)
+                    row = cursor.fetchone()
+                    if row is None:
+                        raise _NoLease
                     return _lease_from_row(row, project)
-                cursor.execute("ROLLBACK TO SAVEPOINT lease_try")
+            except _NoLease:
                 rejected.extend(ids)
     return None
 
@@ -845,8 +853,7 @@ def next_task(*, annotator: User, project: Project) -> Assignment | None:
         pools = [False]
         if project.gold_ratio > 0 and rng.random() < project.gold_ratio:
             pools = [True, False]
-        with transaction.atomic():
-            return _next_task_postgres(annotator, project, pools, timezone.now())
+        return _next_task_postgres(annotator, project, pools, timezone.now())
     with transaction.atomic():
         project = Project.objects.get(pk=project.pk)  # the overlap as stored now
         if not project.is_active:
