@@ -289,6 +289,16 @@ class Workspace:
     initial: dict = field(default_factory=dict)
 
     @property
+    def lease_until(self) -> tuple[str, str]:
+        """The lease's end as ISO 8601 and as ``HH:MM``, in the current time zone (what the
+        ``date:'c'`` and ``time:"H:i"`` filters print, without their per-call cost)."""
+        until = self.assignment.leased_until
+        if until is None:
+            return "", ""
+        until = timezone.localtime(until)
+        return until.isoformat(), until.strftime("%H:%M")
+
+    @property
     def rank_positions(self) -> range:
         return range(1, len(self.slots) + 1)
 
