@@ -19,13 +19,38 @@ SKIP_REASONS = [
 ]
 
 
+class _Shared:
+    """A field that every form instance shares instead of deep-copying it (Django copies each
+    declared field per form, which cost more than cleaning the submit): for fields nothing
+    changes per form."""
+
+    def __deepcopy__(self, memo: dict) -> _Shared:
+        return self
+
+
+class _CharField(_Shared, forms.CharField):
+    pass
+
+
+class _IntegerField(_Shared, forms.IntegerField):
+    pass
+
+
+class _BooleanField(_Shared, forms.BooleanField):
+    pass
+
+
+class _TypedChoiceField(_Shared, forms.TypedChoiceField):
+    pass
+
+
 def _slot_choices(count: int) -> list[tuple[str, str]]:
     return [(str(i), "ABCDEFGH"[i]) for i in range(count)]
 
 
 class _SlotForm(forms.Form):
-    idempotency_key = forms.CharField(max_length=100, required=False)
-    time_spent_ms = forms.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
+    idempotency_key = _CharField(max_length=100, required=False)
+    time_spent_ms = _IntegerField(min_value=0, max_value=2**31 - 1, required=False)
 
     def __init__(self, data=None, *, display_order: list[int], principles, **kwargs):
         super().__init__(data, **kwargs)
@@ -43,15 +68,15 @@ class JudgmentForm(_SlotForm):
     The per-principle and per-slot inputs are read in ``clean`` rather than declared as fields:
     building a field per principle for every submit cost more than the rest of the request."""
 
-    choice = forms.CharField(required=False)
-    strength = forms.TypedChoiceField(
+    choice = _CharField(required=False)
+    strength = _TypedChoiceField(
         choices=[(str(i), str(i)) for i in range(4)], coerce=int, required=False, empty_value=0
     )
-    both_bad = forms.BooleanField(required=False)
-    discretion = forms.BooleanField(required=False)
-    discretion_note = forms.CharField(max_length=2000, required=False)
-    rationale = forms.CharField(max_length=20_000, required=False)
-    confidence = forms.TypedChoiceField(
+    both_bad = _BooleanField(required=False)
+    discretion = _BooleanField(required=False)
+    discretion_note = _CharField(max_length=2000, required=False)
+    rationale = _CharField(max_length=20_000, required=False)
+    confidence = _TypedChoiceField(
         choices=[(str(i), str(i)) for i in range(1, 6)],
         coerce=int,
         required=False,

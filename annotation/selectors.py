@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
+from time import monotonic
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
@@ -25,6 +27,7 @@ from .models import (
     Prompt,
     Response,
     Task,
+    TaskResponse,
 )
 from .rendering import render_markdown
 
@@ -147,6 +150,36 @@ def workspace_project(*, slug: str) -> Project:
     return project
 
 
+# The workspace's project, remembered per process for a few seconds: ``work`` asks on every
+# request. A change to the project clears this process's copies at once (``signals``) and
+# reaches the other processes within ``PROJECT_CACHE_SECONDS``. What must never be stale is read
+# from the project row by the lease statements themselves (the overlap ``annotations_per_task``
+# and ``is_active``), so no task is handed beyond a just-lowered overlap and a deactivated
+# project leases nothing; its lease length, position shuffling and gold ratio may lag by that
+# much.
+PROJECT_CACHE_SECONDS = 5.0
+_PROJECT_CACHE: dict[str, tuple[float, Project]] = {}
+
+
+def cached_workspace_project(*, slug: str) -> Project:
+    """``workspace_project``, remembered per process (see above); the instance is shared
+    between requests: read-only."""
+    now = monotonic()
+    hit = _PROJECT_CACHE.get(slug)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    project = workspace_project(slug=slug)
+    if len(_PROJECT_CACHE) > 1000:
+        _PROJECT_CACHE.clear()
+    _PROJECT_CACHE[slug] = (now + PROJECT_CACHE_SECONDS, project)
+    return project
+
+
+def forget_workspace_projects() -> None:
+    """Drop this process's cached projects (on every save or delete of a project or set)."""
+    _PROJECT_CACHE.clear()
+
+
 def assignment_for_annotator(
     *, annotator: AbstractBaseUser, assignment_id: int, with_prompt: bool = True
 ) -> Assignment:
@@ -182,32 +215,48 @@ def assignment_for_annotator(
     return assignment
 
 
-def with_task(assignment: Assignment, project: Project) -> Assignment:
-    """Attach the task, its prompt and the shown responses' texts to a fresh lease (one
-    query; ``project`` is reused)."""
-    if connection.vendor != "postgresql":
-        task = Task.objects.select_related("prompt").get(pk=assignment.task_id)
-    else:
-        with pg_cursor() as cursor:
-            cursor.execute(
-                f"SELECT {_select(Task, 't')}, {_select(Prompt, 'q')}, "
-                f"(SELECT json_object_agg(r.id, r.text) FROM {_table(Response)} r "
-                "WHERE r.id = ANY(%(ids)s::bigint[])) "
-                f"FROM {_table(Task)} t JOIN {_table(Prompt)} q ON q.id = t.prompt_id "
-                "WHERE t.id = %(task)s",
-                {"task": assignment.task_id, "ids": list(assignment.display_order)},
-                prepare=True,
-            )
-            row = list(cursor.fetchone())
-        width = len(Task._meta.concrete_fields)
-        task = _instance(Task, row[:width])
-        task.prompt = _instance(Prompt, row[width:-1])
-        texts = row[-1] or {}
-        texts = json.loads(texts) if isinstance(texts, str) else texts
-        assignment._response_texts = {int(k): v for k, v in texts.items()}
+# The task content a workspace page shows for an assignment: the task, its prompt and its
+# responses' texts (by id), selected from ``TASK_CONTENT_FROM``. The lease statements return
+# it next to the assignment, so a fresh lease needs no further query (``attach_task``).
+TASK_CONTENT_COLUMNS = (
+    f"{_select(Task, 't')}, {_select(Prompt, 'q')}, "
+    f"(SELECT json_object_agg(r.id, r.text) FROM {_table(TaskResponse)} tr "
+    f"JOIN {_table(Response)} r ON r.id = tr.response_id WHERE tr.task_id = t.id)"
+)
+TASK_CONTENT_FROM = f"{_table(Task)} t JOIN {_table(Prompt)} q ON q.id = t.prompt_id"
+
+
+def attach_task(assignment: Assignment, row: Sequence, project: Project) -> Assignment:
+    """Attach the task content of ``row`` (``TASK_CONTENT_COLUMNS``' values) and ``project``."""
+    width = len(Task._meta.concrete_fields)
+    task = _instance(Task, list(row[:width]))
+    task.prompt = _instance(Prompt, list(row[width:-1]))
+    texts = row[-1] or {}
+    texts = json.loads(texts) if isinstance(texts, str) else texts
+    assignment._response_texts = {int(k): v for k, v in texts.items()}
     task.project = project
     assignment.task = task
     return assignment
+
+
+def with_task(assignment: Assignment, project: Project) -> Assignment:
+    """Attach the task, its prompt and the shown responses' texts to a lease (one query, none
+    when the lease statement already did; ``project`` is reused)."""
+    if hasattr(assignment, "_response_texts"):
+        return assignment
+    if connection.vendor != "postgresql":
+        task = Task.objects.select_related("prompt").get(pk=assignment.task_id)
+        task.project = project
+        assignment.task = task
+        return assignment
+    with pg_cursor() as cursor:
+        cursor.execute(
+            f"SELECT {TASK_CONTENT_COLUMNS} FROM {TASK_CONTENT_FROM} WHERE t.id = %(task)s",
+            {"task": assignment.task_id},
+            prepare=True,
+        )
+        row = cursor.fetchone()
+    return attach_task(assignment, row, project)
 
 
 @dataclass(frozen=True)
@@ -238,6 +287,16 @@ class Workspace:
     slots: list[Slot]
     principles: list[PrincipleRow]
     initial: dict = field(default_factory=dict)
+
+    @property
+    def lease_until(self) -> tuple[str, str]:
+        """The lease's end as ISO 8601 and as ``HH:MM``, in the current time zone (what the
+        ``date:'c'`` and ``time:"H:i"`` filters print, without their per-call cost)."""
+        until = self.assignment.leased_until
+        if until is None:
+            return "", ""
+        until = timezone.localtime(until)
+        return until.isoformat(), until.strftime("%H:%M")
 
     @property
     def rank_positions(self) -> range:

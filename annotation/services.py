@@ -6,6 +6,7 @@ import functools
 import json
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
@@ -576,12 +577,17 @@ def _grant_lease(
 
 
 # PostgreSQL: the same engine in three plain statements (the ORM version costs several ms of
-# query compilation per lease). 1. the live lease, if any; 2. lock up to LEASE_CANDIDATES open
+# query compilation per lease). 1. the live lease, if any (outside any transaction: a read);
+# then, in one transaction per try, 2. lock up to LEASE_CANDIDATES open
 # tasks, best first, SKIP LOCKED; 3. one INSERT … SELECT that re-checks those locked tasks in
 # a fresh snapshot and leases the first that still has room (ON CONFLICT revives the
-# annotator's own expired lease on the same row, keeping its display order).
+# annotator's own expired lease on the same row, keeping its display order). The overlap and
+# ``is_active`` are read from the project row, never from the (possibly cached) ``Project``.
+# The lease comes back with its task content (``selectors.TASK_CONTENT_COLUMNS``): the page
+# needs no further query.
 _A = Assignment._meta.db_table
 _T = Task._meta.db_table
+_P = Project._meta.db_table
 _TR = TaskResponse._meta.db_table
 _R = Response._meta.db_table
 _J = Judgment._meta.db_table
@@ -590,8 +596,8 @@ _ASSIGNMENT_COLUMNS = (
     "submitted_at", "skip_reason",
 )
 _PG_LIVE = f"""
-    SELECT {", ".join(f"a.{c}" for c in _ASSIGNMENT_COLUMNS)}
-    FROM {_A} a JOIN {_T} t ON t.id = a.task_id
+    SELECT {", ".join(f"a.{c}" for c in _ASSIGNMENT_COLUMNS)}, {selectors.TASK_CONTENT_COLUMNS}
+    FROM {_A} a JOIN {selectors.TASK_CONTENT_FROM} ON t.id = a.task_id
     WHERE a.annotator_id = %(me)s AND t.project_id = %(project)s
       AND a.state = 'leased' AND a.leased_until > %(now)s
     ORDER BY a.leased_at, a.id LIMIT 1"""
@@ -600,10 +606,10 @@ _PG_BLOCKED = f"""EXISTS (SELECT 1 FROM {_A} m WHERE m.task_id = t.id AND m.anno
            OR (m.state = 'leased' AND m.leased_until > %(now)s)))"""
 _PG_LIVE_OTHERS = f"""(SELECT count(*) FROM {_A} l WHERE l.task_id = t.id AND l.state = 'leased'
       AND l.leased_until > %(now)s AND l.annotator_id <> %(me)s)"""
-_PG_HAS_ROOM = f"t.submitted_count + {_PG_LIVE_OTHERS} < %(overlap)s"
+_PG_HAS_ROOM = f"t.submitted_count + {_PG_LIVE_OTHERS} < p.annotations_per_task"
 _PG_CANDIDATES = f"""
-    SELECT t.id FROM {_T} t
-    WHERE t.project_id = %(project)s AND t.is_gold = %(gold)s {{room}}
+    SELECT t.id FROM {_T} t JOIN {_P} p ON p.id = t.project_id
+    WHERE t.project_id = %(project)s AND p.is_active AND t.is_gold = %(gold)s {{room}}
       AND NOT {_PG_BLOCKED}
       AND NOT EXISTS (SELECT 1 FROM {_J} j WHERE j.task_id = t.id AND j.annotator_id = %(me)s)
       AND NOT EXISTS (SELECT 1 FROM {_TR} tr JOIN {_R} r ON r.id = tr.response_id
@@ -611,19 +617,24 @@ _PG_CANDIDATES = f"""
       AND NOT (t.id = ANY(%(rejected)s::bigint[]))
     ORDER BY {{order}} LIMIT {{limit}} FOR NO KEY UPDATE OF t {{skip}}"""
 _PG_GRANT = f"""
-    INSERT INTO {_A} (task_id, annotator_id, state, display_order, leased_at, leased_until,
-                      submitted_at, skip_reason)
-    SELECT t.id, %(me)s, 'leased',
-           (SELECT coalesce(jsonb_agg(tr.response_id ORDER BY {{shuffle}}), '[]'::jsonb)
-            FROM {_TR} tr WHERE tr.task_id = t.id),
-           %(now)s, %(until)s, NULL, ''
-    FROM {_T} t
-    WHERE t.id = ANY(%(ids)s::bigint[]) AND NOT {_PG_BLOCKED} {{room}}
-    ORDER BY array_position(%(ids)s::bigint[], t.id) LIMIT 1
-    ON CONFLICT (task_id, annotator_id) DO UPDATE
-        SET state = 'leased', leased_at = EXCLUDED.leased_at, leased_until = EXCLUDED.leased_until
-        WHERE {_A}.state IN ('leased', 'expired') AND {_A}.leased_until <= %(now)s
-    RETURNING {", ".join(_ASSIGNMENT_COLUMNS)}"""
+    WITH granted AS (
+        INSERT INTO {_A} (task_id, annotator_id, state, display_order, leased_at, leased_until,
+                          submitted_at, skip_reason)
+        SELECT t.id, %(me)s, 'leased',
+               (SELECT coalesce(jsonb_agg(tr.response_id ORDER BY {{shuffle}}), '[]'::jsonb)
+                FROM {_TR} tr WHERE tr.task_id = t.id),
+               %(now)s, %(until)s, NULL, ''
+        FROM {_T} t JOIN {_P} p ON p.id = t.project_id
+        WHERE t.id = ANY(%(ids)s::bigint[]) AND p.is_active AND NOT {_PG_BLOCKED} {{room}}
+        ORDER BY array_position(%(ids)s::bigint[], t.id) LIMIT 1
+        ON CONFLICT (task_id, annotator_id) DO UPDATE
+            SET state = 'leased', leased_at = EXCLUDED.leased_at,
+                leased_until = EXCLUDED.leased_until
+            WHERE {_A}.state IN ('leased', 'expired') AND {_A}.leased_until <= %(now)s
+        RETURNING {", ".join(_ASSIGNMENT_COLUMNS)}
+    )
+    SELECT {", ".join(f"a.{c}" for c in _ASSIGNMENT_COLUMNS)}, {selectors.TASK_CONTENT_COLUMNS}
+    FROM granted a JOIN {selectors.TASK_CONTENT_FROM} ON t.id = a.task_id"""
 
 
 _pg_cursor = selectors.pg_cursor  # statements prepared once per connection
@@ -636,61 +647,81 @@ def _assignment_from_row(row: Sequence) -> Assignment:
     return Assignment.from_db(connection.alias, list(_ASSIGNMENT_COLUMNS), values)
 
 
+def _lease_from_row(row: Sequence, project: Project) -> Assignment:
+    """A lease statement's row: the assignment, with its task content attached."""
+    width = len(_ASSIGNMENT_COLUMNS)
+    return selectors.attach_task(_assignment_from_row(row[:width]), row[width:], project)
+
+
+class _NoLease(Exception):
+    """A lease try that leased nothing: roll it back, releasing its row locks."""
+
+
 def _next_task_postgres(annotator: User, project: Project, pools: list[bool], now):
     params = {
         "me": annotator.pk,
         "project": project.pk,
         "now": now,
         "until": now + timedelta(seconds=project.lease_seconds),
-        "overlap": project.annotations_per_task,
     }
     with _pg_cursor() as cursor:
-        cursor.execute(_PG_LIVE, params, prepare=True)
+        cursor.execute(_PG_LIVE, params, prepare=True)  # a read: no transaction needed
         row = cursor.fetchone()
-        if row is not None:
-            return _assignment_from_row(row)
-        shuffle = "random()" if project.randomize_positions else "tr.position"
-        for gold in pools:
-            room = "" if gold else f"AND t.submitted_count < %(overlap)s AND {_PG_HAS_ROOM}"
-            order = "t.id" if gold else "t.submitted_count, t.id"
-            grant = _PG_GRANT.format(shuffle=shuffle, room="" if gold else f"AND {_PG_HAS_ROOM}")
-            rejected: list[int] = []
-            for _ in range(LEASE_TRIES):
-                # A try that leases nothing rolls back to here, releasing its row locks: a
-                # transaction that waits below never holds locks another one waits for.
-                cursor.execute("SAVEPOINT lease_try")
-                query = {**params, "gold": gold, "rejected": rejected}
-                candidates = _PG_CANDIDATES.format(
-                    room=room, order=order, limit=LEASE_CANDIDATES, skip="SKIP LOCKED"
-                )
-                cursor.execute(candidates, query, prepare=True)
-                ids = [r[0] for r in cursor.fetchall()]
-                if not ids:  # nothing free: wait for a row locked an instant by someone else
-                    waiting = _PG_CANDIDATES.format(room=room, order=order, limit=1, skip="")
-                    cursor.execute(waiting, query, prepare=True)
+    if row is not None:
+        return _lease_from_row(row, project)
+    shuffle = "random()" if project.randomize_positions else "tr.position"
+    for gold in pools:
+        room = (
+            "" if gold else f"AND t.submitted_count < p.annotations_per_task AND {_PG_HAS_ROOM}"
+        )
+        order = "t.id" if gold else "t.submitted_count, t.id"
+        grant = _PG_GRANT.format(shuffle=shuffle, room="" if gold else f"AND {_PG_HAS_ROOM}")
+        rejected: list[int] = []
+        for _ in range(LEASE_TRIES):
+            # Each try is its own transaction (a savepoint inside a caller's): one that leases
+            # nothing rolls back, releasing its row locks, so a transaction that waits below
+            # never holds locks another one waits for.
+            query = {**params, "gold": gold, "rejected": rejected}
+            try:
+                with transaction.atomic(), _pg_cursor() as cursor:
+                    candidates = _PG_CANDIDATES.format(
+                        room=room, order=order, limit=LEASE_CANDIDATES, skip="SKIP LOCKED"
+                    )
+                    cursor.execute(candidates, query, prepare=True)
                     ids = [r[0] for r in cursor.fetchall()]
-                    if not ids:
-                        break
-                cursor.execute(grant, {**params, "ids": ids}, prepare=True)
-                row = cursor.fetchone()
-                if row is not None:
-                    return _assignment_from_row(row)
-                cursor.execute("ROLLBACK TO SAVEPOINT lease_try")
+                    if not ids:  # nothing free: wait for a row locked an instant by another
+                        waiting = _PG_CANDIDATES.format(room=room, order=order, limit=1, skip="")
+                        cursor.execute(waiting, query, prepare=True)
+                        ids = [r[0] for r in cursor.fetchall()]
+                        if not ids:
+                            break
+                    cursor.execute(grant, {**params, "ids": ids}, prepare=True)
+                    row = cursor.fetchone()
+                    if row is None:
+                        raise _NoLease
+                    return _lease_from_row(row, project)
+            except _NoLease:
                 rejected.extend(ids)
     return None
 
 
 def next_task(*, annotator: User, project: Project) -> Assignment | None:
-    """The annotator's live lease in ``project`` if any, else a new lease, else ``None``."""
+    """The annotator's live lease in ``project`` if any, else a new lease, else ``None``.
+
+    ``project`` may be a few seconds old (``selectors.cached_workspace_project``): the overlap
+    and ``is_active`` are read from the database. On PostgreSQL the lease comes with its task
+    content attached (see ``selectors.with_task``)."""
     if not project.is_active:
         return None
     if connection.vendor == "postgresql":
         pools = [False]
         if project.gold_ratio > 0 and rng.random() < project.gold_ratio:
             pools = [True, False]
-        with transaction.atomic():
-            return _next_task_postgres(annotator, project, pools, timezone.now())
+        return _next_task_postgres(annotator, project, pools, timezone.now())
     with transaction.atomic():
+        project = Project.objects.get(pk=project.pk)  # the overlap as stored now
+        if not project.is_active:
+            return None
         now = timezone.now()
         live = (
             Assignment.objects.filter(
@@ -1071,13 +1102,22 @@ def submit_judgment(
 
 _PV = PrincipleVerdict._meta.db_table
 _JD = Judgment.decisive_principles.through._meta.db_table
-_PG_SUBMIT_COUNT = f"UPDATE {_T} SET submitted_count = submitted_count + 1 WHERE id = %(task)s"
+# One statement: lock the task row (the lock every lease takes, first, as everywhere), claim
+# the live lease, count the submission only if the claim succeeded (the task row is already
+# ours, so this update never waits), and insert the judgment, its verdicts and decisive
+# principles. Nothing is written when the lease is not live.
 _PG_SUBMIT = f"""
-    WITH claim AS (
-        UPDATE {_A} SET state = 'submitted', submitted_at = %(now)s
-        WHERE id = %(assignment)s AND annotator_id = %(me)s AND state = 'leased'
-          AND leased_until > %(now)s
-        RETURNING id
+    WITH task AS (
+        SELECT id FROM {_T} WHERE id = %(task)s FOR NO KEY UPDATE
+    ), claim AS (
+        UPDATE {_A} a SET state = 'submitted', submitted_at = %(now)s
+        FROM task
+        WHERE a.id = %(assignment)s AND a.task_id = task.id AND a.annotator_id = %(me)s
+          AND a.state = 'leased' AND a.leased_until > %(now)s
+        RETURNING a.id
+    ), counted AS (
+        UPDATE {_T} t SET submitted_count = t.submitted_count + 1
+        FROM claim WHERE t.id = %(task)s
     ), judgment AS (
         INSERT INTO {_J} (task_id, annotator_id, assignment_id, ordering, strength, both_bad,
                           rationale, confidence, time_spent_ms, discretion, discretion_note,
@@ -1107,10 +1147,11 @@ class _NoFastClaim(Exception):
 def _submit_postgres(
     assignment: Assignment, annotator: User, task: Task, clean: CleanJudgment, fields: dict
 ) -> Judgment | None:
-    """The common case in two statements: count the submission (taking the task row lock),
-    then claim the live lease and insert the judgment, its verdicts and decisive principles.
-    ``None`` when that does not apply (a retry, an expired lease, a reused key): the general
-    path then decides, with the same rules."""
+    """The common case in one statement (``_PG_SUBMIT``), atomic on its own: no transaction
+    round trips unless a follow-up demonstration joins it, or a caller's transaction needs a
+    savepoint so that a refused insert does not abort it. ``None`` when that does not apply (a
+    retry, an expired lease, a reused key): the general path then decides, with the same
+    rules."""
     now = timezone.now()
     params = {
         **fields,
@@ -1125,9 +1166,10 @@ def _submit_postgres(
         "responses": [r for _, _, r in clean.verdicts],
         "decisive": [p.pk for p in clean.decisive],
     }
+    follow_up = fields["both_bad"] and task.project.both_bad_creates_demonstration
+    atomic = transaction.atomic() if follow_up or connection.in_atomic_block else nullcontext()
     try:
-        with transaction.atomic(), _pg_cursor() as cursor:
-            cursor.execute(_PG_SUBMIT_COUNT, params, prepare=True)
+        with atomic, _pg_cursor() as cursor:
             cursor.execute(_PG_SUBMIT, params, prepare=True)
             row = cursor.fetchone()
             if row is None:
@@ -1145,7 +1187,7 @@ def _submit_postgres(
             )
             judgment._state.adding = False
             judgment._state.db = connection.alias
-            if fields["both_bad"] and task.project.both_bad_creates_demonstration:
+            if follow_up:
                 _follow_up_demonstration(judgment, task)
             _emit(
                 "judgment.created",

@@ -1,5 +1,6 @@
 """Every user gets an ``AnnotatorProfile``; superusers start as admins. A saved or deleted
-user leaves the authentication cache."""
+user leaves the authentication cache; a saved or deleted project or principle set leaves this
+process's workspace cache (``selectors.cached_workspace_project``)."""
 
 from functools import partial
 
@@ -9,7 +10,8 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from .auth_backends import forget_user
-from .models import AnnotatorProfile
+from .models import AnnotatorProfile, PrincipleSet, Project
+from .selectors import forget_workspace_projects
 
 
 @receiver(post_save, sender=settings.AUTH_USER_MODEL)
@@ -29,3 +31,11 @@ def forget_cached_user(sender, instance, **kwargs) -> None:
     # Now, and again on commit: a request between the two may cache the row as it was.
     forget_user(instance.pk)
     transaction.on_commit(partial(forget_user, instance.pk))
+
+
+@receiver(post_save, sender=Project)
+@receiver(post_delete, sender=Project)
+@receiver(post_save, sender=PrincipleSet)
+@receiver(post_delete, sender=PrincipleSet)
+def forget_cached_projects(sender, instance, **kwargs) -> None:
+    forget_workspace_projects()

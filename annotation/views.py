@@ -1,5 +1,6 @@
 """htmx pages. Thin: they call selectors and services."""
 
+import functools
 import time
 import uuid
 from functools import wraps
@@ -78,7 +79,7 @@ def annotator_required(view):
 
 def _project_or_404(slug: str) -> Project:
     try:
-        return selectors.workspace_project(slug=slug)
+        return selectors.cached_workspace_project(slug=slug)
     except Project.DoesNotExist as exc:
         raise Http404("no such active project") from exc
 
@@ -118,6 +119,14 @@ def _form_static(ws: selectors.Workspace) -> SafeString:
     return html
 
 
+@functools.cache
+def _skip_reasons_html() -> SafeString:
+    """The skip dialog's reasons: static, rendered once per process."""
+    return mark_safe(  # rendered by our own autoescaping template
+        render_to_string("annotation/_skip_reasons.html", {"skip_reasons": SKIP_REASONS})
+    )
+
+
 def _workspace_context(project: Project, assignment: Assignment | None, **extra) -> dict:
     ws = None
     if assignment is not None:
@@ -127,7 +136,7 @@ def _workspace_context(project: Project, assignment: Assignment | None, **extra)
         "ws": ws,
         "form_static": _form_static(ws) if ws and ws.kind in TASK_FORMS else "",
         "idempotency_key": uuid.uuid4().hex,
-        "skip_reasons": SKIP_REASONS,
+        "skip_reasons_html": _skip_reasons_html(),
         **extra,
     }
 

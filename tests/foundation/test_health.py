@@ -47,3 +47,38 @@ def test_healthz_is_503_when_the_database_fails(client):
         reply = client.get("/healthz/")
     assert reply.status_code == 503
     assert json.loads(reply.content) == {"status": "unavailable", "database": "OperationalError"}
+
+
+@pytest.mark.django_db
+def test_a_persistent_connection_killed_by_the_server_is_replaced_without_a_probe_query(
+    monkeypatch,
+):
+    """``config.postgresql``: the per-request health check looks at the socket instead of
+    sending ``SELECT 1``; a connection the server terminated fails it and is reopened."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL backend only")
+    import time
+
+    from django.db import connections
+
+    probe = type(connections["default"])({**connection.settings_dict}, alias="health-probe")
+    try:
+        probe.ensure_connection()
+        with monkeypatch.context() as patched:  # the check itself sends nothing
+            patched.setattr(probe.connection, "cursor", lambda *a, **k: pytest.fail("a query"))
+            patched.setattr(probe.connection, "execute", lambda *a, **k: pytest.fail("a query"))
+            assert probe.is_usable()
+        pid = probe.connection.info.backend_pid
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        deadline = time.monotonic() + 5
+        while probe.is_usable() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not probe.is_usable()
+        probe.health_check_done = False
+        probe.close_if_health_check_failed()  # what Django does at a request's first query
+        with probe.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            assert cursor.fetchone()[0] != pid
+    finally:
+        probe.close()

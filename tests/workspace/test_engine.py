@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotation import services
-from annotation.models import Assignment, Judgment, Response, Task
+from annotation import selectors, services
+from annotation.models import Assignment, Judgment, Project, Response, Task
 
 pytestmark = pytest.mark.django_db
 
@@ -183,3 +183,45 @@ def test_inactive_project_hands_out_nothing(make_project, annotators):
     project = make_project(tasks=2, is_active=False)
     (a,) = annotators(1)
     assert services.next_task(annotator=a, project=project) is None
+
+
+def test_a_cached_project_never_over_assigns_after_the_overlap_is_lowered(
+    make_project, annotators
+):
+    """The workspace's project is cached per process; another process lowers the overlap or
+    deactivates the project (``update``: no signal reaches this process's cache). The lease
+    reads both from the project row, so the stale copy changes nothing."""
+    project = make_project(tasks=1, overlap=2)
+    a, b = annotators(2)
+    cached = selectors.cached_workspace_project(slug=project.slug)
+    Project.objects.filter(pk=project.pk).update(annotations_per_task=1)
+    assert selectors.cached_workspace_project(slug=project.slug).annotations_per_task == 2
+    assert services.next_task(annotator=a, project=cached) is not None
+    assert services.next_task(annotator=b, project=cached) is None
+    Project.objects.filter(pk=project.pk).update(annotations_per_task=2, is_active=False)
+    assert selectors.cached_workspace_project(slug=project.slug).is_active
+    assert services.next_task(annotator=b, project=cached) is None
+
+
+def test_saving_a_project_refreshes_this_process_s_cached_copy(make_project):
+    project = make_project(tasks=1, overlap=2)
+    assert selectors.cached_workspace_project(slug=project.slug).annotations_per_task == 2
+    services.update_project(project=project, annotations_per_task=3)
+    assert selectors.cached_workspace_project(slug=project.slug).annotations_per_task == 3
+    services.update_project(project=project, is_active=False)
+    with pytest.raises(Project.DoesNotExist):
+        selectors.cached_workspace_project(slug=project.slug)
+
+
+def test_a_lease_comes_with_the_task_content_the_page_shows(make_project, annotators):
+    project = make_project(tasks=2, responses=3)
+    (a,) = annotators(1)
+    lease = selectors.with_task(services.next_task(annotator=a, project=project), project)
+    task = Task.objects.select_related("prompt").get(pk=lease.task_id)
+    assert lease.task.pk == task.pk and lease.task.prompt.messages == task.prompt.messages
+    texts = dict(Response.objects.filter(pk__in=lease.display_order).values_list("id", "text"))
+    assert [s.text for s in selectors.workspace_for(lease).slots] == [
+        texts[rid] for rid in lease.display_order
+    ]
+    again = selectors.with_task(services.next_task(annotator=a, project=project), project)
+    assert again.pk == lease.pk and again.task.pk == task.pk  # the live lease, same content

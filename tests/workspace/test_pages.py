@@ -280,3 +280,23 @@ def test_home_guidelines_and_roles(client, alice, annotators, make_project, make
     assert client.get(reverse("workspace", args=[project.slug])).status_code == 403
     client.logout()
     assert client.get(reverse("workspace", args=[project.slug])).status_code == 302
+
+
+def test_judgment_forms_share_their_fields_but_never_their_state(ws_principles):
+    from django.http import QueryDict
+
+    from annotation.forms import JudgmentForm
+
+    principles = list(ws_principles.principles.order_by("position"))
+
+    def form(query: str) -> JudgmentForm:
+        return JudgmentForm(
+            QueryDict(query), kind="compare", display_order=[7, 9], principles=principles
+        )
+
+    bad, good = form("choice=0&strength=9&confidence=x"), form("choice=1&strength=2&confidence=4")
+    assert bad.fields["strength"] is good.fields["strength"]  # shared, not copied per form
+    assert not bad.is_valid() and set(bad.errors) == {"strength", "confidence"}
+    assert good.is_valid(), good.errors
+    assert good.service_kwargs()["ordering"] == [[9], [7]]
+    assert (good.cleaned_data["strength"], good.cleaned_data["confidence"]) == (2, 4)
