@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
-from time import monotonic
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
@@ -30,6 +29,7 @@ from .models import (
     TaskResponse,
 )
 from .rendering import render_markdown
+from .timed_cache import TimedCache
 
 
 def active_projects() -> QuerySet[Project]:
@@ -158,26 +158,18 @@ def workspace_project(*, slug: str) -> Project:
 # project leases nothing; its lease length, position shuffling and gold ratio may lag by that
 # much.
 PROJECT_CACHE_SECONDS = 5.0
-_PROJECT_CACHE: dict[str, tuple[float, Project]] = {}
+_PROJECTS: TimedCache[Project] = TimedCache(PROJECT_CACHE_SECONDS, limit=1000)
 
 
 def cached_workspace_project(*, slug: str) -> Project:
     """``workspace_project``, remembered per process (see above); the instance is shared
     between requests: read-only."""
-    now = monotonic()
-    hit = _PROJECT_CACHE.get(slug)
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    project = workspace_project(slug=slug)
-    if len(_PROJECT_CACHE) > 1000:
-        _PROJECT_CACHE.clear()
-    _PROJECT_CACHE[slug] = (now + PROJECT_CACHE_SECONDS, project)
-    return project
+    return _PROJECTS.get(slug, lambda: workspace_project(slug=slug))
 
 
 def forget_workspace_projects() -> None:
     """Drop this process's cached projects (on every save or delete of a project or set)."""
-    _PROJECT_CACHE.clear()
+    _PROJECTS.clear()
 
 
 def assignment_for_annotator(

@@ -1,9 +1,7 @@
 """htmx pages. Thin: they call selectors and services."""
 
-import functools
-import time
 import uuid
-from functools import wraps
+from functools import cache, wraps
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -22,6 +20,7 @@ from .forms import SKIP_REASONS, DemonstrationForm, JudgmentForm, SkipForm
 from .models import Assignment, Judgment, Project, Response
 from .rendering import render_markdown
 from .roles import can_annotate, is_staff_role
+from .timed_cache import TimedCache
 
 
 @login_required
@@ -50,20 +49,11 @@ def home(request: HttpRequest) -> HttpResponse:
 # Whether a user may annotate, remembered per process for a few seconds: the workspace asks on
 # every request, and a role change (e.g. an annotator made a viewer) takes effect within this.
 ROLE_CACHE_SECONDS = 10.0
-_ROLE_CACHE: dict[tuple, tuple[float, bool]] = {}
+_MAY_ANNOTATE: TimedCache[bool] = TimedCache(ROLE_CACHE_SECONDS, limit=10_000)
 
 
 def _may_annotate(user) -> bool:
-    key = (user.pk, user.date_joined)
-    now = time.monotonic()
-    hit = _ROLE_CACHE.get(key)
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    allowed = can_annotate(user)
-    if len(_ROLE_CACHE) > 10_000:
-        _ROLE_CACHE.clear()
-    _ROLE_CACHE[key] = (now + ROLE_CACHE_SECONDS, allowed)
-    return allowed
+    return _MAY_ANNOTATE.get((user.pk, user.date_joined), lambda: can_annotate(user))
 
 
 def annotator_required(view):
@@ -119,7 +109,7 @@ def _form_static(ws: selectors.Workspace) -> SafeString:
     return html
 
 
-@functools.cache
+@cache
 def _skip_reasons_html() -> SafeString:
     """The skip dialog's reasons: static, rendered once per process."""
     return mark_safe(  # rendered by our own autoescaping template
