@@ -272,19 +272,80 @@ def demonstration_queryset(project: Project, f: SnapshotFilters):
     return qs
 
 
+# How ``_PgLoader`` encodes a verdict that names no response (response ids are positive).
+_TIE_CODE, _NA_CODE = -1, -2
+_CODE_NAMES = {_TIE_CODE: "tie", _NA_CODE: "n/a"}
+
+
+class _PrincipleDecoder:
+    """Principle ids as the PostgreSQL loader reads them → keys in principle position order.
+
+    The server aggregates each judgment's verdicts as ``{"<principle id>": <response id or
+    code>}`` and its decisive principles as an id array, without joining the principle table
+    (that join, once per judgment, cost PostgreSQL about as much as the rest of the export's
+    reads). Judgments of one task mostly repeat a few verdict combinations, so each distinct
+    text is decoded once into a dict the records share (row shaping only reads them)."""
+
+    LIMIT = 4096  # distinct combinations kept, whatever the export's size
+
+    def __init__(self) -> None:
+        self._principles: dict[int, tuple[int, str]] = {}  # id → (position, key)
+        self._verdicts: dict[str, dict[str, int | str]] = {}
+        self._orders: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+        self._decisive: dict[tuple[int, ...], list[str]] = {}
+
+    def known(self, ids) -> dict[int, tuple[int, str]]:
+        """Principle id → (position, key) for at least ``ids``."""
+        known = self._principles
+        missing = set(ids) - known.keys()
+        if missing:
+            known.update(
+                (pk, (position, key))
+                for pk, position, key in Principle.objects.filter(id__in=missing).values_list(
+                    "id", "position", "key"
+                )
+            )
+        return known
+
+    def verdicts(self, text: str) -> dict[str, int | str]:
+        decoded = self._verdicts.get(text)
+        if decoded is None:
+            raw = orjson.loads(text)
+            ids = tuple(raw)
+            order = self._orders.get(ids)
+            if order is None:  # the JSON keys (ids) in position order, with their keys
+                if len(self._orders) >= self.LIMIT:
+                    self._orders.clear()
+                known = self.known(int(pk) for pk in ids)
+                order = self._orders[ids] = [
+                    (pk, known[int(pk)][1]) for pk in sorted(ids, key=lambda pk: known[int(pk)])
+                ]
+            if len(self._verdicts) >= self.LIMIT:
+                self._verdicts.clear()
+            names = _CODE_NAMES
+            decoded = self._verdicts[text] = {
+                key: (code if (code := raw[pk]) > 0 else names[code]) for pk, key in order
+            }
+        return decoded
+
+    def decisive(self, ids: list[int]) -> list[str]:
+        signature = tuple(ids)
+        keys = self._decisive.get(signature)
+        if keys is None:
+            known = self.known(ids)
+            if len(self._decisive) >= self.LIMIT:
+                self._decisive.clear()
+            keys = self._decisive[signature] = [known[pk][1] for pk in sorted(ids, key=known.get)]
+        return keys
+
+
 class _Lookups:
     """Small caches shared across batches: principle keys, pseudonyms, annotator kinds."""
 
     def __init__(self) -> None:
         self.pseudonym = Pseudonymizer(settings.PSEUDONYM_KEY)
-        self.keys: dict[int, str] = {}
         self.kinds: dict[int, str] = {}
-
-    def principle_keys(self, ids) -> dict[int, str]:
-        missing = set(ids) - self.keys.keys()
-        if missing:
-            self.keys.update(Principle.objects.filter(id__in=missing).values_list("id", "key"))
-        return self.keys
+        self.principles = _PrincipleDecoder()
 
     def annotator_kinds(self, ids) -> dict[int, str]:
         missing = set(ids) - self.kinds.keys()
@@ -362,22 +423,27 @@ def _timestamp(value: datetime) -> str:
 
 def _records(rows, verdicts, decisive, lookups: _Lookups) -> dict[int, list[JudgmentRecord]]:
     """``rows``: (id, task, annotator, ordering, strength, both_bad, discretion, note,
-    rationale, confidence, time spent, created_at text or datetime, origin, …)."""
+    rationale, confidence, time spent, created_at text or datetime, origin, …).
+    Equal orderings given as JSON text are decoded once per batch into one shared list (row
+    shaping only reads them)."""
     users = {row[2] for row in rows}
     kinds = lookups.annotator_kinds(users)
     names = {uid: lookups.pseudonym(uid) for uid in users}
     loads = orjson.loads
+    orderings: dict[str, list[list[int]]] = {}
     by_task: dict[int, list[JudgmentRecord]] = {}
     empty: dict = {}
     for row in rows:
         jid, tid, uid, ordering = row[0], row[1], row[2], row[3]
+        if isinstance(ordering, str):
+            text = ordering
+            if (ordering := orderings.get(text)) is None:
+                ordering = orderings[text] = loads(text)
         created = row[11]
         by_task.setdefault(tid, []).append(
             JudgmentRecord(
-                jid, tid, names[uid],
-                loads(ordering) if isinstance(ordering, str) else ordering,
-                row[4], row[5], verdicts.get(jid, empty), decisive.get(jid, []), row[6], row[7],
-                row[8], row[9], row[10],
+                jid, tid, names[uid], ordering, row[4], row[5], verdicts.get(jid, empty),
+                decisive.get(jid, []), row[6], row[7], row[8], row[9], row[10],
                 created if isinstance(created, str) else _timestamp(created), row[12], kinds[uid],
             )
         )  # fmt: skip
@@ -401,7 +467,7 @@ class _PgLoader:
             name: q(model._meta.db_table)
             for name, model in (
                 ("task", Task), ("prompt", Prompt), ("judgment", Judgment),
-                ("verdict", PrincipleVerdict), ("principle", Principle),
+                ("verdict", PrincipleVerdict),
                 ("decisive", Judgment.decisive_principles.through),
                 ("taskresponse", TaskResponse), ("response", Response),
                 ("profile", AnnotatorProfile),
@@ -459,14 +525,11 @@ class _PgLoader:
         rows = self._fetch(
             f"""SELECT j.id, j.task_id, j.annotator_id, j.ordering::text, j.strength, j.both_bad,
                 j.discretion, j.discretion_note, {extra},
-                (SELECT json_object_agg(p.key, CASE v.verdict
-                            WHEN 'prefers' THEN to_json(v.preferred_response_id)
-                            WHEN 'tie' THEN to_json('tie'::text)
-                            ELSE to_json('n/a'::text) END ORDER BY p.position)
-                   FROM {t["verdict"]} v JOIN {t["principle"]} p ON p.id = v.principle_id
-                  WHERE v.judgment_id = j.id)::text,
-                (SELECT array_agg(p.key ORDER BY p.position)
-                   FROM {t["decisive"]} d JOIN {t["principle"]} p ON p.id = d.principle_id
+                (SELECT json_object_agg(v.principle_id, CASE v.verdict
+                            WHEN 'prefers' THEN v.preferred_response_id
+                            WHEN 'tie' THEN {_TIE_CODE} ELSE {_NA_CODE} END)
+                   FROM {t["verdict"]} v WHERE v.judgment_id = j.id)::text,
+                (SELECT array_agg(d.principle_id) FROM {t["decisive"]} d
                   WHERE d.judgment_id = j.id)
             FROM {t["judgment"]} j{join}
             WHERE {" AND ".join(where)}
@@ -475,9 +538,9 @@ class _PgLoader:
         )
         if not rows:
             return {}
-        loads = orjson.loads
-        verdicts = {row[0]: loads(row[13]) for row in rows if row[13] is not None}
-        decisive = {row[0]: row[14] for row in rows if row[14] is not None}
+        decode = self.lookups.principles
+        verdicts = {row[0]: decode.verdicts(row[13]) for row in rows if row[13] is not None}
+        decisive = {row[0]: decode.decisive(row[14]) for row in rows if row[14] is not None}
         return _records(rows, verdicts, decisive, self.lookups)
 
     def texts(self, task_ids: list[int]) -> dict[int, dict[int, str]]:
@@ -603,9 +666,9 @@ def iter_demo_batches(
                 demonstration_id__in=[r[0] for r in rows]
             ).values_list("demonstration_id", "principle_id")
         )
-        keys = lookups.principle_keys({r[1] for r in cited_rows})
+        known = lookups.principles.known({r[1] for r in cited_rows})
         for demo_id, principle_id in cited_rows:
-            cited.setdefault(demo_id, []).append(keys[principle_id])
+            cited.setdefault(demo_id, []).append(known[principle_id][1])
         yield [
             DemoRecord(
                 demonstration_id=did,

@@ -257,3 +257,48 @@ def test_parallel_shards_write_what_one_process_writes(project, judged, settings
     assert tables[0] == tables[1]
     leftovers = [p.name for p in snapshots.artifact_file(built[1, "jsonl"]).parent.iterdir()]
     assert not [name for name in leftovers if name.startswith(".")]
+
+
+@pytest.mark.django_db
+def test_loaders_read_verdicts_and_decisive_principles_in_principle_order(
+    project, compare_tasks, make_user
+):
+    """Both loaders (PostgreSQL's aggregates principle ids, the ORM's joins principles) give
+    verdicts and decisive principles keyed and ordered by principle position, also where the
+    positions differ from the principles' id order."""
+    from django.db import connection
+
+    from annotation.models import Principle
+
+    principles = {p.key: p for p in Principle.objects.filter(principle_set=project.principle_set)}
+    for offset, key in enumerate(("helpful", "harmless", "honest")):  # was harmless, honest, …
+        principles[key].position = 10 + offset
+        principles[key].save(update_fields=["position"])
+    user = make_user("alice")
+    shared = []
+    for task in compare_tasks[:3]:
+        a, b = response_ids(task)
+        verdicts = {"honest": "tie", "harmless": a, "helpful": b}
+        shared.append(judge(task, user, [[a], [b]], verdicts=verdicts,
+                            decisive=["harmless", "helpful"]))  # fmt: skip
+    a, b = response_ids(compare_tasks[3])
+    bare = judge(compare_tasks[3], user, [[b], [a]], verdicts={"honest": "not_applicable"})
+    f = snapshots.SnapshotFilters()
+    loaders = [snapshots._OrmLoader(project, f, snapshots._Lookups())]
+    if connection.vendor == "postgresql":
+        loaders.append(snapshots._PgLoader(project, f, snapshots._Lookups()))
+    for loader in loaders:
+        by_task = loader.judgments([t.pk for t in compare_tasks[:4]])
+        for judgment in shared:
+            (record,) = by_task[judgment.task_id]
+            a, b = response_ids(judgment.task)
+            assert list(record.verdicts.items()) == [("helpful", b), ("harmless", a),
+                                                     ("honest", "tie")]  # fmt: skip
+            assert record.decisive == ["helpful", "harmless"]
+            assert record.ordering == [[a], [b]]
+        (record,) = by_task[bare.task_id]
+        assert record.verdicts == {"honest": "n/a"} and record.decisive == []
+    if len(loaders) == 2:
+        assert loaders[0].judgments([t.pk for t in compare_tasks]) == loaders[1].judgments(
+            [t.pk for t in compare_tasks]
+        )
