@@ -85,6 +85,7 @@ class PromptSpec:
     external_id: str = ""
     metadata: dict = field(default_factory=dict)
     kind: str = ""  # compare / rank / demonstrate; derived from the response count if empty
+    submitted: int = 0  # judgments imported with it (``on_batch`` writes them)
 
 
 # ---------------------------------------------------------------- principle sets
@@ -360,7 +361,9 @@ def _create_task_batch(project: Project, specs: list[PromptSpec], on_batch=None)
         for r in spec.responses
     )
     tasks = Task.objects.bulk_create(
-        Task(project=project, prompt=prompt, kind=task_kind_for(spec))
+        Task(
+            project=project, prompt=prompt, kind=task_kind_for(spec), submitted_count=spec.submitted
+        )
         for prompt, spec in zip(prompts, specs, strict=True)
     )
     links = []

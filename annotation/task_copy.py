@@ -1,6 +1,7 @@
 """PostgreSQL bulk path of ``services.create_tasks``: ``COPY … FROM STDIN`` into the four tables
 of a task import (prompts, responses, tasks, task ↔ response links), ~8× faster than
-``bulk_create``.
+``bulk_create``. ``copy_rows`` writes rows that reference existing records (the judgments of
+a labelled import) the same way, with their foreign keys checked as usual.
 
 Ids are drawn from the tables' sequences first, so rows can reference each other and
 ``on_batch`` gets them. Columns the import does not set take their field defaults
@@ -144,10 +145,14 @@ class _JsonbDumper(Dumper):
 def _copy_rows(cursor, model, given: Sequence[str], rows: Iterable[tuple], now) -> None:
     """COPY ``rows`` (values for the ``given`` attnames, in order) into ``model``'s table.
 
-    The other columns get one constant each: ``now`` for ``auto_now*``, else the field default.
-    Binary format: no escaping of the texts on either side (psycopg dumps each value as its
-    column's type; jsonb via orjson)."""
-    rest = [f for f in model._meta.concrete_fields if f.attname not in given]
+    The other columns get one constant each: ``now`` for ``auto_now*``, else the field default;
+    an id not given is drawn by the table. Binary format: no escaping of the texts on either
+    side (psycopg dumps each value as its column's type; jsonb via orjson)."""
+    rest = [
+        f
+        for f in model._meta.concrete_fields
+        if f.attname not in given and f is not model._meta.auto_field
+    ]
     constant = tuple(now if _is_auto_now(f) else f.get_default() for f in rest)
     for f, value in zip(rest, constant, strict=True):
         if f.is_relation and value is not None:  # a reference nothing would check
@@ -160,6 +165,13 @@ def _copy_rows(cursor, model, given: Sequence[str], rows: Iterable[tuple], now) 
         write = copy.write_row
         for row in rows:
             write(row + constant)
+
+
+def copy_rows(model, given: Sequence[str], rows: Iterable[tuple]) -> None:
+    """``_copy_rows`` for rows that reference existing records (imported judgments): in the
+    caller's transaction, with every foreign-key trigger running as usual."""
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        _copy_rows(cursor, model, given, rows, timezone.now())
 
 
 def _is_auto_now(field) -> bool:
@@ -196,8 +208,8 @@ def _copy_batch(
             now,
         )  # fmt: skip
         _copy_rows(
-            cursor, Task, ("id", "project_id", "prompt_id", "kind"),
-            ((tid, project_id, pid, kind_for(spec))
+            cursor, Task, ("id", "project_id", "prompt_id", "kind", "submitted_count"),
+            ((tid, project_id, pid, kind_for(spec), spec.submitted)
              for tid, pid, spec in zip(task_ids, prompt_ids, specs, strict=True)),
             now,
         )  # fmt: skip

@@ -28,17 +28,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 
 from .. import services
 from ..errors import ImportFileError
 from ..gc_pause import cyclic_gc_paused
-from ..models import AnnotatorProfile, Judgment, Project, Task, TaskResponse
+from ..models import AnnotatorProfile, Judgment, Project, TaskResponse
 from ..services import PromptSpec, ResponseSpec
+from ..task_copy import copy_rows
 from .checks import check_external_ids
 from .hh_rlhf import TURN, split_transcript
 from .hh_rlhf import parse_pair as parse_hh_pair
@@ -582,31 +583,30 @@ def write_preferences(
     def attach(specs: list[PromptSpec], task_ids: list[int], response_ids: list[list[int]]):
         nonlocal judged
         rows = []
-        counts: dict[int, list[int]] = {}
         for task_id, ids in zip(task_ids, response_ids, strict=True):
             spec = next(remaining)
             for judgment in spec.judgments:
                 name = f"{annotator}:{judgment.annotator}" if judgment.annotator else annotator
-                rows.append(
-                    Judgment(
-                        task_id=task_id,
-                        annotator=users[name],
-                        ordering=[[ids[i] for i in bucket] for bucket in judgment.ordering],
-                        strength=judgment.strength,
-                        both_bad=judgment.both_bad,
-                        rationale=judgment.rationale,
-                        origin=origin,
-                    )
-                )
-            if spec.judgments:
-                counts.setdefault(len(spec.judgments), []).append(task_id)
-        Judgment.objects.bulk_create(rows, batch_size=2000)
-        for count, ids in counts.items():
-            Task.objects.filter(id__in=ids).update(submitted_count=count)
+                rows.append((
+                    task_id, users[name].pk,
+                    [[ids[i] for i in bucket] for bucket in judgment.ordering],
+                    judgment.strength, judgment.both_bad, judgment.rationale, origin,
+                ))  # fmt: skip
+        columns = ("task_id", "annotator_id", "ordering", "strength", "both_bad", "rationale",
+                   "origin")  # fmt: skip
+        if connection.vendor == "postgresql":
+            copy_rows(Judgment, columns, rows)
+        else:
+            Judgment.objects.bulk_create(
+                (Judgment(**dict(zip(columns, row, strict=True))) for row in rows),
+                batch_size=2000,
+            )
         judged += len(rows)
 
     tasks = services.create_tasks(
-        project=project, specs=[spec.prompt for _, spec in parsed], on_batch=attach
+        project=project,
+        specs=[replace(spec.prompt, submitted=len(spec.judgments)) for _, spec in parsed],
+        on_batch=attach,
     )
     Project.objects.filter(pk=project.pk).update(judgment_count=F("judgment_count") + judged)
     return ImportResult(tasks=tasks, judgments=judged, annotators=names)

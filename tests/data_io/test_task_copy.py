@@ -129,3 +129,29 @@ def test_a_foreign_key_the_copy_would_not_set_explicitly_is_refused(project, pos
     with pytest.raises(ImproperlyConfigured, match="origin_judgment"):
         services.create_tasks(project=project, specs=_specs(3))
     assert not Prompt.objects.exists()
+
+
+def test_copied_rows_that_reference_existing_records_get_ids_defaults_and_checks(
+    project, postgres, make_user
+):
+    """``copy_rows`` (imported judgments): ids from the table, defaults and ``auto_now`` filled,
+    and each row's foreign keys checked as usual (triggers on)."""
+    from annotation.models import Judgment
+
+    services.create_tasks(project=project, specs=_specs(1))
+    task_id = Task.objects.get(project=project).pk
+    user, other = make_user("ext"), make_user("ext-2")
+    columns = ("task_id", "annotator_id", "ordering", "strength", "origin")
+    with transaction.atomic():
+        task_copy.copy_rows(
+            Judgment, columns, [(task_id, u.pk, [[1], [2]], 2, "import:x") for u in (user, other)]
+        )
+    first, second = Judgment.objects.order_by("id")
+    assert second.pk == first.pk + 1 and first.created_at and first.rationale == ""
+    assert (first.task_id, first.annotator_id, first.ordering, first.strength, first.flagged) == (
+        task_id, user.pk, [[1], [2]], 2, False,
+    )  # fmt: skip
+    with pytest.raises(IntegrityError), transaction.atomic():
+        task_copy.copy_rows(Judgment, columns, [(10**12, user.pk, [], 0, "import:x")])
+        connection.cursor().execute("SET CONSTRAINTS ALL IMMEDIATE")
+    assert Judgment.objects.count() == 2
