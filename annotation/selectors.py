@@ -330,8 +330,12 @@ def slots_for(display_order: list[int], texts: dict[int, str] | None = None) -> 
             .values_list("id", "text")
         )
     return [
-        Slot(index=i, letter=SLOT_LETTERS[i], html=render_markdown(texts.get(rid, "")),
-             text=texts.get(rid, ""))
+        Slot(
+            index=i,
+            letter=SLOT_LETTERS[i],
+            html=render_markdown(texts.get(rid, "")),
+            text=texts.get(rid, ""),
+        )
         for i, rid in enumerate(display_order)
     ]
 
@@ -370,8 +374,9 @@ def judgment_initial(
     slot_of = {rid: i for i, rid in enumerate(display_order)}
     buckets = judgment.ordering
     choice = "tie" if len(buckets) == 1 else str(slot_of.get(buckets[0][0], ""))
-    ranks = {slot_of[rid]: n for n, bucket in enumerate(buckets, 1) for rid in bucket
-             if rid in slot_of}
+    ranks = {
+        slot_of[rid]: n for n, bucket in enumerate(buckets, 1) for rid in bucket if rid in slot_of
+    }
     verdicts = {}
     for v in judgment.verdicts.all():
         if v.verdict == PrincipleVerdict.Verdict.PREFERS:

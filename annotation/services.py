@@ -507,25 +507,25 @@ def _open_tasks(annotator: User, project: Project, *, gold: bool, now):
     )
 
 
-def _lease_from_pool(
-    annotator: User, project: Project, *, gold: bool, now
-) -> Assignment | None:
+def _lease_from_pool(annotator: User, project: Project, *, gold: bool, now) -> Assignment | None:
     rejected: list[int] = []
     for _ in range(LEASE_TRIES):
         candidates = _open_tasks(annotator, project, gold=gold, now=now)
         if rejected:
             candidates = candidates.exclude(pk__in=rejected)
         ids = list(
-            candidates.select_for_update(skip_locked=True, no_key=True, of=("self",))
-            .values_list("pk", flat=True)[:LEASE_CANDIDATES]
+            candidates.select_for_update(skip_locked=True, no_key=True, of=("self",)).values_list(
+                "pk", flat=True
+            )[:LEASE_CANDIDATES]
         )
         if not ids:
             # Nothing free: either nothing is open, or what is open is locked for an instant by
             # another lease or submit. Wait for the first such row instead of skipping it, so
             # "no task" always means the queue really is empty for this annotator.
             ids = list(
-                candidates.select_for_update(no_key=True, of=("self",))
-                .values_list("pk", flat=True)[:1]
+                candidates.select_for_update(no_key=True, of=("self",)).values_list(
+                    "pk", flat=True
+                )[:1]
             )
             if not ids:
                 return None
@@ -595,8 +595,15 @@ _TR = TaskResponse._meta.db_table
 _R = Response._meta.db_table
 _J = Judgment._meta.db_table
 _ASSIGNMENT_COLUMNS = (
-    "id", "task_id", "annotator_id", "state", "display_order", "leased_at", "leased_until",
-    "submitted_at", "skip_reason",
+    "id",
+    "task_id",
+    "annotator_id",
+    "state",
+    "display_order",
+    "leased_at",
+    "leased_until",
+    "submitted_at",
+    "skip_reason",
 )
 _PG_LIVE = f"""
     SELECT {", ".join(f"a.{c}" for c in _ASSIGNMENT_COLUMNS)}, {selectors.TASK_CONTENT_COLUMNS}
@@ -674,9 +681,7 @@ def _next_task_postgres(annotator: User, project: Project, pools: list[bool], no
         return _lease_from_row(row, project)
     shuffle = "random()" if project.randomize_positions else "tr.position"
     for gold in pools:
-        room = (
-            "" if gold else f"AND t.submitted_count < p.annotations_per_task AND {_PG_HAS_ROOM}"
-        )
+        room = "" if gold else f"AND t.submitted_count < p.annotations_per_task AND {_PG_HAS_ROOM}"
         order = "t.id" if gold else "t.submitted_count, t.id"
         grant = _PG_GRANT.format(shuffle=shuffle, room="" if gold else f"AND {_PG_HAS_ROOM}")
         rejected: list[int] = []
@@ -747,9 +752,9 @@ def next_task(*, annotator: User, project: Project) -> Assignment | None:
 
 def expire_leases(*, now=None) -> int:
     """Mark leases past their time as expired (tidying only: the engine already ignores them)."""
-    return Assignment.objects.filter(
-        state=LEASED, leased_until__lte=now or timezone.now()
-    ).update(state=EXPIRED)
+    return Assignment.objects.filter(state=LEASED, leased_until__lte=now or timezone.now()).update(
+        state=EXPIRED
+    )
 
 
 @transaction.atomic
@@ -896,9 +901,7 @@ def clean_judgment(
         raise DomainError("confidence must be 1..5 or empty")
     if time_spent_ms is not None and (not _is_int(time_spent_ms) or time_spent_ms < 0):
         raise DomainError("time_spent_ms must be a non-negative integer")
-    return CleanJudgment(
-        ordering=buckets, strength=strength, verdicts=rows, decisive=decisive_rows
-    )
+    return CleanJudgment(ordering=buckets, strength=strength, verdicts=rows, decisive=decisive_rows)
 
 
 def _store_principles(judgment: Judgment, clean: CleanJudgment) -> None:

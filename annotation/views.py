@@ -251,9 +251,7 @@ def skip(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         return _refused(request, assignment, _form_errors(form))
     try:
-        services.skip_task(
-            assignment=assignment, annotator=request.user, reason=form.reason_text()
-        )
+        services.skip_task(assignment=assignment, annotator=request.user, reason=form.reason_text())
     except DomainError as exc:
         return _refused(request, assignment, [str(exc)], _domain_status(exc))
     return _done(request, assignment.task.project, "skip", assignment.pk)

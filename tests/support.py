@@ -46,7 +46,11 @@ def start_worker(
         command += ["--max-tasks-per-child", "1"]
     with tempfile.NamedTemporaryFile("w", prefix="worker-", suffix=".log", delete=False) as log:
         process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     process.log_path = log.name  # a file, not a pipe: a chatty worker must never block

@@ -17,4 +17,3 @@ def test_autovacuum_check_reports_the_servers_setting():
     assert len(messages) == off
     if off:
         assert "autovacuum off" in messages[0].msg and messages[0].level == checks.WARNING
-

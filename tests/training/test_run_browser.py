@@ -15,7 +15,9 @@ CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chro
 SHOTS = REPO / "test-artifacts" / "screenshots"
 
 pytestmark = [
-    pytest.mark.browser, pytest.mark.worker, pytest.mark.training,
+    pytest.mark.browser,
+    pytest.mark.worker,
+    pytest.mark.training,
     pytest.mark.django_db(transaction=True),
 ]
 

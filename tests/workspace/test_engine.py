@@ -185,9 +185,7 @@ def test_inactive_project_hands_out_nothing(make_project, annotators):
     assert services.next_task(annotator=a, project=project) is None
 
 
-def test_a_cached_project_never_over_assigns_after_the_overlap_is_lowered(
-    make_project, annotators
-):
+def test_a_cached_project_never_over_assigns_after_the_overlap_is_lowered(make_project, annotators):
     """The workspace's project is cached per process; another process lowers the overlap or
     deactivates the project (``update``: no signal reaches this process's cache). The lease
     reads both from the project row, so the stale copy changes nothing."""

@@ -12,7 +12,9 @@ class Command(ImportCommand):
         parser.add_argument("file")
         parser.add_argument("--project", required=True, help="Project slug.")
         parser.add_argument(
-            "--format", dest="fmt", choices=["jsonl", "json", "csv", "parquet"],
+            "--format",
+            dest="fmt",
+            choices=["jsonl", "json", "csv", "parquet"],
             help="File format (default: from the suffix).",
         )
 
