@@ -404,7 +404,6 @@ class AutoAnalyze:
 
     def __init__(self, db_url: str) -> None:
         self.db_url = db_url
-        self.runs = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -437,7 +436,6 @@ class AutoAnalyze:
                 ).fetchall()
                 for (table,) in stale:
                     conn.execute(f'ANALYZE "{table}"')
-                    self.runs += 1
 
 
 def postgres_cpu_seconds(db_name: str) -> float:
