@@ -14,7 +14,9 @@ on its own keep-alive connection. It prints cycles/s, p50/p95/p99 latency of eac
 errors, and duplicates (checked in the database afterwards: a task beyond its overlap, an
 annotator twice on a task, a lease handed to two clients, a judgment stored twice), and the
 CPU each cycle cost gunicorn, PostgreSQL and the load generator. ``--floor`` then runs the same
-clients on two ``GET /healthz/`` per cycle: the serving floor, before any annotation work.
+clients on requests that do no annotation work (see ``FLOORS``): two ``GET /healthz/`` per cycle,
+then two signed-in requests through Django's whole request cycle: the serving floor. A CPU
+reference (``cpu_reference.py``) is printed before and after: this machine's speed drifts.
 Then it stops gunicorn and drops the database.
 
 Environment: ``BENCH_PG_URL`` (default ``postgres://postgres@127.0.0.1:5432/postgres``) is the
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -44,6 +47,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cpu_reference
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -315,28 +319,56 @@ async def run_level(
     return stats, min(duration, time.monotonic() - measure_from), cpu
 
 
-async def run_floor(port: int, concurrency: int, duration: float, cpu_probe) -> tuple[int, dict]:
-    """``--floor``: the same clients looping two ``GET /healthz/`` (one database round trip
-    each, no login, no template) per cycle: what serving alone costs, before any annotation
-    work. Returns the cycles completed in ``duration`` and the CPU probe readings."""
+@dataclass(frozen=True)
+class Floor:
+    """A request that does no annotation work, looped twice per cycle by ``--floor``."""
+
+    what: str
+    path: str
+    status: int
+    signed_in: bool
+
+
+FLOORS = (
+    Floor("two GET /healthz/ (answered by the first middleware)", "/healthz/", 200, False),
+    # the whole middleware stack, the session and the user from the cache, the annotator check;
+    # then require_POST answers 405 (and Django logs a warning): no query, no template
+    Floor(
+        "two signed-in GET /assignments/0/submit/ (Django's request cycle, no query: 405)",
+        "/assignments/0/submit/",
+        405,
+        True,
+    ),
+)
+
+
+async def run_floor(
+    port: int, floor: Floor, sessions: list[str], duration: float, cpu_probe
+) -> tuple[int, dict]:
+    """``--floor``: one client per session looping ``floor``'s request twice per cycle: what
+    serving alone costs, before any annotation work. Returns the cycles completed in
+    ``duration`` and the CPU probe readings."""
     stop_at = time.monotonic() + duration
     cycles = 0
     cpu = {"start": cpu_probe()}
 
-    async def client() -> None:
+    async def client(session: str) -> None:
         nonlocal cycles
+        headers = {"Accept": "*/*"}
+        if floor.signed_in:
+            headers["Cookie"] = f"sessionid={session}"
         conn = Connection("127.0.0.1", port)
         try:
             while time.monotonic() < stop_at:
                 for _ in range(2):
-                    status, _ = await conn.request("GET", "/healthz/", {"Accept": "*/*"})
-                    if status != 200:
-                        raise RuntimeError(f"/healthz/ answered {status}")
+                    status, _ = await conn.request("GET", floor.path, headers)
+                    if status != floor.status:
+                        raise RuntimeError(f"{floor.path} answered {status}")
                 cycles += 1
         finally:
             await conn.close()
 
-    await asyncio.gather(*(client() for _ in range(concurrency)))
+    await asyncio.gather(*(client(session) for session in sessions))
     cpu["stop"] = cpu_probe()
     return cycles, cpu
 
@@ -501,7 +533,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument(
         "--floor", action="store_true",
-        help="also measure the serving floor: C clients looping two GET /healthz/ per cycle",
+        help="also measure the serving floor: C clients looping requests doing no annotation work",
     )  # fmt: skip
     parser.add_argument(
         "--no-autoanalyze", action="store_true",
@@ -602,6 +634,8 @@ def main() -> int:
             flush=True,
         )
 
+        print(f"before: {cpu_reference.describe()}", flush=True)
+
         def probe() -> tuple[float, float, float]:
             return cpu_seconds(server.pid), postgres_cpu_seconds(db_name), time.process_time()
 
@@ -640,15 +674,19 @@ def main() -> int:
                 )
             rows.append(row)
         if args.floor:
-            for c in args.concurrency:
-                cycles, cpu = asyncio.run(run_floor(port, c, args.duration, probe))
+            for floor, level in itertools.product(FLOORS, levels):
+                c = level["concurrency"]
+                cycles, cpu = asyncio.run(
+                    run_floor(port, floor, level["sessions"], args.duration, probe)
+                )
                 web, db, own = (b - a for a, b in zip(cpu["start"], cpu["stop"], strict=True))
                 print(
-                    f"floor C={c:<3} {cycles / args.duration:7.1f} cycles/s of two GET /healthz/; "
+                    f"floor C={c:<3} {cycles / args.duration:7.1f} cycles/s of {floor.what}; "
                     f"CPU per cycle: gunicorn {1000 * web / cycles:.1f} ms, PostgreSQL "
                     f"{1000 * db / cycles:.1f} ms, load generator {1000 * own / cycles:.1f} ms",
                     flush=True,
                 )
+        print(f"after: {cpu_reference.describe()}", flush=True)
         if args.json:
             args.json.write_text(json.dumps(rows, indent=2))
         ok = all(

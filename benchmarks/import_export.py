@@ -14,6 +14,9 @@
    process whose peak RSS growth is measured (after loading the Arrow/Parquet code once).
    Target ≥ 50,000 rows/s, RSS growth ≤ 100 MB. ``SNAPSHOT_WORKERS=N`` tries N processes.
 
+A CPU reference (``cpu_reference.py``) is printed first and after each figure: this machine's
+speed drifts, and only figures taken at a similar reference compare.
+
 The database named in the URL is dropped and re-created (default ``bench_import_export``).
 """
 
@@ -30,6 +33,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import cpu_reference
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -352,6 +357,7 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT version()")
         print(f"PostgreSQL: {cursor.fetchone()[0].split(',')[0]}; CPUs: {os.cpu_count()}")
+    print(cpu_reference.describe(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if not args.skip_import:
@@ -361,6 +367,7 @@ def main() -> None:
                 f"{result['seconds']:.2f} s = {result['tasks_per_s']:,.0f} tasks/s "
                 f"[target ≥ 20,000]"
             )
+            print(f"        then {cpu_reference.describe()}", flush=True)
             print(
                 f"import  {result['tasks']:>9,} TRL pairs as tasks + judgments in "
                 f"{result['trl_seconds']:.2f} s = {result['trl_tasks_per_s']:,.0f} tasks/s"
@@ -383,6 +390,7 @@ def main() -> None:
                         f"{r['rss_growth_mb']:.0f} MB; {r['mb']:.0f} MB file [targets ≥ 50,000 "
                         f"rows/s, ≤ 100 MB]"
                     )
+                    print(f"        then {cpu_reference.describe()}", flush=True)
 
 
 if __name__ == "__main__":
