@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from . import models
+from annotation import models
 
 
 class PrincipleInline(admin.TabularInline):

@@ -39,11 +39,11 @@ from django.db.models import QuerySet
 from django.db.models.functions import Length
 from threadpoolctl import threadpool_limits
 
-from .metrics import agreement as agr
-from .metrics import consensus as cons
-from .metrics import diagnostics as diag
-from .metrics import discretion as disc
-from .models import (
+from annotation.metrics import agreement as agr
+from annotation.metrics import consensus as cons
+from annotation.metrics import diagnostics as diag
+from annotation.metrics import discretion as disc
+from annotation.models import (
     AnnotatorProfile,
     Judgment,
     Principle,

@@ -31,10 +31,10 @@ from rest_framework.response import Response as ApiResponse
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
-from . import selectors, services, snapshots
-from . import serializers as s
-from .errors import DomainError, ImportFileError
-from .filters import (
+from annotation import selectors, services, snapshots
+from annotation import serializers as s
+from annotation.errors import DomainError, ImportFileError
+from annotation.filters import (
     AssignmentFilter,
     DemonstrationFilter,
     ImportJobFilter,
@@ -49,9 +49,9 @@ from .filters import (
     WebhookDeliveryFilter,
     WebhookFilter,
 )
-from .importers import jobs
-from .importers.prompts import parse_record
-from .models import (
+from annotation.importers import jobs
+from annotation.importers.prompts import parse_record
+from annotation.models import (
     Assignment,
     DatasetSnapshot,
     Demonstration,
@@ -67,10 +67,18 @@ from .models import (
     TaskResponse,
     Webhook,
 )
-from .permissions import ADMIN, ANNOTATING, EVERYONE, READERS, STAFF, RolePermission, is_staff
-from .roles import role_of
-from .selectors import SLOT_LETTERS
-from .services import PrincipleSpec
+from annotation.permissions import (
+    ADMIN,
+    ANNOTATING,
+    EVERYONE,
+    READERS,
+    STAFF,
+    RolePermission,
+    is_staff,
+)
+from annotation.roles import role_of
+from annotation.selectors import SLOT_LETTERS
+from annotation.services import PrincipleSpec
 
 # ---------------------------------------------------------------- shared plumbing
 
@@ -434,7 +442,7 @@ class ProjectViewSet(
         specs = [
             parse_record("record", number, record) for number, record in enumerate(records, start=1)
         ]
-        from .importers.checks import check_external_ids
+        from annotation.importers.checks import check_external_ids
 
         with transaction.atomic():
             check_external_ids(project, "record", list(enumerate(specs, start=1)))
@@ -467,7 +475,7 @@ class ProjectViewSet(
             if job.status == ImportJob.Status.FAILED:
                 return ApiResponse({"detail": job.error, "job": body}, status=400)
             return ApiResponse(body, status=status.HTTP_201_CREATED)
-        from .tasks import run_import_job
+        from annotation.tasks import run_import_job
 
         transaction.on_commit(lambda: run_import_job.delay(job.pk))
         return ApiResponse(s.ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
@@ -789,7 +797,7 @@ class WebhookViewSet(
     @extend_schema(responses={201: s.WebhookCreatedSerializer})
     def create(self, request):
         data = _validated(s.WebhookSerializer, request.data)
-        from . import webhooks
+        from annotation import webhooks
 
         hook = webhooks.create_webhook(created_by=request.user, **data)
         return ApiResponse(s.WebhookCreatedSerializer(hook).data, status=status.HTTP_201_CREATED)

@@ -5,10 +5,9 @@ from django.urls import include, path
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.routers import DefaultRouter
 
+from annotation import api
 from models_registry.api import ModelVersionViewSet, RegisteredModelViewSet
 from training.api import TrainingRunViewSet
-
-from . import api
 
 
 class TokenView(ObtainAuthToken):

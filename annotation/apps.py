@@ -6,7 +6,7 @@ class AnnotationConfig(AppConfig):
     name = "annotation"
 
     def ready(self) -> None:
-        from . import checks, signals  # noqa: F401  (registers checks, connects signals)
-        from .webhooks import install as install_webhooks
+        from annotation import checks, signals  # noqa: F401  (registers checks, connects signals)
+        from annotation.webhooks import install as install_webhooks
 
         install_webhooks()  # judgment.created → HMAC-signed webhooks

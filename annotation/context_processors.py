@@ -2,7 +2,7 @@
 
 from django.http import HttpRequest
 
-from .roles import is_staff_role, role_of
+from annotation.roles import is_staff_role, role_of
 
 
 def role(request: HttpRequest) -> dict:

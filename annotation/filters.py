@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import django_filters as df
 
-from .models import (
+from annotation.models import (
     Assignment,
     DatasetSnapshot,
     Demonstration,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django import forms
 
-from .models import Principle
+from annotation.models import Principle
 
 SKIP_REASONS = [
     ("unclear", "The prompt or responses are unclear"),

@@ -14,12 +14,12 @@ from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
-from . import selectors
-from .errors import DomainError
-from .importers import jobs
-from .models import AnnotatorProfile, ImportJob, Project
-from .roles import is_staff_role
-from .serializers import IMPORT_FORMATS
+from annotation import selectors
+from annotation.errors import DomainError
+from annotation.importers import jobs
+from annotation.models import AnnotatorProfile, ImportJob, Project
+from annotation.roles import is_staff_role
+from annotation.serializers import IMPORT_FORMATS
 
 RUNNING = {ImportJob.Status.QUEUED, ImportJob.Status.RUNNING}
 
@@ -81,7 +81,7 @@ def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
             if upload.size <= jobs.inline_limit():
                 jobs.run_import_job(job_id=job.pk)
             else:
-                from .tasks import run_import_job
+                from annotation.tasks import run_import_job
 
                 job_id = job.pk
                 transaction.on_commit(lambda: run_import_job.delay(job_id))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
 
-from .roles import Role, role_of
+from annotation.roles import Role, role_of
 
 ADMIN = frozenset({Role.ADMIN})
 STAFF = frozenset({Role.ADMIN, Role.MANAGER})

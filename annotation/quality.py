@@ -28,8 +28,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .errors import DomainError
-from .models import MetricsReport, Project
+from annotation.errors import DomainError
+from annotation.models import MetricsReport, Project
 
 logger = logging.getLogger(__name__)
 DEFAULT_BOOTSTRAP = 200
@@ -78,7 +78,7 @@ def params_hash(kind: str, params: dict[str, Any]) -> str:
 
 def compute_payload(project: Project, kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """Compute one report now (no caching)."""
-    from . import analytics
+    from annotation import analytics
 
     params = normalize_params(kind, params)
     if kind == MetricsReport.Kind.QUALITY:
@@ -156,7 +156,7 @@ def is_pending(report: MetricsReport) -> bool:
 
 
 def _enqueue(project_id: int, countdown: float) -> None:
-    from .tasks import refresh_metrics
+    from annotation.tasks import refresh_metrics
 
     try:
         refresh_metrics.apply_async((project_id,), countdown=max(countdown, 0.0))

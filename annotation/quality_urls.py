@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import quality_views as views
+from annotation import quality_views as views
 
 app_name = "quality"
 

@@ -25,9 +25,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_POST
 
-from . import analytics, quality
-from .models import AnnotatorProfile, MetricsReport, Project
-from .roles import is_staff_role
+from annotation import analytics, quality
+from annotation.models import AnnotatorProfile, MetricsReport, Project
+from annotation.roles import is_staff_role
 
 User = get_user_model()
 QUALITY, DISCRETION = MetricsReport.Kind.QUALITY, MetricsReport.Kind.DISCRETION
@@ -157,7 +157,7 @@ def project_quality(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _quality_view(data: dict) -> dict[str, Any]:
-    from .quality_charts import time_chart
+    from annotation.quality_charts import time_chart
 
     buckets = [
         {**b, "label": datetime.fromtimestamp(b["start"], tz=UTC).date().isoformat()}
@@ -302,7 +302,7 @@ def discretion(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 def _discretion_view(data: dict, selected: str | None) -> dict[str, Any]:
-    from .quality_charts import category_bar, interval_chart
+    from annotation.quality_charts import category_bar, interval_chart
 
     meta = data["meta"]
     n = data["pairs"]

@@ -2,7 +2,7 @@
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-from .models import AnnotatorProfile
+from annotation.models import AnnotatorProfile
 
 Role = AnnotatorProfile.Role
 STAFF_ROLES = frozenset({Role.ADMIN, Role.MANAGER})

@@ -15,7 +15,7 @@ from django.db.models.functions import Least
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
-from .models import (
+from annotation.models import (
     Assignment,
     Demonstration,
     Judgment,
@@ -28,8 +28,8 @@ from .models import (
     Task,
     TaskResponse,
 )
-from .rendering import render_markdown
-from .timed_cache import TimedCache
+from annotation.rendering import render_markdown
+from annotation.timed_cache import TimedCache
 
 
 def active_projects() -> QuerySet[Project]:

@@ -11,7 +11,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .models import (
+from annotation.models import (
     AnnotatorProfile,
     Assignment,
     DatasetSnapshot,
@@ -27,7 +27,7 @@ from .models import (
     Webhook,
     WebhookDelivery,
 )
-from .selectors import SLOT_LETTERS
+from annotation.selectors import SLOT_LETTERS
 
 User = get_user_model()
 IMPORT_FORMATS = [

@@ -16,8 +16,8 @@ from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import selectors, task_copy
-from .errors import (
+from annotation import selectors, task_copy
+from annotation.errors import (
     AlreadySubmittedError,
     DomainError,
     EditWindowClosedError,
@@ -26,7 +26,7 @@ from .errors import (
     LeaseExpiredError,
     NotYourAssignmentError,
 )
-from .models import (
+from annotation.models import (
     AnnotatorProfile,
     Assignment,
     Demonstration,
@@ -40,7 +40,7 @@ from .models import (
     Task,
     TaskResponse,
 )
-from .roles import is_staff_role
+from annotation.roles import is_staff_role
 
 User = get_user_model()
 

@@ -29,9 +29,9 @@ from django.db.models import Max, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .errors import DomainError
-from .exports.pseudonyms import Pseudonymizer
-from .exports.records import (
+from annotation.errors import DomainError
+from annotation.exports.pseudonyms import Pseudonymizer
+from annotation.exports.records import (
     AGGREGATIONS,
     EXPANSIONS,
     KINDS,
@@ -43,10 +43,10 @@ from .exports.records import (
     JudgmentRecord,
     TaskContent,
 )
-from .exports.rows import TaskShaper, sft_row
-from .exports.writers import encode_lines, open_writer, schema_for
-from .gc_pause import cyclic_gc_paused
-from .models import (
+from annotation.exports.rows import TaskShaper, sft_row
+from annotation.exports.writers import encode_lines, open_writer, schema_for
+from annotation.gc_pause import cyclic_gc_paused
+from annotation.models import (
     AnnotatorProfile,
     DatasetSnapshot,
     Demonstration,
@@ -804,7 +804,7 @@ def create_snapshot(
     )
     if inline:
         return build_snapshot(snapshot_id=snapshot.pk)
-    from .tasks import build_snapshot as build_task
+    from annotation.tasks import build_snapshot as build_task
 
     transaction.on_commit(lambda: build_task.delay(snapshot.pk))
     return snapshot
@@ -880,7 +880,7 @@ def build_snapshot(*, snapshot_id: int) -> DatasetSnapshot:
         snapshot.refresh_from_db()
         return snapshot
     snapshot.refresh_from_db()
-    from . import webhooks
+    from annotation import webhooks
 
     webhooks.snapshot_ready(snapshot)
     return snapshot
@@ -980,7 +980,7 @@ class _Shard:
 
 def write_shard(*, snapshot_id: int, after: int, until: int | None, out: str | Path) -> dict:
     """Export one task range of a snapshot into ``out`` (run by ``manage.py export_shard``)."""
-    from .exports.writers import ArrowShardWriter, JsonlWriter
+    from annotation.exports.writers import ArrowShardWriter, JsonlWriter
 
     snapshot = DatasetSnapshot.objects.select_related("project__principle_set").get(pk=snapshot_id)
     options, f = _from_record(snapshot)

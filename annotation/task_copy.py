@@ -43,10 +43,10 @@ from psycopg import postgres
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
-from .models import Project, Prompt, Response, Task, TaskResponse
+from annotation.models import Project, Prompt, Response, Task, TaskResponse
 
 if TYPE_CHECKING:
-    from .services import PromptSpec
+    from annotation.services import PromptSpec
 
 COPIED = (Prompt, Response, Task, TaskResponse)
 OnBatch = Callable[[list, list[int], list[list[int]]], None]

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from . import services
+from annotation import services
 
 
 @shared_task(name="annotation.refresh_project_counts")
@@ -14,7 +14,7 @@ def refresh_project_counts(project_id: int) -> dict:
 @shared_task(name="annotation.refresh_metrics")
 def refresh_metrics(project_id: int) -> dict:
     """Recompute the project's due quality/discretion reports (debounced: see quality.py)."""
-    from . import quality
+    from annotation import quality
 
     return quality.refresh_due_reports(project_id=project_id)
 
@@ -24,7 +24,7 @@ def refresh_metrics(project_id: int) -> dict:
 
 @shared_task(name="annotation.build_snapshot")
 def build_snapshot(snapshot_id: int) -> dict:
-    from . import snapshots
+    from annotation import snapshots
 
     snapshot = snapshots.build_snapshot(snapshot_id=snapshot_id)
     return {"status": snapshot.status, "rows": snapshot.row_count, "sha256": snapshot.sha256}
@@ -32,7 +32,7 @@ def build_snapshot(snapshot_id: int) -> dict:
 
 @shared_task(name="annotation.run_import_job")
 def run_import_job(job_id: int) -> dict:
-    from .importers.jobs import run_import_job as run
+    from annotation.importers.jobs import run_import_job as run
 
     job = run(job_id=job_id)
     return {"status": job.status, "tasks": job.task_count, "judgments": job.judgment_count}
@@ -41,7 +41,7 @@ def run_import_job(job_id: int) -> dict:
 @shared_task(bind=True, name="annotation.deliver_webhook", max_retries=6)
 def deliver_webhook(self, delivery_id: int) -> dict:
     """POST one signed event; retried with exponential backoff, then marked failed."""
-    from . import webhooks
+    from annotation import webhooks
 
     if webhooks.deliver(delivery_id=delivery_id):
         return {"delivered": True}

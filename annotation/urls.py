@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import import_views, views
+from annotation import import_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),

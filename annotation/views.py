@@ -14,13 +14,13 @@ from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import selectors, services
-from .errors import DomainError
-from .forms import SKIP_REASONS, DemonstrationForm, JudgmentForm, SkipForm
-from .models import Assignment, Judgment, Project, Response
-from .rendering import render_markdown
-from .roles import can_annotate, is_staff_role
-from .timed_cache import TimedCache
+from annotation import selectors, services
+from annotation.errors import DomainError
+from annotation.forms import SKIP_REASONS, DemonstrationForm, JudgmentForm, SkipForm
+from annotation.models import Assignment, Judgment, Project, Response
+from annotation.rendering import render_markdown
+from annotation.roles import can_annotate, is_staff_role
+from annotation.timed_cache import TimedCache
 
 
 @login_required

@@ -26,7 +26,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .models import Webhook, WebhookDelivery
+from annotation.models import Webhook, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 EVENTS = tuple(Webhook.Event.values)
@@ -62,7 +62,7 @@ def body_of(delivery: WebhookDelivery) -> bytes:
 
 
 def _enqueue(delivery_id: int) -> None:
-    from .tasks import deliver_webhook
+    from annotation.tasks import deliver_webhook
 
     try:
         deliver_webhook.delay(delivery_id)
@@ -161,7 +161,7 @@ def retry_delay(attempt: int) -> int:
 
 def judgment_created(judgment) -> list[int]:
     """``judgment.created``: ids only (annotators as pseudonyms, never usernames)."""
-    from .exports.pseudonyms import Pseudonymizer
+    from annotation.exports.pseudonyms import Pseudonymizer
 
     task = judgment.task
     return emit(
@@ -216,7 +216,7 @@ def on_annotation_event(event: str, payload: dict) -> None:
     ``judgment.created`` with the annotator as a pseudonym."""
     if event != "judgment.created":
         return
-    from .exports.pseudonyms import Pseudonymizer
+    from annotation.exports.pseudonyms import Pseudonymizer
 
     data = dict(payload)
     if data.get("annotator_id") is not None:
@@ -226,7 +226,7 @@ def on_annotation_event(event: str, payload: dict) -> None:
 
 def install() -> None:
     """Subscribe to the annotation workspace's post-commit events (idempotent)."""
-    from . import services
+    from annotation import services
 
     if on_annotation_event not in services.ANNOTATION_EVENT_HOOKS:
         services.ANNOTATION_EVENT_HOOKS.append(on_annotation_event)

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from . import models
+from models_registry import models
 
 
 @admin.register(models.RegisteredModel)

@@ -8,8 +8,7 @@ from rest_framework import mixins, serializers
 
 from annotation.api import ApiViewSet
 from annotation.permissions import READERS
-
-from .models import ModelParent, ModelVersion, RegisteredModel
+from models_registry.models import ModelParent, ModelVersion, RegisteredModel
 
 
 class RegisteredModelSerializer(serializers.ModelSerializer):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .models import ModelVersion
+from models_registry.models import ModelVersion
 
 
 def _cell(value: Any) -> str:
@@ -128,8 +128,8 @@ def _model_section(profile: dict) -> list[str]:
 
 def render_model_card(version: ModelVersion) -> str:
     """The version's model card (markdown) from its lineage record."""
-    from . import selectors
-    from .selectors import _flatten
+    from models_registry import selectors
+    from models_registry.selectors import _flatten
 
     record = selectors.lineage(version)
     head = record["model"]

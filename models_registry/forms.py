@@ -5,9 +5,8 @@ from __future__ import annotations
 from django import forms
 
 from annotation.models import Project
-
-from . import services
-from .models import ModelVersion, RegisteredModel
+from models_registry import services
+from models_registry.models import ModelVersion, RegisteredModel
 
 
 class StageForm(forms.Form):

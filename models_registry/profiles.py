@@ -50,8 +50,7 @@ from annotation.models import (
     TaskResponse,
 )
 from annotation.snapshots import artifact_file
-
-from .models import ModelVersion
+from models_registry.models import ModelVersion
 
 User = get_user_model()
 POOLED = "snapshot-label"  # the snapshot's majority preference per comparison, as an annotator
@@ -591,7 +590,7 @@ def model_profile(*, version: ModelVersion, probe: Probe, method: str) -> dict[s
 
 
 def save_model_profile(version: ModelVersion, profile: dict[str, Any]) -> None:
-    from .cards import refresh_model_card
+    from models_registry.cards import refresh_model_card
 
     ModelVersion.objects.filter(pk=version.pk).update(model_discretion_profile=profile)
     version.model_discretion_profile = profile

@@ -22,11 +22,10 @@ from annotation.api import ApiMixin
 from annotation.errors import DomainError
 from annotation.models import DatasetSnapshot, Project
 from annotation.permissions import READERS, STAFF
-
-from . import selectors, services
-from .artifacts import stream_tar
-from .cards import render_model_card
-from .models import GenerationJob, ModelParent, ModelVersion, RegisteredModel
+from models_registry import selectors, services
+from models_registry.artifacts import stream_tar
+from models_registry.cards import render_model_card
+from models_registry.models import GenerationJob, ModelParent, ModelVersion, RegisteredModel
 
 MAX_INT = 2**31 - 1
 STAGES = ModelVersion.Stage.choices

@@ -21,9 +21,8 @@ from annotation.models import (
     Project,
     TaskResponse,
 )
-
-from . import arena
-from .models import GenerationJob, ModelVersion, RegisteredModel, StageChange
+from models_registry import arena
+from models_registry.models import GenerationJob, ModelVersion, RegisteredModel, StageChange
 
 # ---------------------------------------------------------------- lookups
 

@@ -18,10 +18,15 @@ from django.db.models import Max
 
 from annotation.errors import DomainError
 from annotation.models import DatasetSnapshot, PrincipleSet, Project
-
-from . import profiles
-from .cards import refresh_model_card
-from .models import GenerationJob, ModelParent, ModelVersion, RegisteredModel, StageChange
+from models_registry import profiles
+from models_registry.cards import refresh_model_card
+from models_registry.models import (
+    GenerationJob,
+    ModelParent,
+    ModelVersion,
+    RegisteredModel,
+    StageChange,
+)
 
 Stage = ModelVersion.Stage
 EXCLUSIVE_STAGES = (Stage.STAGING, Stage.PRODUCTION)

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import views
+from models_registry import views
 
 app_name = "registry"
 urlpatterns = [

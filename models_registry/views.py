@@ -17,12 +17,11 @@ from annotation.errors import DomainError
 from annotation.models import Project
 from annotation.rendering import render_markdown
 from annotation.roles import is_staff_role
-
-from . import selectors, services
-from .cards import render_model_card
-from .forms import GenerateForm, ProfileForm, StageForm
-from .models import GenerationJob, ModelVersion, RegisteredModel
-from .registry_api import artifact_response
+from models_registry import selectors, services
+from models_registry.cards import render_model_card
+from models_registry.forms import GenerateForm, ProfileForm, StageForm
+from models_registry.models import GenerationJob, ModelVersion, RegisteredModel
+from models_registry.registry_api import artifact_response
 
 
 def staff_required(view):

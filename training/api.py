@@ -15,9 +15,8 @@ from annotation.api import ApiViewSet
 from annotation.models import DatasetSnapshot
 from annotation.permissions import READERS, STAFF
 from models_registry.models import ModelVersion
-
-from . import services, trainers
-from .models import RunMetric, TrainingRun
+from training import services, trainers
+from training.models import RunMetric, TrainingRun
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):

@@ -9,8 +9,7 @@ from pathlib import Path
 from django.conf import settings
 
 from annotation.models import DatasetSnapshot
-
-from .models import TrainingRun
+from training.models import TrainingRun
 
 
 def snapshot_file(snapshot: DatasetSnapshot) -> Path:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from django.conf import settings
 
-from . import services, trainers
-from .datasets import training_data
-from .models import TrainingRun
+from training import services, trainers
+from training.datasets import training_data
+from training.models import TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def execute(run_id: int) -> None:
             )
         finished = services.finish_run(run_id=run.pk, result=result, log_tail=tail.text)
         if finished.output_model_version_id:  # the model's own discretion (never raises)
-            from .generation import profile_version_safely
+            from training.generation import profile_version_safely
 
             profile_version_safely(finished.output_model_version_id)
     except Exception:

@@ -9,9 +9,8 @@ from django import forms
 
 from annotation.models import DatasetSnapshot
 from models_registry.models import ModelVersion
-
-from . import trainers
-from .models import TrainingRun
+from training import trainers
+from training.models import TrainingRun
 
 TRI_STATE = [("", "auto"), ("true", "on"), ("false", "off")]
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from django.db.models import QuerySet
 
-from .models import RunMetric, TrainingRun
+from training.models import RunMetric, TrainingRun
 
 
 def runs() -> QuerySet[TrainingRun]:

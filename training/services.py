@@ -25,9 +25,8 @@ from annotation.errors import DomainError
 from annotation.models import DatasetSnapshot
 from models_registry.models import ModelVersion
 from models_registry.services import register_model_version
-
-from . import trainers
-from .models import RunMetric, TrainingRun
+from training import trainers
+from training.models import RunMetric, TrainingRun
 
 Status = TrainingRun.Status
 LOG_TAIL_CHARS = 20_000
@@ -116,7 +115,7 @@ def launch_run(
 
 
 def enqueue(run: TrainingRun) -> None:
-    from .tasks import execute_run
+    from training.tasks import execute_run
 
     result = execute_run.apply_async((run.pk,), queue=run.queue)
     TrainingRun.objects.filter(pk=run.pk).update(celery_task_id=result.id or "")

@@ -6,7 +6,7 @@ import os
 from celery import shared_task
 from celery.signals import worker_ready
 
-from . import services
+from training import services
 
 
 @shared_task(name="training.execute_run", acks_late=True, reject_on_worker_lost=True)
@@ -14,7 +14,7 @@ def execute_run(run_id: int) -> None:
     gpu = os.environ.get("GPU_DEVICE")
     if gpu is not None:  # a single-GPU worker pins its device before torch initialises
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    from .executor import execute
+    from training.executor import execute
 
     execute(run_id)
 
@@ -25,7 +25,7 @@ def generate_candidates(job_id: int) -> None:
     gpu = os.environ.get("GPU_DEVICE")
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    from .generation import execute_generation
+    from training.generation import execute_generation
 
     execute_generation(job_id)
 
@@ -41,7 +41,7 @@ def profile_model_version(
     gpu = os.environ.get("GPU_DEVICE")
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    from .generation import profile_version_safely
+    from training.generation import profile_version_safely
 
     profile_version_safely(
         version_id,

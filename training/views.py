@@ -11,11 +11,10 @@ from django.views.decorators.http import require_POST
 
 from annotation.errors import DomainError
 from annotation.roles import is_staff_role
-
-from . import selectors, services, trainers
-from .charts import charts_for
-from .forms import LaunchForm
-from .models import TrainingRun
+from training import selectors, services, trainers
+from training.charts import charts_for
+from training.forms import LaunchForm
+from training.models import TrainingRun
 
 
 def _staff(request: HttpRequest) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator, Sequence
 
-from .pairs import (
+from annotation.exports.pairs import (
     bradley_terry_ordering,
     expand_pairs,
     majority_ordering,
@@ -19,7 +19,7 @@ from .pairs import (
     ranks,
     tied_pairs,
 )
-from .records import (
+from annotation.exports.records import (
     FAVOURS_CHOSEN,
     FAVOURS_NA,
     FAVOURS_NEITHER,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from django.db import connection
 
-from ..errors import ImportFileError
-from ..models import Project, Prompt
-from ..services import PromptSpec
+from annotation.errors import ImportFileError
+from annotation.models import Project, Prompt
+from annotation.services import PromptSpec
 
 
 def check_external_ids(

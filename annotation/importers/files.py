@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from ..errors import ImportFileError
+from annotation.errors import ImportFileError
 
 
 def open_text(path: str | Path):

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from django.db import transaction
 
-from .. import services
-from ..errors import ImportFileError
-from ..models import Project, TaskResponse
-from ..services import PromptSpec, ResponseSpec
-from .files import json_lines
+from annotation import services
+from annotation.errors import ImportFileError
+from annotation.importers.files import json_lines
+from annotation.models import Project, TaskResponse
+from annotation.services import PromptSpec, ResponseSpec
 
 TURN = re.compile(r"\n\n(Human|Assistant):")
 ROLE = {"Human": "user", "Assistant": "assistant"}

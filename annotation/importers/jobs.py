@@ -17,13 +17,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .. import services
-from ..errors import DomainError, ImportFileError
-from ..gc_pause import cyclic_gc_paused
-from ..models import AnnotatorProfile, ImportJob, Project
-from . import preferences
-from .checks import check_external_ids
-from .tabular import detect_format, parse_prompt_file
+from annotation import services
+from annotation.errors import DomainError, ImportFileError
+from annotation.gc_pause import cyclic_gc_paused
+from annotation.importers import preferences
+from annotation.importers.checks import check_external_ids
+from annotation.importers.tabular import detect_format, parse_prompt_file
+from annotation.models import AnnotatorProfile, ImportJob, Project
 
 PROMPT_FORMATS = ("jsonl", "json", "csv", "parquet")
 FORMATS = ("prompts", *preferences.FORMATS)

@@ -43,9 +43,10 @@ from pathlib import Path
 from django.db import transaction
 from django.db.models import F
 
-from .. import services
-from ..errors import ImportFileError
-from ..models import (
+from annotation import services
+from annotation.errors import ImportFileError
+from annotation.importers.files import open_text
+from annotation.models import (
     AnnotatorProfile,
     Judgment,
     PrincipleVerdict,
@@ -53,7 +54,6 @@ from ..models import (
     Task,
     TaskResponse,
 )
-from .files import open_text
 
 FORMATS = ("principle-oracle", "reward-model", "llm-judge", "policy-logprob")
 REQUIRED = {
@@ -455,7 +455,7 @@ def import_judgments(
     Project.objects.filter(pk=project.pk).update(
         judgment_count=F("judgment_count") + judgments - len(existing)
     )
-    from ..quality import request_metrics_refresh
+    from annotation.quality import request_metrics_refresh
 
     transaction.on_commit(lambda: request_metrics_refresh(project.pk))
     return JudgmentImportResult(

@@ -34,17 +34,17 @@ from pathlib import Path
 from django.db import connection, transaction
 from django.db.models import F
 
-from .. import services
-from ..errors import ImportFileError
-from ..gc_pause import cyclic_gc_paused
-from ..models import AnnotatorProfile, Judgment, Project, TaskResponse
-from ..services import PromptSpec, ResponseSpec
-from ..task_copy import copy_rows
-from .checks import check_external_ids
-from .hh_rlhf import TURN, split_transcript
-from .hh_rlhf import parse_pair as parse_hh_pair
-from .prompts import validate_messages
-from .tabular import detect_format, iter_records, json_array_records
+from annotation import services
+from annotation.errors import ImportFileError
+from annotation.gc_pause import cyclic_gc_paused
+from annotation.importers.checks import check_external_ids
+from annotation.importers.hh_rlhf import TURN, split_transcript
+from annotation.importers.hh_rlhf import parse_pair as parse_hh_pair
+from annotation.importers.prompts import validate_messages
+from annotation.importers.tabular import detect_format, iter_records, json_array_records
+from annotation.models import AnnotatorProfile, Judgment, Project, TaskResponse
+from annotation.services import PromptSpec, ResponseSpec
+from annotation.task_copy import copy_rows
 
 FORMATS = ("trl", "hh-rlhf", "arena", "label-studio")
 CHOSEN, REJECTED = TaskResponse.SourceLabel.CHOSEN, TaskResponse.SourceLabel.REJECTED
@@ -527,7 +527,7 @@ def parse_preferences(
     parser = {"trl": parse_trl, "hh-rlhf": parse_hh, "arena": parse_arena}[fmt]
     source_format = file_format or detect_format(path)
     if source_format == "csv":
-        from .tabular import csv_records
+        from annotation.importers.tabular import csv_records
 
         records = csv_records(path)
     else:

@@ -10,11 +10,11 @@ from django.db import transaction
 from django.utils.text import slugify
 from markdown_it import MarkdownIt
 
-from .. import services
-from ..errors import DomainError, ImportFileError
-from ..models import Principle, PrincipleSet
-from ..services import PrincipleSpec
-from .files import numbered_lines, open_text
+from annotation import services
+from annotation.errors import DomainError, ImportFileError
+from annotation.importers.files import numbered_lines, open_text
+from annotation.models import Principle, PrincipleSet
+from annotation.services import PrincipleSpec
 
 # "## Title {#stable_id authority=root}" — the heading syntax of the OpenAI Model Spec.
 SPEC_TAG = re.compile(r"\{#([A-Za-z0-9_\-]+)((?:\s+[a-z_]+=[^\s}]+)*)\s*\}")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from django.db import transaction
 
-from .. import services
-from ..errors import ImportFileError
-from ..models import Project, Task, TaskResponse
-from ..services import PromptSpec, ResponseSpec
-from .files import json_lines
+from annotation import services
+from annotation.errors import ImportFileError
+from annotation.importers.files import json_lines
+from annotation.models import Project, Task, TaskResponse
+from annotation.services import PromptSpec, ResponseSpec
 
 ROLES = {"system", "user", "assistant", "tool"}
 LABELS = frozenset(TaskResponse.SourceLabel.values)  # the enum property rebuilds its list per call
@@ -97,6 +97,6 @@ def import_prompts(*, project: Project, path: str | Path, fmt: str | None = None
     """Validate every record, then create prompts, responses and tasks; returns the task count.
 
     JSONL, JSON, CSV or Parquet (``fmt``, else from the suffix): see ``tabular``."""
-    from .tabular import import_prompt_file
+    from annotation.importers.tabular import import_prompt_file
 
     return import_prompt_file(project=project, path=path, fmt=fmt)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from django.db import IntegrityError, transaction
 
-from .. import services
-from ..errors import ImportFileError
-from ..gc_pause import cyclic_gc_paused
-from ..models import Project
-from .files import json_lines, open_text
+from annotation import services
+from annotation.errors import ImportFileError
+from annotation.gc_pause import cyclic_gc_paused
+from annotation.importers.files import json_lines, open_text
+from annotation.models import Project
 
 FORMATS = ("jsonl", "json", "csv", "parquet")
 # CSV cells that hold JSON (lists / objects) rather than plain text.
@@ -231,7 +231,7 @@ def parse_prompt_file(
     path: str | Path, fmt: str | None = None
 ) -> Iterator[tuple[int, services.PromptSpec]]:
     """``(line, spec)`` from any supported tabular format, validated record by record."""
-    from .prompts import parse_record
+    from annotation.importers.prompts import parse_record
 
     path = Path(path)
     for line, record in iter_records(path, fmt):
@@ -246,7 +246,7 @@ def import_prompt_file(*, project: Project, path: str | Path, fmt: str | None = 
     transaction: an error on any line rolls the whole import back. A record id repeated in the
     file or already in the project trips the database's unique constraint, and is then named
     by its line."""
-    from .checks import check_external_ids
+    from annotation.importers.checks import check_external_ids
 
     parsed: list[tuple[int, services.PromptSpec]] = []
 

@@ -5,7 +5,7 @@ Modules: ``discretion`` (Buyl et al. DA / PS / priorities / DD), ``agreement`` (
 (per-annotator bias, speed, outlier and gold checks).
 """
 
-from .discretion import (
+from annotation.metrics.discretion import (
     categories,
     declared_weights,
     discrepancy,

@@ -14,8 +14,8 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from scipy.special import logsumexp
 
-from ._bradley_terry import DEFAULT_L2, fit_bradley_terry
-from .agreement import LabelMatrix, Triple, label_matrix
+from annotation.metrics._bradley_terry import DEFAULT_L2, fit_bradley_terry
+from annotation.metrics.agreement import LabelMatrix, Triple, label_matrix
 
 A_WINS, B_WINS, TIE, BOTH_BAD = "a_wins", "b_wins", "tie", "both_bad"
 Comparison = tuple[Hashable, Hashable, str]

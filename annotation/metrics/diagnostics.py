@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import binom, binomtest
 
-from .agreement import label_matrix
+from annotation.metrics.agreement import label_matrix
 
 DEFAULT_TOO_FAST_S = 3.0
 DEFAULT_ALPHA = 0.01

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from scipy.stats import kendalltau
 
-from ._bradley_terry import DEFAULT_L2, fit_bradley_terry
+from annotation.metrics._bradley_terry import DEFAULT_L2, fit_bradley_terry
 
 CONSENSUS, CONFLICT, INDIFFERENCE = 0, 1, 2
 CATEGORY_NAMES = ("consensus", "conflict", "indifference")

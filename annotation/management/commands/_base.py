@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...errors import DomainError
-from ...models import Project
+from annotation.errors import DomainError
+from annotation.models import Project
 
 
 class ImportCommand(BaseCommand):

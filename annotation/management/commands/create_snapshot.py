@@ -2,8 +2,8 @@ import json
 
 from django.core.management.base import CommandError
 
-from ... import snapshots
-from ._base import ImportCommand
+from annotation import snapshots
+from annotation.management.commands._base import ImportCommand
 
 
 class Command(ImportCommand):

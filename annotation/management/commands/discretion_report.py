@@ -8,7 +8,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...models import MetricsReport, Project
+from annotation.models import MetricsReport, Project
 
 
 def _pct(x) -> str:
@@ -46,7 +46,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, project, reference, bootstrap, seed, json: bool, store, **_):
-        from ... import analytics, quality
+        from annotation import analytics, quality
 
         try:
             proj = Project.objects.select_related("principle_set").get(slug=project)

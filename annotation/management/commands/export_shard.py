@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from ... import snapshots
+from annotation import snapshots
 
 
 class Command(BaseCommand):

@@ -1,5 +1,5 @@
-from ...importers.hh_rlhf import import_hh_rlhf
-from ._base import ImportCommand
+from annotation.importers.hh_rlhf import import_hh_rlhf
+from annotation.management.commands._base import ImportCommand
 
 
 class Command(ImportCommand):

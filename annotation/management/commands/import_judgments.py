@@ -1,5 +1,5 @@
-from ...importers.judgments import FORMATS, import_judgments
-from ._base import ImportCommand
+from annotation.importers.judgments import FORMATS, import_judgments
+from annotation.management.commands._base import ImportCommand
 
 
 class Command(ImportCommand):

@@ -1,5 +1,5 @@
-from ...importers.preferences import FORMATS, import_preferences
-from ._base import ImportCommand
+from annotation.importers.preferences import FORMATS, import_preferences
+from annotation.management.commands._base import ImportCommand
 
 
 class Command(ImportCommand):

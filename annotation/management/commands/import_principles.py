@@ -1,5 +1,5 @@
-from ...importers.principles import FORMATS, import_principles
-from ._base import ImportCommand
+from annotation.importers.principles import FORMATS, import_principles
+from annotation.management.commands._base import ImportCommand
 
 
 class Command(ImportCommand):

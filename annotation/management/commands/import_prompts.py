@@ -1,5 +1,5 @@
-from ...importers.prompts import import_prompts
-from ._base import ImportCommand
+from annotation.importers.prompts import import_prompts
+from annotation.management.commands._base import ImportCommand
 
 
 class Command(ImportCommand):

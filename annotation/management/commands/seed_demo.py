@@ -3,13 +3,13 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from ... import services
-from ...importers.hh_rlhf import import_hh_rlhf
-from ...importers.preferences import import_preferences
-from ...importers.principles import import_principles
-from ...models import AnnotatorProfile, DatasetSnapshot, PrincipleSet, Project
-from ...snapshots import create_snapshot
-from ._base import ImportCommand
+from annotation import services
+from annotation.importers.hh_rlhf import import_hh_rlhf
+from annotation.importers.preferences import import_preferences
+from annotation.importers.principles import import_principles
+from annotation.management.commands._base import ImportCommand
+from annotation.models import AnnotatorProfile, DatasetSnapshot, PrincipleSet, Project
+from annotation.snapshots import create_snapshot
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "demo_data"
 Role = AnnotatorProfile.Role
