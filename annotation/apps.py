@@ -7,6 +7,10 @@ class AnnotationConfig(AppConfig):
 
     def ready(self) -> None:
         from annotation import checks, signals  # noqa: F401  (registers checks, connects signals)
-        from annotation.webhooks import install as install_webhooks
+        from annotation.models import Webhook
+        from annotation.quality.reports import JUDGMENT_EVENTS, refresh_after_judgments
+        from annotation.webhooks.services import forward
+        from common import events
 
-        install_webhooks()  # judgment.created → HMAC-signed webhooks
+        events.subscribe(forward, *Webhook.Event.values)  # → HMAC-signed webhooks
+        events.subscribe(refresh_after_judgments, *JUDGMENT_EVENTS)  # → debounced metrics

@@ -5,6 +5,8 @@ from django.core.checks import Tags, register
 from django.core.checks import Warning as CheckWarning
 from django.db import connections
 
+from annotation.workspace import pg
+
 
 @register(Tags.database)
 def autovacuum_is_on(app_configs, databases=None, **kwargs) -> list[CheckWarning]:
@@ -14,19 +16,14 @@ def autovacuum_is_on(app_configs, databases=None, **kwargs) -> list[CheckWarning
     950 judgments by one annotator."""
     messages = []
     for alias in databases or ():
-        connection = connections[alias]
-        if connection.vendor != "postgresql":
-            continue
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW autovacuum")
-            if cursor.fetchone()[0] == "off":
-                messages.append(
-                    CheckWarning(
-                        f"PostgreSQL ({alias}) runs with autovacuum off: statistics go stale "
-                        "and handing out tasks slows down as judgments accumulate.",
-                        hint="Turn autovacuum on (PostgreSQL's default), or ANALYZE the "
-                        "annotation tables regularly.",
-                        id="annotation.W001",
-                    )
+        if pg.autovacuum_is_off(connections[alias]):
+            messages.append(
+                CheckWarning(
+                    f"PostgreSQL ({alias}) runs with autovacuum off: statistics go stale "
+                    "and handing out tasks slows down as judgments accumulate.",
+                    hint="Turn autovacuum on (PostgreSQL's default), or ANALYZE the "
+                    "annotation tables regularly.",
+                    id="annotation.W001",
                 )
+            )
     return messages

@@ -2,9 +2,7 @@
 
 from pathlib import Path
 
-
-class DomainError(Exception):
-    """A request that breaks a business rule; the message is safe to show to the user."""
+from common.errors import DomainError
 
 
 class ImmutableError(DomainError):
@@ -20,6 +18,9 @@ class ImportFileError(DomainError):
         self.reason = reason
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {reason}")
+
+    def body(self) -> dict:
+        return {**super().body(), "line": self.line}
 
 
 # ---- assignment engine (workspace)

@@ -9,9 +9,9 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from annotation.auth_backends import forget_user
 from annotation.models import AnnotatorProfile, PrincipleSet, Project
-from annotation.selectors import forget_workspace_projects
+from annotation.workspace.selectors import forget_workspace_projects
+from common.auth import forget_user
 
 
 @receiver(post_save, sender=settings.AUTH_USER_MODEL)

@@ -2,21 +2,22 @@
 
 from celery import shared_task
 
-from annotation import services
+from annotation.datasets import snapshots
+from annotation.projects import services as project_services
 
 
 @shared_task(name="annotation.refresh_project_counts")
 def refresh_project_counts(project_id: int) -> dict:
-    project = services.refresh_project_counts(project_id=project_id)
+    project = project_services.refresh_project_counts(project_id=project_id)
     return {"tasks": project.task_count, "judgments": project.judgment_count}
 
 
 @shared_task(name="annotation.refresh_metrics")
 def refresh_metrics(project_id: int) -> dict:
-    """Recompute the project's due quality/discretion reports (debounced: see quality.py)."""
-    from annotation import quality
+    """Recompute the project's due quality/discretion reports (debounced: see reports.py)."""
+    from annotation.quality import reports
 
-    return quality.refresh_due_reports(project_id=project_id)
+    return reports.refresh_due_reports(project_id=project_id)
 
 
 # ---------------------------------------------------------------- data in and out
@@ -24,7 +25,6 @@ def refresh_metrics(project_id: int) -> dict:
 
 @shared_task(name="annotation.build_snapshot")
 def build_snapshot(snapshot_id: int) -> dict:
-    from annotation import snapshots
 
     snapshot = snapshots.build_snapshot(snapshot_id=snapshot_id)
     return {"status": snapshot.status, "rows": snapshot.row_count, "sha256": snapshot.sha256}
@@ -32,7 +32,7 @@ def build_snapshot(snapshot_id: int) -> dict:
 
 @shared_task(name="annotation.run_import_job")
 def run_import_job(job_id: int) -> dict:
-    from annotation.importers.jobs import run_import_job as run
+    from annotation.datasets.importers.jobs import run_import_job as run
 
     job = run(job_id=job_id)
     return {"status": job.status, "tasks": job.task_count, "judgments": job.judgment_count}
@@ -41,11 +41,11 @@ def run_import_job(job_id: int) -> dict:
 @shared_task(bind=True, name="annotation.deliver_webhook", max_retries=6)
 def deliver_webhook(self, delivery_id: int) -> dict:
     """POST one signed event; retried with exponential backoff, then marked failed."""
-    from annotation import webhooks
+    from annotation.webhooks import services as webhook_services
 
-    if webhooks.deliver(delivery_id=delivery_id):
+    if webhook_services.deliver(delivery_id=delivery_id):
         return {"delivered": True}
     if self.request.retries >= self.max_retries:
-        webhooks.give_up(delivery_id=delivery_id)
+        webhook_services.give_up(delivery_id=delivery_id)
         return {"delivered": False}
-    raise self.retry(countdown=webhooks.retry_delay(self.request.retries))
+    raise self.retry(countdown=webhook_services.retry_delay(self.request.retries))

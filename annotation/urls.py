@@ -1,18 +1,25 @@
 from django.urls import path
 
-from annotation import import_views, views
+from annotation.datasets import views as dataset_views
+from annotation.workspace import views as workspace_views
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", workspace_views.home, name="home"),
     # ---- annotator workspace
-    path("projects/<slug:slug>/work/", views.work, name="workspace"),
-    path("projects/<slug:slug>/guidelines/", views.guidelines, name="workspace-guidelines"),
-    path("projects/<slug:slug>/history/", views.history, name="workspace-history"),
-    path("assignments/<int:pk>/submit/", views.submit, name="workspace-submit"),
-    path("assignments/<int:pk>/demonstrate/", views.demonstrate, name="workspace-demonstrate"),
-    path("assignments/<int:pk>/skip/", views.skip, name="workspace-skip"),
-    path("judgments/<int:pk>/", views.judgment_detail, name="workspace-judgment"),
+    path("projects/<slug:slug>/work/", workspace_views.work, name="workspace"),
+    path(
+        "projects/<slug:slug>/guidelines/", workspace_views.guidelines, name="workspace-guidelines"
+    ),
+    path("projects/<slug:slug>/history/", workspace_views.history, name="workspace-history"),
+    path("assignments/<int:pk>/submit/", workspace_views.submit, name="workspace-submit"),
+    path(
+        "assignments/<int:pk>/demonstrate/",
+        workspace_views.demonstrate,
+        name="workspace-demonstrate",
+    ),
+    path("assignments/<int:pk>/skip/", workspace_views.skip, name="workspace-skip"),
+    path("judgments/<int:pk>/", workspace_views.judgment_detail, name="workspace-judgment"),
     # ---- imports (admins and managers)
-    path("projects/<slug:slug>/import/", import_views.import_upload, name="import-upload"),
-    path("imports/<int:pk>/", import_views.import_job, name="import-job"),
+    path("projects/<slug:slug>/import/", dataset_views.import_upload, name="import-upload"),
+    path("imports/<int:pk>/", dataset_views.import_job, name="import-job"),
 ]

@@ -65,7 +65,7 @@ from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 from annotation import services
-from annotation.importers.principles import import_principles
+from annotation.principles.importers import import_principles
 from annotation.services import PromptSpec, ResponseSpec
 
 spec = json.loads(sys.argv[1])

@@ -36,6 +36,11 @@ from pathlib import Path
 
 import cpu_reference
 
+from annotation.datasets import filters as dataset_filters
+from annotation.datasets import snapshots
+from annotation.principles import services as principle_services
+from annotation.projects import services as project_services
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_import_export"
@@ -107,10 +112,9 @@ def setup_django(url: str) -> None:
 
 
 def make_project(slug: str):
-    from annotation import services
-    from annotation.services import PrincipleSpec
+    from annotation.specs import PrincipleSpec
 
-    principle_set = services.create_principle_set(
+    principle_set = principle_services.create_principle_set(
         name=f"bench-{slug}",
         principles=[
             PrincipleSpec(key="harmless", title="Be harmless", authority="root"),
@@ -119,7 +123,7 @@ def make_project(slug: str):
         ],
         publish=True,
     )
-    return services.create_project(
+    return project_services.create_project(
         name=slug, slug=slug, principle_set=principle_set, task_kinds=["compare"]
     )
 
@@ -128,8 +132,8 @@ def make_project(slug: str):
 
 
 def bench_import(tasks: int, folder: Path) -> dict:
-    from annotation.importers.preferences import import_preferences
-    from annotation.importers.prompts import import_prompts
+    from annotation.datasets.importers.preferences import import_preferences
+    from annotation.datasets.importers.prompts import import_prompts
     from annotation.models import Judgment, Task
 
     path = folder / "prompts.jsonl"
@@ -168,8 +172,7 @@ def generate_judgments(judgments: int, tasks: int, folder: Path) -> tuple[int, i
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from annotation import services
-    from annotation.importers.prompts import import_prompts
+    from annotation.datasets.importers.prompts import import_prompts
     from annotation.models import Judgment, Principle, PrincipleVerdict, Task, TaskResponse
 
     path = folder / "export-prompts.jsonl"
@@ -178,7 +181,7 @@ def generate_judgments(judgments: int, tasks: int, folder: Path) -> tuple[int, i
     import_prompts(project=project, path=path)
     per_task = max(judgments // tasks, 1)
     annotators = [
-        services.create_user(username=f"bench-annotator-{i}", password=None).pk
+        project_services.create_user(username=f"bench-annotator-{i}", password=None).pk
         for i in range(per_task)
     ]
     principles = list(
@@ -274,18 +277,17 @@ class PeakRss:
 
 def export_once(project_id: int, fmt: str, kind: str) -> dict:
     """Runs in a child process: build one snapshot, report time, rows and RSS growth."""
-    from annotation import snapshots
-    from annotation.exports.writers import warm_up
+    from annotation.datasets.exports.writers import warm_up
 
     warm_up()  # library code pages are resident once, whatever the export's size
     from annotation.models import DatasetSnapshot, Project
 
     project = Project.objects.get(pk=project_id)
-    options, f, _ = snapshots.prepare(project=project, kind=kind)
+    options, f, _ = dataset_filters.prepare(project=project, kind=kind)
     f = snapshots._freeze(project, f, kind)
     snapshot = DatasetSnapshot.objects.create(
         project=project, principle_set=project.principle_set, kind=kind, format=fmt,
-        filters=snapshots._record(project, options, f), name="bench",
+        filters=dataset_filters._record(project, options, f), name="bench",
     )  # fmt: skip
     baseline = PeakRss.current()
     with PeakRss() as rss:

@@ -1,4 +1,5 @@
-"""Benchmark of annotation.metrics: `.venv/bin/python benchmarks/metrics.py [--skip-synthetic]`.
+"""Benchmark of annotation.quality.metrics:
+`.venv/bin/python benchmarks/metrics.py [--skip-synthetic]`.
 
 Small BT fits (L-BFGS-B) slow down several-fold when OpenBLAS threads compete for busy cores;
 compare with `OPENBLAS_NUM_THREADS=1`.
@@ -23,9 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "metrics"))
 
-from annotation.metrics.agreement import LabelMatrix, agreement  # noqa: E402
-from annotation.metrics.consensus import bt_leaderboard, dawid_skene, elo, majority_vote  # noqa: E402
-from annotation.metrics.discretion import (  # noqa: E402
+from annotation.quality.metrics.agreement import LabelMatrix, agreement  # noqa: E402
+from annotation.quality.metrics.consensus import (  # noqa: E402
+    bt_leaderboard,
+    dawid_skene,
+    elo,
+    majority_vote,
+)
+from annotation.quality.metrics.discretion import (  # noqa: E402
     categories,
     discrepancy,
     discrepancy_bootstrap,

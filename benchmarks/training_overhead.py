@@ -48,6 +48,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from annotation.principles import services as principle_services
+from annotation.projects import services as project_services
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 JOBS = ("reward", "dpo")
@@ -294,11 +297,10 @@ def create_snapshot(rows: list[dict]):
     tests write it (a JSONL artifact and a ready DatasetSnapshot row)."""
     from django.conf import settings
 
-    from annotation import services
     from annotation.models import DatasetSnapshot
-    from annotation.services import PrincipleSpec
+    from annotation.specs import PrincipleSpec
 
-    principle_set = services.create_principle_set(
+    principle_set = principle_services.create_principle_set(
         name="bench-principles",
         principles=[
             PrincipleSpec(key="harmless", title="Be harmless", authority="root"),
@@ -306,7 +308,7 @@ def create_snapshot(rows: list[dict]):
         ],
         publish=True,
     )
-    project = services.create_project(
+    project = project_services.create_project(
         name="Training overhead", slug="training-overhead", principle_set=principle_set,
         task_kinds=["compare"],
     )  # fmt: skip

@@ -138,7 +138,7 @@ if CACHE_URL:
         }
     }
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
-    AUTHENTICATION_BACKENDS = ["annotation.auth_backends.CachedModelBackend"]
+    AUTHENTICATION_BACKENDS = ["common.auth.CachedModelBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -175,7 +175,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Roles per viewset action (annotation.permissions); every API view of the apps uses them.
+    "DEFAULT_PERMISSION_CLASSES": ["annotation.permissions.RolePermission"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -199,7 +200,7 @@ SPECTACULAR_SETTINGS = {
         "SnapshotFormatEnum": "annotation.models.DatasetSnapshotFormat",
         "SnapshotStatusEnum": "annotation.models.DatasetSnapshotStatus",
         "ImportJobStatusEnum": "annotation.models.ImportJobStatus",
-        "ImportFormatEnum": "annotation.serializers.IMPORT_FORMATS",
+        "ImportFormatEnum": "annotation.datasets.serializers.IMPORT_FORMATS",
         "WebhookDeliveryStatusEnum": "annotation.models.WebhookDeliveryStatus",
         "TrainingRunKindEnum": "training.models.TrainingRunKind",
         "TrainingRunStatusEnum": "training.models.TrainingRunStatus",
@@ -207,7 +208,7 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# Data in and out (annotation.importers.jobs, annotation.snapshots).
+# Data in and out (annotation.datasets.importers.jobs, annotation.snapshots).
 IMPORT_INLINE_MAX_BYTES = int(os.environ.get("IMPORT_INLINE_MAX_BYTES", 2 * 1024 * 1024))
 SNAPSHOT_INLINE_MAX_JUDGMENTS = int(os.environ.get("SNAPSHOT_INLINE_MAX_JUDGMENTS", 20_000))
 EXPORT_STREAM_MAX_JUDGMENTS = int(os.environ.get("EXPORT_STREAM_MAX_JUDGMENTS", 50_000))

@@ -12,9 +12,9 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/registry/", include("models_registry.registry_api", namespace="registry-api")),
-    path("api/v1/", include("annotation.api_urls", namespace="api")),
+    path("api/v1/", include("config.api_urls", namespace="api")),
     path("training/", include("training.urls")),
     path("registry/", include("models_registry.urls")),
-    path("quality/", include("annotation.quality_urls")),
+    path("quality/", include("annotation.quality.urls")),
     path("", include("annotation.urls")),
 ]

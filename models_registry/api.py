@@ -1,13 +1,14 @@
 """REST API (read-only for now): registered models and versions with their lineage. Registered
-in ``annotation.api_urls``."""
+in ``config.api_urls``."""
 
 from __future__ import annotations
 
 import django_filters as df
 from rest_framework import mixins, serializers
+from rest_framework.routers import BaseRouter
 
-from annotation.api import ApiViewSet
 from annotation.permissions import READERS
+from common.api import ApiViewSet
 from models_registry.models import ModelParent, ModelVersion, RegisteredModel
 
 
@@ -70,3 +71,8 @@ class ModelVersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiV
     ordering_fields = ["id", "created_at", "version"]
     ordering = ["-id"]
     default_roles = READERS
+
+
+def register(router: BaseRouter) -> None:
+    router.register("registered-models", RegisteredModelViewSet, basename="registeredmodel")
+    router.register("model-versions", ModelVersionViewSet, basename="modelversion")

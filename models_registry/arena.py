@@ -1,6 +1,6 @@
 """Arena leaderboard: pairwise battles between response sources → Bradley–Terry with bootstrap
 confidence intervals, Elo, and win / loss / tie counts. Pure (no Django): plain data in, plain
-dicts out; the Bradley–Terry fit and Elo are ``annotation.metrics.consensus``.
+dicts out; the Bradley–Terry fit and Elo are ``annotation.quality.metrics.consensus``.
 
 A battle is ``(a, b, outcome)`` with outcome ``a_wins`` / ``b_wins`` / ``tie`` / ``both_bad``.
 Ties count half a win each way; ``both_bad`` is a tie (Chatbot Arena's convention) or dropped
@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
-from annotation.metrics import consensus as cons
+from annotation.quality.metrics import consensus as cons
 
 A_WINS, B_WINS, TIE, BOTH_BAD = cons.A_WINS, cons.B_WINS, cons.TIE, cons.BOTH_BAD
 Battle = tuple[Hashable, Hashable, str]

@@ -35,10 +35,8 @@ from django.db.models import F
 from django.utils import timezone
 from threadpoolctl import threadpool_limits
 
-from annotation import analytics
-from annotation import services as annotation_services
-from annotation.exports.pseudonyms import Pseudonymizer
-from annotation.metrics import discretion as disc
+from annotation.datasets.exports.pseudonyms import Pseudonymizer
+from annotation.datasets.snapshots import artifact_file
 from annotation.models import (
     AnnotatorProfile,
     DatasetSnapshot,
@@ -49,7 +47,10 @@ from annotation.models import (
     Task,
     TaskResponse,
 )
-from annotation.snapshots import artifact_file
+from annotation.projects import services as project_services
+from annotation.quality import inputs as quality_inputs
+from annotation.quality.metrics import discretion as disc
+from common import events
 from models_registry.models import ModelVersion
 
 User = get_user_model()
@@ -77,7 +78,7 @@ def ensure_annotator(version: ModelVersion):
     """The user of kind ``model`` standing for ``version`` (created once, linked on the row)."""
     if version.annotator_id:
         return version.annotator
-    user = annotation_services.get_or_create_model_annotator(
+    user = project_services.get_or_create_model_annotator(
         name=annotator_username(version), model_ref=origin_of(version)
     )
     ModelVersion.objects.filter(pk=version.pk).update(annotator=user)
@@ -211,7 +212,7 @@ def annotator_contributions(
 # ---------------------------------------------------------------- discretion sections
 
 
-def _declared(inputs: analytics.DiscretionInputs) -> dict[str, Any]:
+def _declared(inputs: quality_inputs.DiscretionInputs) -> dict[str, Any]:
     if not inputs.keys:
         return {"weights": {}, "priority": []}
     weights = disc.declared_weights(inputs.declared)
@@ -230,7 +231,7 @@ def _majority(vectors: Iterable[np.ndarray], n: int) -> np.ndarray:
 
 
 def _section(
-    inputs: analytics.DiscretionInputs,
+    inputs: quality_inputs.DiscretionInputs,
     annotators: dict[str, np.ndarray],
     kinds: dict[str, str],
     judgments: dict[str, int],
@@ -271,14 +272,14 @@ def _section(
     }
 
 
-def _rename(inputs: analytics.DiscretionInputs) -> tuple[dict, dict, dict, dict]:
+def _rename(inputs: quality_inputs.DiscretionInputs) -> tuple[dict, dict, dict, dict]:
     """The inputs' annotators under display names (pseudonyms for humans), their kinds,
     judgment counts and export pseudonyms."""
-    names = _display_names(name for name in inputs.annotators if name != analytics.HUMAN_LABEL)
+    names = _display_names(name for name in inputs.annotators if name != quality_inputs.HUMAN_LABEL)
     annotators, kinds, judgments, aliases = {}, {}, {}, {}
     for name, vector in inputs.annotators.items():
         shown, kind, alias = names.get(name, (name, inputs.kinds.get(name, "human"), name))
-        if name == analytics.HUMAN_LABEL:
+        if name == quality_inputs.HUMAN_LABEL:
             shown, kind, alias = "dataset-label", "dataset", ""
         annotators[shown] = vector
         kinds[shown] = kind
@@ -312,7 +313,7 @@ def data_discretion_profile(
     task_ids: list[int] | None = facts.task_ids
     if len(task_ids) == Task.objects.filter(project=snapshot.project).count():
         task_ids = None  # every task of the project: no (possibly huge) IN list
-    inputs = analytics.discretion_inputs(
+    inputs = quality_inputs.discretion_inputs(
         snapshot.project, task_ids=task_ids, max_judgment_id=max_judgment_id
     )
     annotators, kinds, judgments, aliases = _rename(inputs)
@@ -331,7 +332,7 @@ def data_discretion_profile(
         kinds[POOLED] = "pooled"
         judgments[POOLED] = int(np.count_nonzero(annotators[POOLED]))
     section = _section(inputs, annotators, kinds, judgments)
-    return analytics.jsonable(
+    return quality_inputs.jsonable(
         {
             **base,
             "status": "ready" if n else "empty",
@@ -402,7 +403,7 @@ def probe_for(
         if snapshot is None:
             return Probe(Project(), [], False, None, "no dataset snapshot and no probe project")
         project = snapshot.project
-    reference = analytics.default_reference(project)
+    reference = quality_inputs.default_reference(project)
     candidates = _verdict_tasks(project, reference)
     trained = (
         set(snapshot_facts(snapshot).task_ids)
@@ -423,7 +424,7 @@ def probe_for(
     rng = np.random.default_rng(0)
     if len(task_ids) > limit:
         task_ids = sorted(rng.choice(task_ids, size=limit, replace=False).tolist())
-    pairs = analytics.pair_tasks(project, task_ids)
+    pairs = quality_inputs.pair_tasks(project, task_ids)
     texts: dict[int, str] = {}
     for response_id, text in TaskResponse.objects.filter(
         task_id__in=pairs.task_ids.tolist()
@@ -487,10 +488,7 @@ def record_model_judgments(
     Project.objects.filter(pk=probe.project.pk).update(
         judgment_count=F("judgment_count") + len(created) - replaced
     )
-    from annotation.quality import request_metrics_refresh
-
-    project_id = probe.project.pk
-    transaction.on_commit(lambda: request_metrics_refresh(project_id))
+    events.publish("judgments.imported", project_id=probe.project.pk, judgments=len(created))
     return len(created)
 
 
@@ -521,7 +519,7 @@ def record_model_profile(
 def model_profile(*, version: ModelVersion, probe: Probe, method: str) -> dict[str, Any]:
     """The version's discretion on the probe, next to every other annotator of those tasks."""
     name = annotator_username(version)
-    inputs = analytics.discretion_inputs(
+    inputs = quality_inputs.discretion_inputs(
         probe.project, reference=probe.reference, task_ids=probe.task_ids
     )
     annotators, kinds, judgments, _ = _rename(inputs)
@@ -541,7 +539,7 @@ def model_profile(*, version: ModelVersion, probe: Probe, method: str) -> dict[s
         both = (own != 0) & (annotators[HUMANS] != 0)
         agreement = float((own[both] == annotators[HUMANS][both]).mean()) if both.any() else None
     dd = mine["dd"]
-    return analytics.jsonable(
+    return quality_inputs.jsonable(
         {
             "status": "ready",
             "method": method,

@@ -18,10 +18,10 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.api import ApiMixin
-from annotation.errors import DomainError
 from annotation.models import DatasetSnapshot, Project
 from annotation.permissions import READERS, STAFF
+from common.api import ApiMixin
+from common.errors import DomainError
 from models_registry import selectors, services
 from models_registry.artifacts import stream_tar
 from models_registry.cards import render_model_card

@@ -10,8 +10,6 @@ from typing import Any
 
 from django.db.models import Q, QuerySet
 
-from annotation import selectors as annotation_selectors
-from annotation.errors import DomainError
 from annotation.models import (
     AnnotatorProfile,
     DatasetSnapshot,
@@ -21,6 +19,8 @@ from annotation.models import (
     Project,
     TaskResponse,
 )
+from annotation.principles import selectors as principle_selectors
+from common.errors import DomainError
 from models_registry import arena
 from models_registry.models import GenerationJob, ModelVersion, RegisteredModel, StageChange
 
@@ -99,7 +99,7 @@ def principle_set_diff(base: PrincipleSet | None, other: PrincipleSet | None) ->
     side is missing."""
     if base is None or other is None:
         return None
-    return annotation_selectors.principle_set_diff(base, other)
+    return principle_selectors.principle_set_diff(base, other)
 
 
 def principle_set_record(principle_set: PrincipleSet) -> dict[str, Any]:
@@ -138,7 +138,7 @@ def _public_filters(filters: dict) -> dict:
     if out.get("annotators"):
         from django.conf import settings
 
-        from annotation.exports.pseudonyms import Pseudonymizer
+        from annotation.datasets.exports.pseudonyms import Pseudonymizer
 
         pseudonym = Pseudonymizer(settings.PSEUDONYM_KEY)
         out["annotators"] = [
@@ -367,7 +367,7 @@ def _discretion_side_by_side(a: dict, b: dict, *, pooled: bool) -> dict[str, Any
     sa, sb = _supremacy(a, pooled), _supremacy(b, pooled)
     keys = list(dict.fromkeys([*wa, *wb]))
     pairs = sorted(set(sa) | set(sb))
-    from annotation.metrics.discretion import discrepancy
+    from annotation.quality.metrics.discretion import discrepancy
 
     return {
         "status": [a.get("status"), b.get("status")],

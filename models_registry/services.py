@@ -16,8 +16,8 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
-from annotation.errors import DomainError
 from annotation.models import DatasetSnapshot, PrincipleSet, Project
+from common.errors import DomainError
 from models_registry import profiles
 from models_registry.cards import refresh_model_card
 from models_registry.models import (

@@ -13,10 +13,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from annotation.errors import DomainError
 from annotation.models import Project
-from annotation.rendering import render_markdown
 from annotation.roles import is_staff_role
+from common.errors import DomainError
+from common.rendering import render_markdown
 from models_registry import selectors, services
 from models_registry.cards import render_model_card
 from models_registry.forms import GenerateForm, ProfileForm, StageForm

@@ -5,6 +5,10 @@ from pathlib import Path
 
 import pytest
 
+from annotation.datasets import bulk
+from annotation.principles import services as principle_services
+from annotation.projects import services as project_services
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
@@ -33,10 +37,9 @@ def empty_cache():
 @pytest.fixture
 def make_user(db):
     """``make_user("alice", role="annotator")`` → a user with that profile role."""
-    from annotation import services
 
     def make(username: str, role: str = "annotator", password: str = "pw-for-tests-1"):
-        return services.create_user(username=username, password=password, role=role)
+        return project_services.create_user(username=username, password=password, role=role)
 
     return make
 
@@ -56,10 +59,9 @@ def annotator(make_user):
 
 @pytest.fixture
 def principle_set(db):
-    from annotation import services
-    from annotation.services import PrincipleSpec
+    from annotation.specs import PrincipleSpec
 
-    return services.create_principle_set(
+    return principle_services.create_principle_set(
         name="test-principles",
         principles=[
             PrincipleSpec(key="harmless", title="Be harmless", authority="root"),
@@ -72,9 +74,8 @@ def principle_set(db):
 
 @pytest.fixture
 def project(principle_set):
-    from annotation import services
 
-    return services.create_project(
+    return project_services.create_project(
         name="Test project",
         slug="test-project",
         principle_set=principle_set,
@@ -85,10 +86,9 @@ def project(principle_set):
 @pytest.fixture
 def compare_tasks(project):
     """Ten compare tasks in ``project``."""
-    from annotation import services
-    from annotation.services import PromptSpec, ResponseSpec
+    from annotation.specs import PromptSpec, ResponseSpec
 
-    services.create_tasks(
+    bulk.create_tasks(
         project=project,
         specs=[
             PromptSpec(

@@ -1,6 +1,6 @@
 """REST API for training runs: list, read, metric series, launch, cancel, and each kind's
 config schema (fields, types, defaults, help). Thin over ``training.services``; registered in
-``annotation.api_urls``."""
+``config.api_urls``."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from rest_framework import mixins, serializers
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
+from rest_framework.routers import BaseRouter
 
-from annotation.api import ApiViewSet
 from annotation.models import DatasetSnapshot
 from annotation.permissions import READERS, STAFF
+from common.api import ApiViewSet
 from models_registry.models import ModelVersion
 from training import services, trainers
 from training.models import RunMetric, TrainingRun
@@ -115,3 +116,7 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
         if request.query_params.get("name"):
             metrics = metrics.filter(name=request.query_params["name"])
         return Response(RunMetricSerializer(metrics[:100_000], many=True).data)
+
+
+def register(router: BaseRouter) -> None:
+    router.register("training-runs", TrainingRunViewSet, basename="trainingrun")

@@ -20,9 +20,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotation import webhooks
-from annotation.errors import DomainError
 from annotation.models import DatasetSnapshot
+from common import events
+from common.errors import DomainError
 from models_registry.models import ModelVersion
 from models_registry.services import register_model_version
 from training import trainers
@@ -175,7 +175,7 @@ def request_cancel(*, run: TrainingRun) -> TrainingRun:
         fields += ["status", "finished_at"]
     run.save(update_fields=fields)
     if run.status == Status.CANCELLED:
-        webhooks.run_finished(run_id=run.pk, kind=run.kind, status=run.status)
+        events.publish("run.finished", run_id=run.pk, kind=run.kind, status=run.status)
     return run
 
 
@@ -211,7 +211,8 @@ def finish_run(*, run_id: int, result: trainers.TrainingResult, log_tail: str) -
             eval_metrics=run.eval_metrics,
         )
     run.save()
-    webhooks.run_finished(
+    events.publish(
+        "run.finished",
         run_id=run.pk,
         kind=run.kind,
         status=run.status,
@@ -232,7 +233,7 @@ def fail_run(*, run_id: int, error: str, log_tail: str) -> None:
         finished_at=timezone.now(),
     )
     run = TrainingRun.objects.get(pk=run_id)
-    webhooks.run_finished(run_id=run.pk, kind=run.kind, status=run.status)
+    events.publish("run.finished", run_id=run.pk, kind=run.kind, status=run.status)
     shutil.rmtree(run_dirs(run)[1], ignore_errors=True)
 
 

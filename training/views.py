@@ -9,8 +9,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from annotation.errors import DomainError
 from annotation.roles import is_staff_role
+from common.errors import DomainError
 from training import selectors, services, trainers
 from training.charts import charts_for
 from training.forms import LaunchForm

@@ -7,6 +7,10 @@ from types import SimpleNamespace
 import pytest
 from rest_framework.test import APIClient
 
+from annotation.datasets import snapshots
+from annotation.principles import services as principle_services
+from annotation.workspace import demonstrations, judging, leasing
+
 ROLES = ("admin", "manager", "annotator", "viewer", "anonymous")
 
 
@@ -19,8 +23,8 @@ def _roots(settings, tmp_path):
 
 
 def build_world(make_user, principle_set, project, compare_tasks):
-    from annotation import services, snapshots, webhooks
     from annotation.models import ImportJob, Principle
+    from annotation.webhooks import services as webhook_services
     from models_registry.models import ModelVersion, RegisteredModel
     from training.models import RunMetric, TrainingRun
 
@@ -31,14 +35,16 @@ def build_world(make_user, principle_set, project, compare_tasks):
         "annotator2": make_user("api-annotator-2", role="annotator"),
         "viewer": make_user("api-viewer", role="viewer"),
     }
-    draft = services.fork_principle_set(principle_set=principle_set)
-    services.update_principle(principle=draft.principles.get(key="honest"), title="Be truthful")
+    draft = principle_services.fork_principle_set(principle_set=principle_set)
+    principle_services.update_principle(
+        principle=draft.principles.get(key="honest"), title="Be truthful"
+    )
     draft_principle = draft.principles.get(key="helpful")
 
     def lease_and_submit(user):
-        assignment = services.next_task(annotator=user, project=project)
+        assignment = leasing.next_task(annotator=user, project=project)
         first, second = assignment.display_order
-        judgment = services.submit_judgment(
+        judgment = judging.submit_judgment(
             assignment=assignment,
             annotator=user,
             ordering=[[first], [second]],
@@ -50,14 +56,14 @@ def build_world(make_user, principle_set, project, compare_tasks):
 
     a1, j1 = lease_and_submit(users["annotator"])
     a2, j2 = lease_and_submit(users["annotator2"])
-    open_lease = services.next_task(annotator=users["annotator"], project=project)
-    demo = services.create_demonstration(
+    open_lease = leasing.next_task(annotator=users["annotator"], project=project)
+    demo = demonstrations.create_demonstration(
         annotator=users["annotator"], task=j1.task, text="An ideal answer.", cited=["honest"]
     )
     snapshot = snapshots.create_snapshot(project=project, kind="preference", run="inline")
     assert snapshot.status == "ready", snapshot.error
     job = ImportJob.objects.create(project=project, format="prompts", file_path="imports/x.jsonl")
-    hook = webhooks.create_webhook(url="http://127.0.0.1:9/hook", events=["snapshot.ready"])
+    hook = webhook_services.create_webhook(url="http://127.0.0.1:9/hook", events=["snapshot.ready"])
     run = TrainingRun.objects.create(kind="reward", name="rm-1", snapshot=snapshot)
     RunMetric.objects.create(run=run, step=1, name="loss", value=0.7)
     registered = RegisteredModel.objects.create(name="rm", kind="reward")

@@ -1,5 +1,5 @@
 """API behaviour beyond the authorization matrix: blindness, auth schemes, submit by slot,
-bulk prompts, uploads, snapshots, streaming exports, principle-set versions, webhooks."""
+bulk prompts, uploads, snapshots, streaming exports, principle-set versions, webhook_services."""
 
 import hashlib
 import json
@@ -10,7 +10,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from annotation import webhooks
 from annotation.models import (
     DatasetSnapshot,
     ImportJob,
@@ -20,6 +19,7 @@ from annotation.models import (
     WebhookDelivery,
 )
 from annotation.tasks import build_snapshot, run_import_job
+from annotation.webhooks import services as webhook_services
 from tests.api.conftest import client_for
 
 V1 = "/api/v1/"
@@ -97,8 +97,8 @@ def test_submit_by_slot_is_idempotent_and_emits_a_webhook(
     world, monkeypatch, django_capture_on_commit_callbacks
 ):
     queued = []
-    monkeypatch.setattr(webhooks, "_enqueue", queued.append)
-    webhooks.create_webhook(url="https://example.org/j", events=["judgment.created"])
+    monkeypatch.setattr(webhook_services, "_enqueue", queued.append)
+    webhook_services.create_webhook(url="https://example.org/j", events=["judgment.created"])
     client = client_for(world, "annotator")
     lease = world.open_lease
     body = {

@@ -5,11 +5,20 @@ import json
 import datasets
 import pytest
 
-from annotation.exports.pairs import bradley_terry_ordering, expand_pairs, majority_ordering
-from annotation.exports.pseudonyms import Pseudonymizer
-from annotation.exports.records import DemoRecord, ExportOptions, JudgmentRecord, TaskContent
-from annotation.exports.rows import TaskShaper, render_text_prompt, sft_row
-from annotation.exports.writers import JsonlWriter, ParquetWriter, schema_for
+from annotation.datasets.exports.pairs import (
+    bradley_terry_ordering,
+    expand_pairs,
+    majority_ordering,
+)
+from annotation.datasets.exports.pseudonyms import Pseudonymizer
+from annotation.datasets.exports.records import (
+    DemoRecord,
+    ExportOptions,
+    JudgmentRecord,
+    TaskContent,
+)
+from annotation.datasets.exports.rows import TaskShaper, render_text_prompt, sft_row
+from annotation.datasets.exports.writers import JsonlWriter, ParquetWriter, schema_for
 
 TASK = TaskContent(1, 10, "compare", [{"role": "user", "content": "Hi?"}], {5: "Hello", 6: "Go"})
 RANK = TaskContent(

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 from django.core.management import CommandError, call_command
 
+from annotation.datasets.importers.preferences import import_preferences
+from annotation.datasets.importers.prompts import import_prompts
 from annotation.errors import ImportFileError
-from annotation.importers.preferences import import_preferences
-from annotation.importers.prompts import import_prompts
 from annotation.models import AnnotatorProfile, Judgment, Prompt, Response, Task, TaskResponse
 from tests.data_io.conftest import (
     arena_battle,

@@ -8,9 +8,9 @@ import json
 import datasets
 import pytest
 
-from annotation import snapshots
-from annotation.importers.hh_rlhf import split_transcript
-from annotation.importers.preferences import import_preferences
+from annotation.datasets import snapshots
+from annotation.datasets.importers.hh_rlhf import split_transcript
+from annotation.datasets.importers.preferences import import_preferences
 from tests.data_io.conftest import HH_DEMO, arena_battle, write_jsonl
 
 

@@ -6,10 +6,15 @@ import json
 import datasets
 import pytest
 
-from annotation import services, snapshots
-from annotation.errors import DomainError
+from annotation.datasets import filters as dataset_filters
+from annotation.datasets import loaders as dataset_loaders
+from annotation.datasets import pg as dataset_pg
+from annotation.datasets import shards, snapshots
 from annotation.models import DatasetSnapshot, Demonstration, Judgment, Task
+from annotation.projects import services as project_services
 from annotation.tasks import build_snapshot as build_snapshot_task
+from annotation.workspace import judging
+from common.errors import DomainError
 from tests.data_io.conftest import judge, response_ids
 
 
@@ -18,7 +23,7 @@ def judged(compare_tasks, make_user):
     """Ten compare tasks: a human prefers A everywhere (task 0 both-bad, task 1 a tie, task 2
     arbitrary: every principle favours B); a model judge prefers B on tasks 0..4."""
     human = make_user("alice")
-    model = services.get_or_create_model_annotator(name="rm-judge", model_ref="model:rm@1")
+    model = project_services.get_or_create_model_annotator(name="rm-judge", model_ref="model:rm@1")
     for i, task in enumerate(compare_tasks):
         a, b = response_ids(task)
         ordering = [[a, b]] if i == 1 else [[a], [b]]
@@ -107,11 +112,11 @@ def test_flagged_judgments_are_left_out_on_request(project, judged, make_user):
         return {i for row in read_jsonl(snap) for i in row["judgment_ids"]}
 
     with pytest.raises(DomainError, match="managers and admins"):
-        services.flag_judgment(judgment=doubtful, by=human, reason="mine is better")
+        judging.flag_judgment(judgment=doubtful, by=human, reason="mine is better")
     with pytest.raises(DomainError, match="reason"):
-        services.flag_judgment(judgment=doubtful, by=manager, reason="  ")
+        judging.flag_judgment(judgment=doubtful, by=manager, reason="  ")
     everything = judgment_ids()
-    services.flag_judgment(judgment=doubtful, by=manager, reason="judge saw the wrong pair")
+    judging.flag_judgment(judgment=doubtful, by=manager, reason="judge saw the wrong pair")
     doubtful.refresh_from_db()
     assert doubtful.flagged and doubtful.flagged_by == manager and doubtful.flagged_at
     assert judgment_ids() == everything  # flagging alone changes no export
@@ -127,7 +132,7 @@ def test_flagged_judgments_are_left_out_on_request(project, judged, make_user):
             "parquet", data_files=str(snapshots.artifact_file(snap)), split="train"
         )["judgment_id"]
     )
-    services.flag_judgment(judgment=doubtful, by=manager, flagged=False)
+    judging.flag_judgment(judgment=doubtful, by=manager, flagged=False)
     doubtful.refresh_from_db()
     assert not doubtful.flagged and doubtful.flag_reason == "" and doubtful.flagged_by is None
     assert judgment_ids(exclude_flagged=True) == everything
@@ -229,8 +234,8 @@ def test_parallel_shards_write_what_one_process_writes(project, judged, settings
     if connection.vendor != "postgresql":
         pytest.skip("shard workers run on PostgreSQL only")
     started = []
-    start = snapshots._Shard.start
-    monkeypatch.setattr(snapshots._Shard, "start", lambda *a: started.append(a[-1]) or start(*a))
+    start = shards._Shard.start
+    monkeypatch.setattr(shards._Shard, "start", lambda *a: started.append(a[-1]) or start(*a))
     built = {}
     for workers in (1, 3):
         settings.SNAPSHOT_WORKERS = workers
@@ -283,10 +288,10 @@ def test_loaders_read_verdicts_and_decisive_principles_in_principle_order(
                             decisive=["harmless", "helpful"]))  # fmt: skip
     a, b = response_ids(compare_tasks[3])
     bare = judge(compare_tasks[3], user, [[b], [a]], verdicts={"honest": "not_applicable"})
-    f = snapshots.SnapshotFilters()
-    loaders = [snapshots._OrmLoader(project, f, snapshots._Lookups())]
+    f = dataset_filters.SnapshotFilters()
+    loaders = [dataset_loaders._OrmLoader(project, f, dataset_loaders._Lookups())]
     if connection.vendor == "postgresql":
-        loaders.append(snapshots._PgLoader(project, f, snapshots._Lookups()))
+        loaders.append(dataset_pg._PgLoader(project, f, dataset_loaders._Lookups()))
     for loader in loaders:
         by_task = loader.judgments([t.pk for t in compare_tasks[:4]])
         for judgment in shared:

@@ -7,9 +7,10 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, connection, transaction
 
-from annotation import services, task_copy
+from annotation.datasets import bulk
+from annotation.datasets import pg as dataset_pg
 from annotation.models import Project, Prompt, Task, TaskResponse
-from annotation.services import PromptSpec, ResponseSpec
+from annotation.specs import PromptSpec, ResponseSpec
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def _fetch(sql: str, params=()) -> list[tuple]:
 def _dangling_references() -> list[str]:
     """Each foreign key column of the copied tables holding a value that points nowhere."""
     out = []
-    for model in task_copy.COPIED:
+    for model in dataset_pg.COPIED:
         for field in model._meta.concrete_fields:
             if not field.is_relation:
                 continue
@@ -69,17 +70,17 @@ def _stored(project: Project) -> list[tuple]:
 
 def _expected(specs: list[PromptSpec]) -> list[tuple]:
     return [
-        (s.external_id, services.task_kind_for(s), [(i, r.text) for i, r in enumerate(s.responses)])
+        (s.external_id, bulk.task_kind_for(s), [(i, r.text) for i, r in enumerate(s.responses)])
         for s in specs
     ]
 
 
 def test_a_privileged_role_copies_without_per_row_checks_and_every_key_holds(project, postgres):
     with connection.cursor() as cursor:
-        assert task_copy._may_switch_off_triggers(cursor)  # the test role is a superuser
+        assert dataset_pg._may_switch_off_triggers(cursor)  # the test role is a superuser
     specs = _specs(25)
     with transaction.atomic():
-        assert services.create_tasks(project=project, specs=specs, batch_size=10) == 25
+        assert bulk.create_tasks(project=project, specs=specs, batch_size=10) == 25
         assert _prompts_locked_row_by_row() == 0
         assert _fetch("SHOW session_replication_role") == [("origin",)]
         # the project row is locked once, as each row's check would have locked it
@@ -100,8 +101,8 @@ def test_a_role_that_may_not_switch_triggers_off_gets_per_row_checks(project, po
                 f" GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role};"
                 f" SET LOCAL ROLE {role}"
             )
-            assert not task_copy._may_switch_off_triggers(cursor)
-        assert services.create_tasks(project=project, specs=specs, batch_size=10) == 25
+            assert not dataset_pg._may_switch_off_triggers(cursor)
+        assert bulk.create_tasks(project=project, specs=specs, batch_size=10) == 25
         assert _prompts_locked_row_by_row() == 25
         assert _dangling_references() == []
         connection.cursor().execute("RESET ROLE")
@@ -110,7 +111,7 @@ def test_a_role_that_may_not_switch_triggers_off_gets_per_row_checks(project, po
 
 def test_writes_after_the_copy_in_the_same_transaction_are_checked(project, postgres):
     with pytest.raises(IntegrityError), transaction.atomic():
-        services.create_tasks(project=project, specs=_specs(3))
+        bulk.create_tasks(project=project, specs=_specs(3))
         response = TaskResponse.objects.first().response
         TaskResponse.objects.create(task_id=10**12, response=response, position=9)
         connection.cursor().execute("SET CONSTRAINTS ALL IMMEDIATE")
@@ -120,14 +121,14 @@ def test_writes_after_the_copy_in_the_same_transaction_are_checked(project, post
 def test_a_vanished_project_is_refused_and_nothing_is_written(project, postgres):
     Project.objects.filter(pk=project.pk).delete()
     with pytest.raises(IntegrityError, match="does not exist"):
-        services.create_tasks(project=project, specs=_specs(3))
+        bulk.create_tasks(project=project, specs=_specs(3))
     assert not Prompt.objects.exists()
 
 
 def test_a_foreign_key_the_copy_would_not_set_explicitly_is_refused(project, postgres, monkeypatch):
     monkeypatch.setattr(Task._meta.get_field("origin_judgment"), "get_default", lambda: 1)
     with pytest.raises(ImproperlyConfigured, match="origin_judgment"):
-        services.create_tasks(project=project, specs=_specs(3))
+        bulk.create_tasks(project=project, specs=_specs(3))
     assert not Prompt.objects.exists()
 
 
@@ -138,12 +139,12 @@ def test_copied_rows_that_reference_existing_records_get_ids_defaults_and_checks
     and each row's foreign keys checked as usual (triggers on)."""
     from annotation.models import Judgment
 
-    services.create_tasks(project=project, specs=_specs(1))
+    bulk.create_tasks(project=project, specs=_specs(1))
     task_id = Task.objects.get(project=project).pk
     user, other = make_user("ext"), make_user("ext-2")
     columns = ("task_id", "annotator_id", "ordering", "strength", "origin")
     with transaction.atomic():
-        task_copy.copy_rows(
+        dataset_pg.copy_rows(
             Judgment, columns, [(task_id, u.pk, [[1], [2]], 2, "import:x") for u in (user, other)]
         )
     first, second = Judgment.objects.order_by("id")
@@ -152,6 +153,6 @@ def test_copied_rows_that_reference_existing_records_get_ids_defaults_and_checks
         task_id, user.pk, [[1], [2]], 2, False,
     )  # fmt: skip
     with pytest.raises(IntegrityError), transaction.atomic():
-        task_copy.copy_rows(Judgment, columns, [(10**12, user.pk, [], 0, "import:x")])
+        dataset_pg.copy_rows(Judgment, columns, [(10**12, user.pk, [], 0, "import:x")])
         connection.cursor().execute("SET CONSTRAINTS ALL IMMEDIATE")
     assert Judgment.objects.count() == 2

@@ -6,9 +6,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from annotation import webhooks
 from annotation.models import WebhookDelivery
+from annotation.projects import services as project_services
 from annotation.tasks import deliver_webhook
+from annotation.webhooks import services as webhook_services
 
 
 @pytest.fixture
@@ -39,18 +40,22 @@ def receiver():
 
 @pytest.mark.django_db
 def test_signed_delivery_and_verification(receiver, project):
-    hook = webhooks.create_webhook(url=receiver.url, events=["run.finished", "snapshot.ready"])
-    other = webhooks.create_webhook(url=receiver.url, events=["judgment.created"])
-    ids = webhooks.run_finished(run_id=7, kind="dpo", status="succeeded")
+    hook = webhook_services.create_webhook(
+        url=receiver.url, events=["run.finished", "snapshot.ready"]
+    )
+    other = webhook_services.create_webhook(url=receiver.url, events=["judgment.created"])
+    ids = webhook_services.run_finished(run_id=7, kind="dpo", status="succeeded")
     assert len(ids) == 1 and not other.deliveries.exists()
     assert deliver_webhook.apply(args=(ids[0],)).get() == {"delivered": True}
     ((headers, body),) = receiver.received
     assert headers["X-Webhook-Event"] == "run.finished"
-    assert webhooks.verify_signature(hook.secret, body, headers["X-Webhook-Signature"])
-    assert not webhooks.verify_signature(
+    assert webhook_services.verify_signature(hook.secret, body, headers["X-Webhook-Signature"])
+    assert not webhook_services.verify_signature(
         "wrong-secret-123456", body, headers["X-Webhook-Signature"]
     )
-    assert not webhooks.verify_signature(hook.secret, body + b" ", headers["X-Webhook-Signature"])
+    assert not webhook_services.verify_signature(
+        hook.secret, body + b" ", headers["X-Webhook-Signature"]
+    )
     envelope = json.loads(body)
     assert envelope["data"] == {
         "run_id": 7,
@@ -66,25 +71,28 @@ def test_signed_delivery_and_verification(receiver, project):
 @pytest.mark.django_db
 def test_failures_are_retried_then_given_up(receiver, project):
     receiver.status = 500
-    webhooks.create_webhook(url=receiver.url, events=["snapshot.ready"], project=project)
-    (delivery_id,) = webhooks.emit("snapshot.ready", {"snapshot_id": 1}, project_id=project.pk)
+    webhook_services.create_webhook(url=receiver.url, events=["snapshot.ready"], project=project)
+    (delivery_id,) = webhook_services.emit(
+        "snapshot.ready", {"snapshot_id": 1}, project_id=project.pk
+    )
     assert deliver_webhook.apply(args=(delivery_id,)).get() == {"delivered": False}
     delivery = WebhookDelivery.objects.get(pk=delivery_id)
     assert delivery.status == "failed" and delivery.attempts == deliver_webhook.max_retries + 1
     assert delivery.response_status == 500 and len(receiver.received) == delivery.attempts
-    assert [webhooks.retry_delay(n) for n in range(3)] == [10, 20, 40]
-    assert webhooks.retry_delay(20) == 3600
+    assert [webhook_services.retry_delay(n) for n in range(3)] == [10, 20, 40]
+    assert webhook_services.retry_delay(20) == 3600
 
 
 @pytest.mark.django_db
 def test_project_scoped_hooks_only_hear_their_project(project, principle_set):
-    from annotation import services
 
-    other = services.create_project(
+    other = project_services.create_project(
         name="Other", slug="other", principle_set=principle_set, task_kinds=["compare"]
     )
-    webhooks.create_webhook(url="http://127.0.0.1:9/x", events=["snapshot.ready"], project=other)
-    assert webhooks.emit("snapshot.ready", {}, project_id=project.pk) == []
-    assert len(webhooks.emit("snapshot.ready", {}, project_id=other.pk)) == 1
+    webhook_services.create_webhook(
+        url="http://127.0.0.1:9/x", events=["snapshot.ready"], project=other
+    )
+    assert webhook_services.emit("snapshot.ready", {}, project_id=project.pk) == []
+    assert len(webhook_services.emit("snapshot.ready", {}, project_id=other.pk)) == 1
     with pytest.raises(ValueError):
-        webhooks.emit("nope", {})
+        webhook_services.emit("nope", {})

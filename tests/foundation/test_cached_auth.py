@@ -26,7 +26,7 @@ def shared_cache(settings):
         }
     }
     settings.SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
-    settings.AUTHENTICATION_BACKENDS = ["annotation.auth_backends.CachedModelBackend"]
+    settings.AUTHENTICATION_BACKENDS = ["common.auth.CachedModelBackend"]
     cache.clear()
     yield
     cache.clear()

@@ -6,14 +6,16 @@ import pytest
 from django.db import OperationalError, connection
 from django.test import override_settings
 
-from annotation import services
+from annotation.projects import services as project_services
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("role", [None, "annotator", "viewer", "manager", "admin"])
 def test_healthz_answers_everyone_and_reveals_only_the_status(client, role):
     if role is not None:
-        client.force_login(services.create_user(username=f"h-{role}", password=None, role=role))
+        client.force_login(
+            project_services.create_user(username=f"h-{role}", password=None, role=role)
+        )
     reply = client.get("/healthz/")
     assert reply.status_code == 200
     assert json.loads(reply.content) == {"status": "ok"}

@@ -6,11 +6,11 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
+from annotation.datasets.importers.hh_rlhf import import_hh_rlhf, split_transcript
+from annotation.datasets.importers.prompts import import_prompts
 from annotation.errors import ImportFileError
-from annotation.importers.hh_rlhf import import_hh_rlhf, split_transcript
-from annotation.importers.principles import import_principles
-from annotation.importers.prompts import import_prompts
 from annotation.models import Principle, Prompt, Response, Task, TaskResponse
+from annotation.principles.importers import import_principles
 from tests.conftest import SHARED_DATA
 
 MODEL_SPEC = SHARED_DATA / "openai-model-spec"

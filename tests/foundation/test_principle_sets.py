@@ -3,15 +3,17 @@
 import pytest
 from django.db import IntegrityError, transaction
 
-from annotation import services
-from annotation.errors import DomainError, ImmutableError
+from annotation.errors import ImmutableError
 from annotation.models import Principle, PrincipleSet
-from annotation.services import PrincipleSpec
+from annotation.principles import services as principle_services
+from annotation.projects import services as project_services
+from annotation.specs import PrincipleSpec
+from common.errors import DomainError
 
 
 @pytest.fixture
 def draft(db):
-    return services.create_principle_set(
+    return principle_services.create_principle_set(
         name="constitution",
         principles=[
             PrincipleSpec(key="a", title="A", authority="root"),
@@ -22,27 +24,29 @@ def draft(db):
 
 def test_draft_is_editable_and_publish_freezes_it(draft):
     principle = draft.principles.get(key="a")
-    services.update_principle(principle=principle, title="A, reworded")
+    principle_services.update_principle(principle=principle, title="A, reworded")
     assert draft.principles.get(key="a").title == "A, reworded"
 
-    published = services.publish_principle_set(principle_set=draft)
+    published = principle_services.publish_principle_set(principle_set=draft)
     assert published.status == "published" and published.published_at is not None
 
     with pytest.raises(ImmutableError):
-        services.update_principle(principle=draft.principles.get(key="a"), title="sneaky")
+        principle_services.update_principle(principle=draft.principles.get(key="a"), title="sneaky")
     with pytest.raises(ImmutableError):
-        services.add_principle(principle_set=published, spec=PrincipleSpec(key="c", title="C"))
+        principle_services.add_principle(
+            principle_set=published, spec=PrincipleSpec(key="c", title="C")
+        )
     with pytest.raises(ImmutableError):
-        services.remove_principle(principle=draft.principles.get(key="b"))
+        principle_services.remove_principle(principle=draft.principles.get(key="b"))
     with pytest.raises(ImmutableError):
-        services.publish_principle_set(principle_set=published)
+        principle_services.publish_principle_set(principle_set=published)
     assert draft.principles.get(key="a").title == "A, reworded"
     assert draft.principles.count() == 2
 
 
 def test_fork_creates_next_version_with_parent_and_same_keys(draft):
-    published = services.publish_principle_set(principle_set=draft)
-    fork = services.fork_principle_set(principle_set=published)
+    published = principle_services.publish_principle_set(principle_set=draft)
+    fork = principle_services.fork_principle_set(principle_set=published)
     assert (fork.name, fork.version, fork.status, fork.parent_id) == (
         "constitution",
         2,
@@ -52,7 +56,7 @@ def test_fork_creates_next_version_with_parent_and_same_keys(draft):
     assert list(fork.principles.values_list("key", "authority", "position")) == list(
         published.principles.values_list("key", "authority", "position")
     )
-    services.update_principle(principle=fork.principles.get(key="b"), text="new text")
+    principle_services.update_principle(principle=fork.principles.get(key="b"), text="new text")
     assert published.principles.get(key="b").text == ""
 
 
@@ -72,9 +76,9 @@ def test_database_rejects_duplicate_version_and_bad_choices(draft):
 
 def test_unknown_field_edit_and_duplicate_keys_are_refused(draft):
     with pytest.raises(DomainError):
-        services.update_principle(principle=draft.principles.first(), principle_set_id=99)
+        principle_services.update_principle(principle=draft.principles.first(), principle_set_id=99)
     with pytest.raises(DomainError):
-        services.create_principle_set(
+        principle_services.create_principle_set(
             name="dupes", principles=[PrincipleSpec(key="x", title="X")] * 2
         )
     assert not PrincipleSet.objects.filter(name="dupes").exists()
@@ -82,4 +86,4 @@ def test_unknown_field_edit_and_duplicate_keys_are_refused(draft):
 
 def test_project_requires_published_set(draft):
     with pytest.raises(DomainError):
-        services.create_project(name="P", slug="p", principle_set=draft)
+        project_services.create_project(name="P", slug="p", principle_set=draft)

@@ -1,6 +1,6 @@
 """``TimedCache``: the per-process memo behind the workspace's role and project caches."""
 
-from annotation.timed_cache import TimedCache
+from common.timed_cache import TimedCache
 
 
 def test_a_value_is_reused_until_it_expires_and_the_memo_is_bounded():

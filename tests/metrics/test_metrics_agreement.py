@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from annotation.metrics.agreement import (
+from annotation.quality.metrics.agreement import (
     LabelMatrix,
     agreement,
     applicability_agreement,

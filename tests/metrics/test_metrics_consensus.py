@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from annotation.metrics.consensus import (
+from annotation.quality.metrics.consensus import (
     bradley_terry,
     bt_leaderboard,
     dawid_skene,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annotation.metrics.diagnostics import (
+from annotation.quality.metrics.diagnostics import (
     GoldRow,
     JudgmentRow,
     annotator_diagnostics,

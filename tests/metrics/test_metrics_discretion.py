@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from annotation.metrics.discretion import (
+from annotation.quality.metrics.discretion import (
     CONFLICT,
     CONSENSUS,
     INDIFFERENCE,

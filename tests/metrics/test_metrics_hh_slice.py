@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotation.metrics.discretion import (
+from annotation.quality.metrics.discretion import (
     categories,
     discrepancy,
     discretion_arbitrariness,

@@ -2,14 +2,15 @@
 
 import pytest
 
+from annotation.datasets import bulk
+
 
 @pytest.fixture
 def labelled_project(project):
     """``project`` (principles harmless/honest/helpful) with six HH-like compare tasks whose
     prompts have external ids "0".."5"; the responses are labelled chosen / rejected, and in
     task "3" the rejected response sits at position 0."""
-    from annotation import services
-    from annotation.services import PromptSpec, ResponseSpec
+    from annotation.specs import PromptSpec, ResponseSpec
 
     specs = []
     for i in range(6):
@@ -23,7 +24,7 @@ def labelled_project(project):
                 kind="compare",
             )
         )
-    services.create_tasks(project=project, specs=specs)
+    bulk.create_tasks(project=project, specs=specs)
     return project
 
 

@@ -8,11 +8,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from annotation import analytics
-from annotation.importers.judgments import import_judgments
-from annotation.metrics import agreement as agr
-from annotation.metrics.discretion import discrepancy, discretion_report
+from annotation.datasets.importers.judgments import import_judgments
 from annotation.models import Assignment, Judgment, Principle, PrincipleVerdict
+from annotation.quality import inputs as quality_inputs
+from annotation.quality import payloads
+from annotation.quality.metrics import agreement as agr
+from annotation.quality.metrics.discretion import discrepancy, discretion_report
 
 from .conftest import pair_of
 
@@ -63,7 +64,7 @@ def discretion_project(labelled_project, write_csv):
 
 
 def test_inputs_match_hand_made_matrix(discretion_project):
-    inputs = analytics.discretion_inputs(discretion_project, reference="oracle")
+    inputs = quality_inputs.discretion_inputs(discretion_project, reference="oracle")
     order = [
         int(e)
         for e in discretion_project.tasks.order_by("id").values_list(
@@ -81,7 +82,7 @@ def test_inputs_match_hand_made_matrix(discretion_project):
 
 
 def test_payload_equals_pure_report(discretion_project):
-    payload = analytics.discretion_payload(discretion_project, reference="oracle")
+    payload = payloads.discretion_payload(discretion_project, reference="oracle")
     P = np.asarray(P_ROWS)
     ann = {"human": np.ones(6), "rm_a": np.asarray(RM_A), "rm_b": np.asarray(RM_B)}
     pure = discretion_report(P, ann, KEYS, declared={"harmless": 0, "honest": 3, "helpful": 4})
@@ -119,13 +120,13 @@ def ann_w(pure, name):
 
 def test_subset_and_horizon(discretion_project):
     first_three = [pair_of(discretion_project, r)[0] for r in range(3)]
-    payload = analytics.discretion_payload(
+    payload = payloads.discretion_payload(
         discretion_project, reference="oracle", task_ids=first_three
     )
     assert payload["pairs"] == 3
     assert payload["categories"] == {"consensus": 2, "conflict": 0, "indifference": 1}
     horizon = Judgment.objects.filter(annotator__username="rm_a").order_by("id").first().id
-    payload = analytics.discretion_payload(
+    payload = payloads.discretion_payload(
         discretion_project, reference="oracle", max_judgment_id=horizon
     )
     assert set(payload["annotators"]) == {"human", "rm_a"}
@@ -159,7 +160,7 @@ def test_human_verdict_plurality(labelled_project, make_user):
     _human_judgment(labelled_project, c, 0, -1, {"harmless": 0, "honest": 0, "helpful": 1})
     # row 3 keeps the rejected response at position 0: orientation follows the labels
     _human_judgment(labelled_project, a, 3, 1, {"harmless": 1, "honest": "tie"})
-    inputs = analytics.discretion_inputs(labelled_project)
+    inputs = quality_inputs.discretion_inputs(labelled_project)
     rows = {
         int(e): i
         for i, e in enumerate(
@@ -172,7 +173,7 @@ def test_human_verdict_plurality(labelled_project, make_user):
     assert inputs.covered == 2
     assert inputs.annotators["ann-a"][rows[0]] == 1
     assert inputs.annotators["ann-c"][rows[0]] == -1
-    assert analytics.default_reference(labelled_project) is None
+    assert quality_inputs.default_reference(labelled_project) is None
 
 
 def test_tie_bucket_and_empty_ordering_abstain(labelled_project, make_user):
@@ -180,7 +181,7 @@ def test_tie_bucket_and_empty_ordering_abstain(labelled_project, make_user):
     _human_judgment(labelled_project, user, 0, 0, {})
     task_id, _, _ = pair_of(labelled_project, 1)
     Judgment.objects.create(task_id=task_id, annotator=user, ordering=[])
-    inputs = analytics.discretion_inputs(labelled_project)
+    inputs = quality_inputs.discretion_inputs(labelled_project)
     assert not inputs.annotators["ann-t"].any()
 
 
@@ -237,7 +238,7 @@ def test_quality_payload(crowd, labelled_project, write_csv):
         fmt="reward-model",
         annotator="rm_a",
     )
-    q = analytics.quality_payload(labelled_project, scope="humans")
+    q = payloads.quality_payload(labelled_project, scope="humans")
     assert (q["judgments"], q["tasks"], q["annotator_count"]) == (18, 6, 3)
     assert set(q["annotators"]) == {"alice", "bob", "carol"}
     triples = []
@@ -271,9 +272,9 @@ def test_quality_payload(crowd, labelled_project, write_csv):
     assert len(q["over_time"]["buckets"]) == 1 and q["over_time"]["buckets"][0]["judgments"] == 18
     json.dumps(q, allow_nan=False)
 
-    everyone = analytics.quality_payload(labelled_project, scope="all")
+    everyone = payloads.quality_payload(labelled_project, scope="all")
     assert everyone["annotator_count"] == 4 and everyone["judgments"] == 24
-    assert analytics.default_scope(labelled_project) == "humans"
+    assert payloads.default_scope(labelled_project) == "humans"
 
 
 def test_discretion_report_command(discretion_project, capsys):
@@ -309,13 +310,13 @@ def test_discretion_report_command(discretion_project, capsys):
 
 
 def test_agreement_over_time(crowd, labelled_project):
-    from annotation.quality_views import _quality_view
+    from annotation.quality.views import _quality_view
 
     earlier = timezone.now() - timedelta(days=3)
     Judgment.objects.filter(task__prompt__external_id__in=["0", "1", "2"]).update(
         created_at=earlier
     )
-    q = analytics.quality_payload(labelled_project)
+    q = payloads.quality_payload(labelled_project)
     buckets = q["over_time"]["buckets"]
     assert q["over_time"]["unit"] == "day"
     assert [b["judgments"] for b in buckets] == [9, 9]

@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from django.core.management import call_command
 
-from annotation.importers.hh_rlhf import import_hh_rlhf
-from annotation.importers.principles import import_principles
-from annotation.metrics.discretion import discrepancy, discretion_report
+from annotation.datasets.importers.hh_rlhf import import_hh_rlhf
 from annotation.models import Judgment, PrincipleVerdict
+from annotation.principles.importers import import_principles
+from annotation.projects import services as project_services
+from annotation.quality.metrics.discretion import discrepancy, discretion_report
 from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data absent")
@@ -43,7 +44,6 @@ def _slice_module():
 
 
 def test_paper_slice_end_to_end(db, capsys):
-    from annotation import services
 
     hh = _slice_module()
     started = time.perf_counter()
@@ -53,7 +53,7 @@ def test_paper_slice_end_to_end(db, capsys):
         name="ccai-seed",
         publish=True,
     )
-    project = services.create_project(
+    project = project_services.create_project(
         name="HH harmless-base test",
         slug="hh-slice",
         principle_set=principle_set,

@@ -4,8 +4,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
+from annotation.datasets.importers.judgments import import_judgments
 from annotation.errors import ImportFileError
-from annotation.importers.judgments import import_judgments
 from annotation.models import AnnotatorProfile, Judgment, PrincipleVerdict, Task
 
 from .conftest import pair_of

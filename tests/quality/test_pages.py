@@ -3,9 +3,9 @@
 import pytest
 from django.urls import reverse
 
-from annotation import quality
-from annotation.importers.judgments import import_judgments
+from annotation.datasets.importers.judgments import import_judgments
 from annotation.models import MetricsReport
+from annotation.quality import reports
 
 from .test_analytics import RM_A, _oracle_csv, _rm_csv
 
@@ -71,8 +71,8 @@ def test_pending_page_polls_until_computed(client, admin_user, hh_like):
     page = client.get(url).content.decode()
     assert "Recomputing" in page and "every 3s" in page
     report = MetricsReport.objects.get(kind="discretion")
-    assert report.params == {"reference": "oracle", "bootstrap": quality.DEFAULT_BOOTSTRAP}
-    quality.refresh_due_reports(hh_like.pk)
+    assert report.params == {"reference": "oracle", "bootstrap": reports.DEFAULT_BOOTSTRAP}
+    reports.refresh_due_reports(hh_like.pk)
     partial = client.get(url, HTTP_HX_REQUEST="true")
     body = partial.content.decode()
     assert "<html" not in body and body.startswith('<div id="quality-body"')
@@ -86,7 +86,7 @@ def test_pending_page_polls_until_computed(client, admin_user, hh_like):
 def test_discretion_page_selects_reference_and_annotator(client, admin_user, hh_like):
     client.force_login(admin_user)
     url = reverse("quality:discretion", args=[hh_like.slug])
-    quality.compute_and_store(hh_like, "discretion", {"reference": None})
+    reports.compute_and_store(hh_like, "discretion", {"reference": None})
     body = client.get(url + "?reference=&annotator=rm_a").content.decode()
     assert "No principle verdicts from this source" in body
     assert "Principle supremacy — rm_a" in body
@@ -97,8 +97,8 @@ def test_discretion_page_selects_reference_and_annotator(client, admin_user, hh_
 
 def test_project_and_annotator_pages_render_payloads(client, admin_user, hh_like):
     client.force_login(admin_user)
-    quality.compute_and_store(hh_like, "quality", {"scope": "all"})
-    quality.compute_and_store(hh_like, "discretion", {"reference": "oracle"})  # page default
+    reports.compute_and_store(hh_like, "quality", {"scope": "all"})
+    reports.compute_and_store(hh_like, "discretion", {"reference": "oracle"})  # page default
     body = client.get(reverse("quality:project", args=[hh_like.slug])).content.decode()
     assert "Krippendorff" in body and "rm_a" in body and "Per principle" in body
     body = client.get(reverse("quality:annotator", args=[hh_like.slug, "rm_a"])).content.decode()
@@ -110,7 +110,7 @@ def test_project_and_annotator_pages_render_payloads(client, admin_user, hh_like
 def test_refresh_button(client, admin_user, hh_like):
     client.force_login(admin_user)
     url = reverse("quality:refresh", args=[hh_like.slug])
-    quality.compute_and_store(hh_like, "quality", {"scope": "all"})
+    reports.compute_and_store(hh_like, "quality", {"scope": "all"})
     response = client.post(url, HTTP_HX_REQUEST="true")
     assert response.status_code == 204 and response["HX-Trigger"] == "metrics-refresh"
     assert MetricsReport.objects.filter(refresh_due_at__isnull=False).count() == 1

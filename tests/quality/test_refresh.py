@@ -5,9 +5,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotation import quality, tasks
-from annotation.importers.judgments import import_judgments
+from annotation import tasks
+from annotation.datasets.importers.judgments import import_judgments
 from annotation.models import MetricsReport
+from annotation.quality import reports as quality_reports
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def test_request_is_debounced(
     settings.METRICS_REFRESH_DEBOUNCE_S = 30
     pid = labelled_project.pk
     with django_capture_on_commit_callbacks(execute=True):
-        assert quality.request_metrics_refresh(pid) is True
+        assert quality_reports.request_metrics_refresh(pid) is True
     reports = MetricsReport.objects.filter(project_id=pid)
     assert sorted(reports.values_list("kind", flat=True)) == ["discretion", "quality"]
     due = set(reports.values_list("refresh_due_at", flat=True))
@@ -36,12 +37,12 @@ def test_request_is_debounced(
     assert queued == [((pid,), 30.0)]
     # a burst of further submissions: nothing new is queued, the due time stays
     with django_capture_on_commit_callbacks(execute=True):
-        assert quality.request_metrics_refresh(pid) is False
-        assert quality.request_metrics_refresh(pid) is False
+        assert quality_reports.request_metrics_refresh(pid) is False
+        assert quality_reports.request_metrics_refresh(pid) is False
     assert len(queued) == 1
     # "Recompute now" pulls the due time forward and queues an immediate run
     with django_capture_on_commit_callbacks(execute=True):
-        assert quality.request_metrics_refresh(pid, delay=0) is True
+        assert quality_reports.request_metrics_refresh(pid, delay=0) is True
     assert queued[-1] == ((pid,), 0.0)
     # the task recomputes everything that is due and clears the mark
     result = tasks.refresh_metrics(pid)
@@ -51,19 +52,19 @@ def test_request_is_debounced(
         assert report.compute_ms is not None and report.error == ""
     # after a run, the next request schedules again
     with django_capture_on_commit_callbacks(execute=True):
-        assert quality.request_metrics_refresh(pid) is True
+        assert quality_reports.request_metrics_refresh(pid) is True
     assert len(queued) == 3
 
 
 def test_task_defers_reports_due_later(
     labelled_project, queued, django_capture_on_commit_callbacks
 ):
-    report = quality.get_report(labelled_project, "quality", {"scope": "all"})
+    report = quality_reports.get_report(labelled_project, "quality", {"scope": "all"})
     MetricsReport.objects.filter(pk=report.pk).update(
         refresh_due_at=timezone.now() + timedelta(seconds=20)
     )
     with django_capture_on_commit_callbacks(execute=True):
-        result = quality.refresh_due_reports(labelled_project.pk)
+        result = quality_reports.refresh_due_reports(labelled_project.pk)
     assert result == {"refreshed": 0, "failed": 0, "deferred": 1}
     ((args, countdown),) = queued
     assert args == (labelled_project.pk,) and 15 < countdown <= 20
@@ -72,14 +73,14 @@ def test_task_defers_reports_due_later(
 
 
 def test_failure_keeps_the_old_payload(labelled_project, queued):
-    report = quality.compute_and_store(labelled_project, "quality", {"scope": "all"})
+    report = quality_reports.compute_and_store(labelled_project, "quality", {"scope": "all"})
     assert report.payload["judgments"] == 0
     # a reference that no longer exists makes the discretion computation fail
-    bad = quality.get_report(labelled_project, "discretion", {"reference": "ghost"})
+    bad = quality_reports.get_report(labelled_project, "discretion", {"reference": "ghost"})
     MetricsReport.objects.filter(pk=report.pk).update(
         params={"scope": "bogus"}, refresh_due_at=timezone.now()
     )
-    result = quality.refresh_due_reports(labelled_project.pk)
+    result = quality_reports.refresh_due_reports(labelled_project.pk)
     assert result == {"refreshed": 0, "failed": 2, "deferred": 0}
     bad.refresh_from_db()
     report.refresh_from_db()
@@ -91,13 +92,13 @@ def test_get_report_creates_and_queues_once(
     labelled_project, queued, django_capture_on_commit_callbacks
 ):
     with django_capture_on_commit_callbacks(execute=True):
-        first = quality.get_report(labelled_project, "discretion", {"bootstrap": "10"})
-        again = quality.get_report(labelled_project, "discretion", {"bootstrap": 10})
+        first = quality_reports.get_report(labelled_project, "discretion", {"bootstrap": "10"})
+        again = quality_reports.get_report(labelled_project, "discretion", {"bootstrap": 10})
     assert first.pk == again.pk and first.params == {"reference": None, "bootstrap": 10}
-    assert quality.is_pending(first)
+    assert quality_reports.is_pending(first)
     assert queued == [((labelled_project.pk,), 0.0)]
-    with pytest.raises(quality.DomainError):
-        quality.get_report(labelled_project, "discretion", {"colour": "red"})
+    with pytest.raises(quality_reports.DomainError):
+        quality_reports.get_report(labelled_project, "discretion", {"colour": "red"})
 
 
 def test_import_requests_a_refresh(
@@ -118,5 +119,5 @@ def test_broker_outage_is_logged_not_raised(labelled_project, monkeypatch, caplo
         raise ConnectionError("broker down")
 
     monkeypatch.setattr(tasks.refresh_metrics, "apply_async", boom)
-    quality._enqueue(labelled_project.pk, 0)
+    quality_reports._enqueue(labelled_project.pk, 0)
     assert "could not queue a metrics refresh" in caplog.text

@@ -13,6 +13,10 @@ import random
 import pytest
 from django.conf import settings
 
+from annotation.datasets import bulk, snapshots
+from annotation.principles import services as principle_services
+from annotation.projects import services as project_services
+from annotation.workspace import demonstrations, judging, leasing
 from tests.support import start_worker, stop
 
 # Response texts: "p" responses are careful and safe, "q" responses are blunt and direct.
@@ -88,10 +92,9 @@ def roles(make_user):
 @pytest.fixture
 def pq_set(db):
     """Principles p (root: keep people safe) above q (user: answer directly)."""
-    from annotation import services
-    from annotation.services import PrincipleSpec
+    from annotation.specs import PrincipleSpec
 
-    return services.create_principle_set(
+    return principle_services.create_principle_set(
         name="pq-principles",
         principles=[
             PrincipleSpec(key="p", title="Keep people safe", authority="root"),
@@ -103,7 +106,7 @@ def pq_set(db):
 
 def conflict_specs(count: int, prefix: str, seed: int = 0) -> list:
     """Compare tasks: one p-response and one q-response in random positions."""
-    from annotation.services import PromptSpec, ResponseSpec
+    from annotation.specs import PromptSpec, ResponseSpec
 
     rng = random.Random(seed)
     specs = []
@@ -124,17 +127,16 @@ def conflict_specs(count: int, prefix: str, seed: int = 0) -> list:
 
 
 def make_project(principle_set, slug: str, *, train: int, probe: int, overlap: int = 1):
-    from annotation import services
 
-    project = services.create_project(
+    project = project_services.create_project(
         name=slug,
         slug=slug,
         principle_set=principle_set,
         task_kinds=["compare"],
         annotations_per_task=overlap,
     )
-    services.create_tasks(project=project, specs=conflict_specs(train, "train", seed=1))
-    services.create_tasks(project=project, specs=conflict_specs(probe, "probe", seed=2))
+    bulk.create_tasks(project=project, specs=conflict_specs(train, "train", seed=1))
+    bulk.create_tasks(project=project, specs=conflict_specs(probe, "probe", seed=2))
     return project
 
 
@@ -157,18 +159,17 @@ def annotate(project, annotator, *, side: str, only: str, demonstrate: bool = Fa
     """Work through ``project`` with the assignment engine: judge the tasks whose prompt id
     starts with ``only`` (skip the others) siding with principle ``side`` ("p", "q", or
     "alternate"), with both principle verdicts and the winning principle as decisive."""
-    from annotation import services
 
     done = 0
-    while (assignment := services.next_task(annotator=annotator, project=project)) is not None:
+    while (assignment := leasing.next_task(annotator=annotator, project=project)) is not None:
         task = assignment.task
         if not task.prompt.external_id.startswith(only):
-            services.skip_task(assignment=assignment, annotator=annotator, reason="not mine")
+            leasing.skip_task(assignment=assignment, annotator=annotator, reason="not mine")
             continue
         p_id, q_id = sides(assignment)
         winner = side if side in ("p", "q") else ("p" if done % 2 == 0 else "q")
         best, worst = (p_id, q_id) if winner == "p" else (q_id, p_id)
-        services.submit_judgment(
+        judging.submit_judgment(
             assignment=assignment,
             annotator=annotator,
             ordering=[[best], [worst]],
@@ -179,7 +180,9 @@ def annotate(project, annotator, *, side: str, only: str, demonstrate: bool = Fa
         )
         if demonstrate:
             text = "Stay safe and be careful." if winner == "p" else "Do it now, fast."
-            services.create_demonstration(annotator=annotator, task=task, text=text, cited=[winner])
+            demonstrations.create_demonstration(
+                annotator=annotator, task=task, text=text, cited=[winner]
+            )
         done += 1
     return done
 
@@ -206,7 +209,6 @@ def trained_world(pq_set, make_user, registry_artifacts):
     assert annotate(project, alice, side="p", only="train") == 8
     assert annotate(project, bob, side="p", only="train") == 8
     assert annotate(project, prober, side="alternate", only="probe") == 4
-    from annotation import snapshots
     from models_registry import services
 
     snapshot = snapshots.create_snapshot(

@@ -8,7 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from annotation.metrics import consensus as cons
+from annotation.datasets import bulk
+from annotation.projects import services as project_services
+from annotation.quality.metrics import consensus as cons
+from annotation.workspace import judging, leasing
 from models_registry import arena
 
 SCALE = 400 / math.log(10)
@@ -87,10 +90,9 @@ def test_both_bad_is_a_tie_or_ignored():
 def test_project_leaderboard_from_judgments_overall_and_per_principle(pq_set, make_user, client):
     from rest_framework.test import APIClient
 
-    from annotation import services
-    from annotation.services import PromptSpec, ResponseSpec
+    from annotation.specs import PromptSpec, ResponseSpec
 
-    project = services.create_project(
+    project = project_services.create_project(
         name="Arena",
         slug="arena",
         principle_set=pq_set,
@@ -107,16 +109,16 @@ def test_project_leaderboard_from_judgments_overall_and_per_principle(pq_set, ma
         )
         for i, (x, y) in enumerate([(strong, weak), (mid, strong), (weak, mid)] * 6)
     ]
-    services.create_tasks(project=project, specs=specs)
+    bulk.create_tasks(project=project, specs=specs)
     judge = make_user("arena-judge")
-    while (a := services.next_task(annotator=judge, project=project)) is not None:
+    while (a := leasing.next_task(annotator=judge, project=project)) is not None:
         (r1, s1), (r2, s2) = a.task.task_responses.values_list(
             "response_id", "response__source"
         ).order_by("position")
         better, worse = (r1, r2) if rank[s1] < rank[s2] else (r2, r1)
         n = a.task.pk % 6
         ordering = [[r1, r2]] if n == 5 else [[better], [worse]]
-        services.submit_judgment(
+        judging.submit_judgment(
             assignment=a,
             annotator=judge,
             ordering=ordering,

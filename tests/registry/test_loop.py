@@ -12,9 +12,12 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from annotation import services as annotation_services
-from annotation import snapshots
+from annotation.datasets import snapshots
 from annotation.models import Prompt, Task
+from annotation.principles import services as principle_services
+from annotation.projects import services as project_services
+from annotation.specs import PrincipleSpec
+from annotation.workspace import judging, leasing
 from models_registry import profiles
 from models_registry import services as registry_services
 from models_registry.models import GenerationJob, ModelVersion
@@ -209,17 +212,15 @@ def test_retrained_reward_model_flips_its_principle_priority(registry_worker, pq
 def test_closed_loop_generate_judge_snapshot_reward_registry(
     registry_worker, make_user, registry_artifacts
 ):
-    principle_set = annotation_services.create_principle_set(
+    principle_set = principle_services.create_principle_set(
         name="loop-principles",
         principles=[
-            annotation_services.PrincipleSpec(key="concise", title="Be concise", authority="user"),
-            annotation_services.PrincipleSpec(
-                key="detailed", title="Be thorough", authority="guideline"
-            ),
+            PrincipleSpec(key="concise", title="Be concise", authority="user"),
+            PrincipleSpec(key="detailed", title="Be thorough", authority="guideline"),
         ],
         publish=True,
     )
-    project = annotation_services.create_project(
+    project = project_services.create_project(
         name="Loop",
         slug="loop",
         principle_set=principle_set,
@@ -259,7 +260,7 @@ def test_closed_loop_generate_judge_snapshot_reward_registry(
 
     judges = [make_user("judge-1"), make_user("judge-2")]
     for judge in judges:  # scripted: concise wins; principle verdicts on every pair
-        while (a := annotation_services.next_task(annotator=judge, project=project)) is not None:
+        while (a := leasing.next_task(annotator=judge, project=project)) is not None:
             (r1, t1), (r2, t2) = a.task.task_responses.values_list(
                 "response_id", "response__text"
             ).order_by("position")
@@ -268,7 +269,7 @@ def test_closed_loop_generate_judge_snapshot_reward_registry(
             else:
                 short, long = (r1, r2) if len(t1) < len(t2) else (r2, r1)
                 ordering, verdicts = [[short], [long]], {"concise": short, "detailed": long}
-            annotation_services.submit_judgment(
+            judging.submit_judgment(
                 assignment=a,
                 annotator=judge,
                 ordering=ordering,

@@ -9,10 +9,11 @@ import tarfile
 
 import pytest
 
-from annotation import services as annotation_services
-from annotation.analytics import discretion_payload
-from annotation.errors import DomainError
 from annotation.models import AnnotatorProfile, Judgment
+from annotation.principles import services as principle_services
+from annotation.quality.payloads import discretion_payload
+from annotation.specs import PrincipleSpec
+from common.errors import DomainError
 from models_registry import profiles, selectors, services
 from models_registry.cards import render_model_card
 from models_registry.models import ModelVersion, StageChange
@@ -91,13 +92,13 @@ def test_model_profile_from_scores_makes_the_model_an_annotator(trained_world):
 
 def test_lineage_card_and_compare(trained_world, pq_set):
     version, snapshot = trained_world["version"], trained_world["snapshot"]
-    fork = annotation_services.fork_principle_set(principle_set=pq_set)
-    annotation_services.update_principle(principle=fork.principles.get(key="q"), title="Be direct")
-    annotation_services.add_principle(
+    fork = principle_services.fork_principle_set(principle_set=pq_set)
+    principle_services.update_principle(principle=fork.principles.get(key="q"), title="Be direct")
+    principle_services.add_principle(
         principle_set=fork,
-        spec=annotation_services.PrincipleSpec(key="r", title="Be kind", authority="guideline"),
+        spec=PrincipleSpec(key="r", title="Be kind", authority="guideline"),
     )
-    annotation_services.publish_principle_set(principle_set=fork)
+    principle_services.publish_principle_set(principle_set=fork)
     policy = services.register_model_version(
         name="unit-policy",
         kind="ppo",

@@ -170,10 +170,10 @@ def test_api_launch_validates_config_and_cancel_reports_finished_runs(
 
 @pytest.mark.django_db
 def test_finished_runs_send_the_run_finished_webhook(preference_snapshot):
-    from annotation import webhooks
     from annotation.models import WebhookDelivery
+    from annotation.webhooks import services as webhook_services
 
-    webhooks.create_webhook(url="https://hooks.example.org/run", events=["run.finished"])
+    webhook_services.create_webhook(url="https://hooks.example.org/run", events=["run.finished"])
     run = services.launch_run(kind="reward", snapshot=preference_snapshot)
     services.request_cancel(run=run)
     services.fail_run(

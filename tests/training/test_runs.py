@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from annotation.errors import DomainError
+from common.errors import DomainError
 from models_registry.models import ModelParent
 from tests.support import kill_tree, start_worker, stop, wait_for
 from training import services

@@ -3,8 +3,10 @@
 import pytest
 from django.db import connection
 
-from annotation import services
-from annotation.services import PrincipleSpec, PromptSpec, ResponseSpec
+from annotation.datasets import bulk
+from annotation.principles import services as principle_services
+from annotation.projects import services as project_services
+from annotation.specs import PrincipleSpec, PromptSpec, ResponseSpec
 
 PRINCIPLES = [
     PrincipleSpec(
@@ -39,7 +41,9 @@ def prompt_specs(count: int, responses: int, *, prefix: str = "Q", kind: str = "
 
 @pytest.fixture
 def ws_principles(db):
-    return services.create_principle_set(name="ws-principles", principles=PRINCIPLES, publish=True)
+    return principle_services.create_principle_set(
+        name="ws-principles", principles=PRINCIPLES, publish=True
+    )
 
 
 @pytest.fixture
@@ -49,7 +53,7 @@ def make_project(ws_principles):
 
     def make(tasks: int = 10, responses: int = 2, overlap: int = 1, kind: str = "", **settings):
         n = next(counter)
-        project = services.create_project(
+        project = project_services.create_project(
             name=f"Workspace project {n}",
             slug=f"ws-project-{n}",
             principle_set=ws_principles,
@@ -57,7 +61,7 @@ def make_project(ws_principles):
             task_kinds=[kind or ("compare" if responses == 2 else "rank")],
             **settings,
         )
-        services.create_tasks(project=project, specs=prompt_specs(tasks, responses, kind=kind))
+        bulk.create_tasks(project=project, specs=prompt_specs(tasks, responses, kind=kind))
         return project
 
     return make

@@ -19,8 +19,8 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.utils import InterfaceError, OperationalError
 
-from annotation import services
 from annotation.models import Assignment, Judgment, Project, Task
+from annotation.workspace import judging, leasing
 
 DB_ERRORS = (OperationalError, InterfaceError)
 
@@ -69,7 +69,7 @@ def annotator_client(
         while time.monotonic() < deadline:
             lease = _retrying(
                 load,
-                lambda: services.next_task(annotator=annotator, project=project),
+                lambda: leasing.next_task(annotator=annotator, project=project),
                 retry=retry,
                 deadline=deadline,
             )
@@ -79,7 +79,7 @@ def annotator_client(
             ids = lease.display_order
             judgment = _retrying(
                 load,
-                lambda lease=lease, ids=ids, key=key: services.submit_judgment(
+                lambda lease=lease, ids=ids, key=key: judging.submit_judgment(
                     assignment=lease,
                     annotator=annotator,
                     ordering=[[ids[0]], ids[1:]],

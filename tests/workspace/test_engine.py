@@ -6,8 +6,11 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotation import selectors, services
+from annotation import errors
 from annotation.models import Assignment, Judgment, Project, Response, Task
+from annotation.projects import services as project_services
+from annotation.workspace import judging, leasing
+from annotation.workspace import selectors as workspace_selectors
 
 pytestmark = pytest.mark.django_db
 
@@ -15,14 +18,14 @@ pytestmark = pytest.mark.django_db
 def submit(assignment, annotator, **kwargs):
     ids = assignment.display_order
     kwargs.setdefault("ordering", [[ids[0]], ids[1:]])
-    return services.submit_judgment(assignment=assignment, annotator=annotator, **kwargs)
+    return judging.submit_judgment(assignment=assignment, annotator=annotator, **kwargs)
 
 
 def test_next_task_returns_the_live_lease_first(make_project, annotators):
     project = make_project(tasks=3)
     (a,) = annotators(1)
-    first = services.next_task(annotator=a, project=project)
-    again = services.next_task(annotator=a, project=project)
+    first = leasing.next_task(annotator=a, project=project)
+    again = leasing.next_task(annotator=a, project=project)
     assert first.pk == again.pk and first.state == Assignment.State.LEASED
     assert Assignment.objects.count() == 1
     assert first.leased_until - first.leased_at == timedelta(seconds=project.lease_seconds)
@@ -34,7 +37,7 @@ def test_overlap_caps_a_task_and_nobody_gets_a_task_twice(make_project, annotato
     seen = {a: [], b: [], c: []}
     for _ in range(3):
         for annotator in (a, b, c):
-            lease = services.next_task(annotator=annotator, project=project)
+            lease = leasing.next_task(annotator=annotator, project=project)
             if lease is not None:
                 seen[annotator].append(lease.task_id)
                 submit(lease, annotator)
@@ -43,21 +46,21 @@ def test_overlap_caps_a_task_and_nobody_gets_a_task_twice(make_project, annotato
     counts = {t.pk: t.submitted_count for t in Task.objects.filter(project=project)}
     assert counts == {t: 2 for t in counts}
     assert Judgment.objects.count() == 4
-    assert all(services.next_task(annotator=u, project=project) is None for u in (a, b, c))
+    assert all(leasing.next_task(annotator=u, project=project) is None for u in (a, b, c))
 
 
 def test_live_leases_hold_slots_and_expired_ones_are_reoffered(make_project, annotators):
     project = make_project(tasks=1, overlap=1)
     a, b = annotators(2)
-    lease = services.next_task(annotator=a, project=project)
-    assert services.next_task(annotator=b, project=project) is None
+    lease = leasing.next_task(annotator=a, project=project)
+    assert leasing.next_task(annotator=b, project=project) is None
     Assignment.objects.filter(pk=lease.pk).update(
         leased_until=timezone.now() - timedelta(seconds=1)
     )
-    taken = services.next_task(annotator=b, project=project)
+    taken = leasing.next_task(annotator=b, project=project)
     assert taken is not None and taken.task_id == lease.task_id
     # a's lease is gone: submitting it now is refused, and nothing is stored
-    with pytest.raises(services.LeaseExpiredError):
+    with pytest.raises(errors.LeaseExpiredError):
         submit(lease, a)
     assert Judgment.objects.count() == 0
     submit(taken, b)
@@ -67,7 +70,7 @@ def test_live_leases_hold_slots_and_expired_ones_are_reoffered(make_project, ann
 def test_an_expired_lease_can_still_be_submitted_while_the_task_has_room(make_project, annotators):
     project = make_project(tasks=1, overlap=1)
     (a,) = annotators(1)
-    lease = services.next_task(annotator=a, project=project)
+    lease = leasing.next_task(annotator=a, project=project)
     Assignment.objects.filter(pk=lease.pk).update(
         leased_until=timezone.now() - timedelta(seconds=1)
     )
@@ -79,12 +82,12 @@ def test_an_expired_lease_can_still_be_submitted_while_the_task_has_room(make_pr
 def test_own_expired_lease_comes_back_on_the_same_row(make_project, annotators):
     project = make_project(tasks=1, overlap=1, randomize_positions=True)
     (a,) = annotators(1)
-    lease = services.next_task(annotator=a, project=project)
+    lease = leasing.next_task(annotator=a, project=project)
     Assignment.objects.filter(pk=lease.pk).update(
         leased_until=timezone.now() - timedelta(seconds=1)
     )
-    assert services.expire_leases() == 1
-    again = services.next_task(annotator=a, project=project)
+    assert leasing.expire_leases() == 1
+    again = leasing.next_task(annotator=a, project=project)
     assert again.pk == lease.pk and again.state == Assignment.State.LEASED
     assert again.display_order == lease.display_order
     assert again.leased_until > timezone.now()
@@ -93,19 +96,19 @@ def test_own_expired_lease_comes_back_on_the_same_row(make_project, annotators):
 def test_skipped_tasks_go_to_others_only(make_project, annotators):
     project = make_project(tasks=1, overlap=1)
     a, b = annotators(2)
-    lease = services.next_task(annotator=a, project=project)
-    with pytest.raises(services.DomainError, match="why"):
-        services.skip_task(assignment=lease, annotator=a, reason="  ")
-    skipped = services.skip_task(assignment=lease, annotator=a, reason="unclear: prompt")
+    lease = leasing.next_task(annotator=a, project=project)
+    with pytest.raises(errors.DomainError, match="why"):
+        leasing.skip_task(assignment=lease, annotator=a, reason="  ")
+    skipped = leasing.skip_task(assignment=lease, annotator=a, reason="unclear: prompt")
     assert skipped.state == Assignment.State.SKIPPED and skipped.skip_reason == "unclear: prompt"
-    assert services.skip_task(assignment=lease, annotator=a, reason="again").pk == lease.pk
-    assert services.next_task(annotator=a, project=project) is None
-    other = services.next_task(annotator=b, project=project)
+    assert leasing.skip_task(assignment=lease, annotator=a, reason="again").pk == lease.pk
+    assert leasing.next_task(annotator=a, project=project) is None
+    other = leasing.next_task(annotator=b, project=project)
     assert other is not None and other.task_id == lease.task_id
-    with pytest.raises(services.DomainError, match="skipped"):
+    with pytest.raises(errors.DomainError, match="skipped"):
         submit(lease, a)
-    with pytest.raises(services.NotYourAssignmentError):
-        services.skip_task(assignment=other, annotator=a, reason="x")
+    with pytest.raises(errors.NotYourAssignmentError):
+        leasing.skip_task(assignment=other, annotator=a, reason="x")
 
 
 def test_never_a_task_with_a_response_the_annotator_wrote(make_project, annotators):
@@ -113,11 +116,11 @@ def test_never_a_task_with_a_response_the_annotator_wrote(make_project, annotato
     a, b = annotators(2)
     first = Task.objects.filter(project=project).order_by("id").first()
     Response.objects.filter(tasks=first).update(author=a)
-    lease = services.next_task(annotator=a, project=project)
+    lease = leasing.next_task(annotator=a, project=project)
     assert lease.task_id != first.pk
     submit(lease, a)
-    assert services.next_task(annotator=a, project=project) is None
-    assert services.next_task(annotator=b, project=project).task_id == first.pk
+    assert leasing.next_task(annotator=a, project=project) is None
+    assert leasing.next_task(annotator=b, project=project).task_id == first.pk
 
 
 def test_gold_tasks_are_mixed_in_at_the_gold_ratio(make_project, annotators, monkeypatch):
@@ -126,11 +129,11 @@ def test_gold_tasks_are_mixed_in_at_the_gold_ratio(make_project, annotators, mon
         Task.objects.filter(project=project).order_by("id")[:10].values_list("pk", flat=True)
     )
     Task.objects.filter(pk__in=gold).update(is_gold=True, gold_answer={"ordering": []})
-    monkeypatch.setattr(services, "rng", random.Random(7))
+    monkeypatch.setattr(leasing, "rng", random.Random(7))
     (a,) = annotators(1)
     kinds = []
     for _ in range(40):
-        lease = services.next_task(annotator=a, project=project)
+        lease = leasing.next_task(annotator=a, project=project)
         if lease is None:
             break
         kinds.append(lease.task_id in gold)
@@ -146,24 +149,24 @@ def test_gold_is_not_capped_by_overlap_and_ratio_zero_never_serves_it(make_proje
     Task.objects.filter(pk=gold.pk).update(is_gold=True)
     a, b = annotators(2)
     for annotator in (a, b):
-        lease = services.next_task(annotator=annotator, project=project)
+        lease = leasing.next_task(annotator=annotator, project=project)
         assert lease.task_id == gold.pk  # every annotator sees the gold task
         submit(lease, annotator)
     assert Task.objects.get(pk=gold.pk).submitted_count == 2
     other = make_project(tasks=2, overlap=1, gold_ratio=0.0)
     Task.objects.filter(project=other).update(is_gold=True)
-    assert services.next_task(annotator=a, project=other) is None
+    assert leasing.next_task(annotator=a, project=other) is None
 
 
 def test_display_order_is_randomized_per_assignment_and_stored(
     make_project, annotators, monkeypatch
 ):
-    monkeypatch.setattr(services, "rng", random.Random(3))
+    monkeypatch.setattr(leasing, "rng", random.Random(3))
     project = make_project(tasks=40, responses=3, overlap=1, randomize_positions=True)
     (a,) = annotators(1)
     orders = set()
     for _ in range(40):
-        lease = services.next_task(annotator=a, project=project)
+        lease = leasing.next_task(annotator=a, project=project)
         canonical = list(
             lease.task.task_responses.order_by("position").values_list("response_id", flat=True)
         )
@@ -173,7 +176,7 @@ def test_display_order_is_randomized_per_assignment_and_stored(
         submit(lease, a)
     assert len(orders) >= 4  # of the 6 permutations
     fixed = make_project(tasks=3, responses=3, randomize_positions=False)
-    lease = services.next_task(annotator=a, project=fixed)
+    lease = leasing.next_task(annotator=a, project=fixed)
     assert lease.display_order == list(
         lease.task.task_responses.order_by("position").values_list("response_id", flat=True)
     )
@@ -182,7 +185,7 @@ def test_display_order_is_randomized_per_assignment_and_stored(
 def test_inactive_project_hands_out_nothing(make_project, annotators):
     project = make_project(tasks=2, is_active=False)
     (a,) = annotators(1)
-    assert services.next_task(annotator=a, project=project) is None
+    assert leasing.next_task(annotator=a, project=project) is None
 
 
 def test_a_cached_project_never_over_assigns_after_the_overlap_is_lowered(make_project, annotators):
@@ -191,35 +194,35 @@ def test_a_cached_project_never_over_assigns_after_the_overlap_is_lowered(make_p
     reads both from the project row, so the stale copy changes nothing."""
     project = make_project(tasks=1, overlap=2)
     a, b = annotators(2)
-    cached = selectors.cached_workspace_project(slug=project.slug)
+    cached = workspace_selectors.cached_workspace_project(slug=project.slug)
     Project.objects.filter(pk=project.pk).update(annotations_per_task=1)
-    assert selectors.cached_workspace_project(slug=project.slug).annotations_per_task == 2
-    assert services.next_task(annotator=a, project=cached) is not None
-    assert services.next_task(annotator=b, project=cached) is None
+    assert workspace_selectors.cached_workspace_project(slug=project.slug).annotations_per_task == 2
+    assert leasing.next_task(annotator=a, project=cached) is not None
+    assert leasing.next_task(annotator=b, project=cached) is None
     Project.objects.filter(pk=project.pk).update(annotations_per_task=2, is_active=False)
-    assert selectors.cached_workspace_project(slug=project.slug).is_active
-    assert services.next_task(annotator=b, project=cached) is None
+    assert workspace_selectors.cached_workspace_project(slug=project.slug).is_active
+    assert leasing.next_task(annotator=b, project=cached) is None
 
 
 def test_saving_a_project_refreshes_this_process_s_cached_copy(make_project):
     project = make_project(tasks=1, overlap=2)
-    assert selectors.cached_workspace_project(slug=project.slug).annotations_per_task == 2
-    services.update_project(project=project, annotations_per_task=3)
-    assert selectors.cached_workspace_project(slug=project.slug).annotations_per_task == 3
-    services.update_project(project=project, is_active=False)
+    assert workspace_selectors.cached_workspace_project(slug=project.slug).annotations_per_task == 2
+    project_services.update_project(project=project, annotations_per_task=3)
+    assert workspace_selectors.cached_workspace_project(slug=project.slug).annotations_per_task == 3
+    project_services.update_project(project=project, is_active=False)
     with pytest.raises(Project.DoesNotExist):
-        selectors.cached_workspace_project(slug=project.slug)
+        workspace_selectors.cached_workspace_project(slug=project.slug)
 
 
 def test_a_lease_comes_with_the_task_content_the_page_shows(make_project, annotators):
     project = make_project(tasks=2, responses=3)
     (a,) = annotators(1)
-    lease = selectors.with_task(services.next_task(annotator=a, project=project), project)
+    lease = workspace_selectors.with_task(leasing.next_task(annotator=a, project=project), project)
     task = Task.objects.select_related("prompt").get(pk=lease.task_id)
     assert lease.task.pk == task.pk and lease.task.prompt.messages == task.prompt.messages
     texts = dict(Response.objects.filter(pk__in=lease.display_order).values_list("id", "text"))
-    assert [s.text for s in selectors.workspace_for(lease).slots] == [
+    assert [s.text for s in workspace_selectors.workspace_for(lease).slots] == [
         texts[rid] for rid in lease.display_order
     ]
-    again = selectors.with_task(services.next_task(annotator=a, project=project), project)
+    again = workspace_selectors.with_task(leasing.next_task(annotator=a, project=project), project)
     assert again.pk == lease.pk and again.task.pk == task.pk  # the live lease, same content

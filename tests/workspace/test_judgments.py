@@ -5,9 +5,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from annotation import services
-from annotation.errors import DomainError
+from annotation import errors
 from annotation.models import Assignment, Demonstration, Judgment, PrincipleVerdict, Task
+from annotation.workspace import demonstrations, judging, leasing
+from common.errors import DomainError
 
 pytestmark = pytest.mark.django_db
 
@@ -16,13 +17,13 @@ pytestmark = pytest.mark.django_db
 def leased(make_project, annotators):
     project = make_project(tasks=3, overlap=2)
     a, b = annotators(2)
-    return project, a, b, services.next_task(annotator=a, project=project)
+    return project, a, b, leasing.next_task(annotator=a, project=project)
 
 
 def test_submit_stores_ordering_verdicts_decisive_and_counts(leased):
     _, a, _, lease = leased
     x, y = lease.display_order
-    judgment = services.submit_judgment(
+    judgment = judging.submit_judgment(
         assignment=lease,
         annotator=a,
         ordering=[[y], [x]],
@@ -52,22 +53,20 @@ def test_submit_stores_ordering_verdicts_decisive_and_counts(leased):
 def test_the_same_idempotency_key_never_makes_a_second_judgment(leased):
     _, a, b, lease = leased
     ids = lease.display_order
-    first = services.submit_judgment(
+    first = judging.submit_judgment(
         assignment=lease, annotator=a, ordering=[ids], idempotency_key="same"
     )
-    again = services.submit_judgment(
+    again = judging.submit_judgment(
         assignment=lease, annotator=a, ordering=[[ids[0]], [ids[1]]], idempotency_key="same"
     )
     assert again.pk == first.pk and again.ordering == [ids]
     assert Judgment.objects.count() == 1
     assert Task.objects.get(pk=lease.task_id).submitted_count == 1
-    with pytest.raises(services.AlreadySubmittedError):  # another key: a second judgment? no
-        services.submit_judgment(
-            assignment=lease, annotator=a, ordering=[ids], idempotency_key="k2"
-        )
-    other = services.next_task(annotator=b, project=lease.task.project)
-    with pytest.raises(services.IdempotencyConflictError):
-        services.submit_judgment(
+    with pytest.raises(errors.AlreadySubmittedError):  # another key: a second judgment? no
+        judging.submit_judgment(assignment=lease, annotator=a, ordering=[ids], idempotency_key="k2")
+    other = leasing.next_task(annotator=b, project=lease.task.project)
+    with pytest.raises(errors.IdempotencyConflictError):
+        judging.submit_judgment(
             assignment=other, annotator=b, ordering=[other.display_order], idempotency_key="same"
         )
 
@@ -107,27 +106,27 @@ def test_invalid_judgments_are_refused_with_a_reason(leased, make, message):
     x, y = lease.display_order
     kwargs = {"ordering": [[x], [y]], **make(x, y)}
     with pytest.raises(DomainError, match=message):
-        services.submit_judgment(assignment=lease, annotator=a, **kwargs)
+        judging.submit_judgment(assignment=lease, annotator=a, **kwargs)
     assert Judgment.objects.count() == 0
     assert Assignment.objects.get(pk=lease.pk).state == Assignment.State.LEASED
 
 
 def test_only_the_lease_holder_submits(leased):
     _, _, b, lease = leased
-    with pytest.raises(services.NotYourAssignmentError):
-        services.submit_judgment(assignment=lease, annotator=b, ordering=[lease.display_order])
+    with pytest.raises(errors.NotYourAssignmentError):
+        judging.submit_judgment(assignment=lease, annotator=b, ordering=[lease.display_order])
 
 
 def test_rank_tasks_take_buckets_with_ties_and_no_strength(make_project, annotators):
     project = make_project(tasks=1, responses=4)
     (a,) = annotators(1)
-    lease = services.next_task(annotator=a, project=project)
+    lease = leasing.next_task(annotator=a, project=project)
     r1, r2, r3, r4 = lease.display_order
     with pytest.raises(DomainError, match="pairwise"):
-        services.submit_judgment(
+        judging.submit_judgment(
             assignment=lease, annotator=a, ordering=[[r1], [r2, r3], [r4]], strength=1
         )
-    judgment = services.submit_judgment(
+    judgment = judging.submit_judgment(
         assignment=lease,
         annotator=a,
         ordering=[[r1], [r2, r3], [r4]],
@@ -140,9 +139,9 @@ def test_rank_tasks_take_buckets_with_ties_and_no_strength(make_project, annotat
 def test_both_bad_creates_one_follow_up_demonstration_task(make_project, annotators):
     project = make_project(tasks=1, overlap=2, both_bad_creates_demonstration=True)
     a, b = annotators(2)
-    leases = [(u, services.next_task(annotator=u, project=project)) for u in (a, b)]
+    leases = [(u, leasing.next_task(annotator=u, project=project)) for u in (a, b)]
     for annotator, lease in leases:
-        services.submit_judgment(
+        judging.submit_judgment(
             assignment=lease, annotator=annotator, ordering=[lease.display_order], both_bad=True
         )
     (follow_up,) = Task.objects.filter(kind=Task.Kind.DEMONSTRATE)
@@ -153,14 +152,14 @@ def test_both_bad_creates_one_follow_up_demonstration_task(make_project, annotat
         judged.responses.values_list("pk", flat=True)
     )
     # and it is offered as work, with the original responses to start from
-    lease = services.next_task(annotator=a, project=project)
+    lease = leasing.next_task(annotator=a, project=project)
     assert lease.task_id == follow_up.pk and len(lease.display_order) == 2
 
 
 def test_edit_within_the_window_then_read_only(leased):
     _, a, b, lease = leased
     x, y = lease.display_order
-    judgment = services.submit_judgment(
+    judgment = judging.submit_judgment(
         assignment=lease,
         annotator=a,
         ordering=[[x], [y]],
@@ -168,7 +167,7 @@ def test_edit_within_the_window_then_read_only(leased):
         decisive=["honest"],
         time_spent_ms=1000,
     )
-    edited = services.edit_judgment(
+    edited = judging.edit_judgment(
         judgment=judgment,
         annotator=a,
         ordering=[[y], [x]],
@@ -187,29 +186,29 @@ def test_edit_within_the_window_then_read_only(leased):
         "helpful": "not_applicable",
     }
     assert [p.key for p in edited.decisive_principles.all()] == ["harmless"]
-    with pytest.raises(services.NotYourAssignmentError):
-        services.edit_judgment(judgment=judgment, annotator=b, ordering=[[x], [y]])
+    with pytest.raises(errors.NotYourAssignmentError):
+        judging.edit_judgment(judgment=judgment, annotator=b, ordering=[[x], [y]])
     Judgment.objects.filter(pk=judgment.pk).update(
         created_at=timezone.now() - timedelta(seconds=lease.task.project.edit_window_seconds + 1)
     )
-    with pytest.raises(services.EditWindowClosedError):
-        services.edit_judgment(judgment=judgment, annotator=a, ordering=[[x], [y]])
+    with pytest.raises(errors.EditWindowClosedError):
+        judging.edit_judgment(judgment=judgment, annotator=a, ordering=[[x], [y]])
     assert Task.objects.get(pk=lease.task_id).submitted_count == 1
 
 
 def test_demonstrations_complete_demonstrate_leases_idempotently(make_project, annotators):
     project = make_project(tasks=2, responses=2, kind="demonstrate")
     a, b = annotators(2)
-    lease = services.next_task(annotator=a, project=project)
+    lease = leasing.next_task(annotator=a, project=project)
     task = lease.task
     base = task.responses.first()
     with pytest.raises(DomainError, match="needs text"):
-        services.create_demonstration(annotator=a, task=task, text="  ")
+        demonstrations.create_demonstration(annotator=a, task=task, text="  ")
     with pytest.raises(DomainError, match="unknown principle"):
-        services.create_demonstration(annotator=a, task=task, text="x", cited=["nope"])
-    with pytest.raises(services.NotYourAssignmentError):
-        services.create_demonstration(annotator=b, task=task, text="mine")
-    demo = services.create_demonstration(
+        demonstrations.create_demonstration(annotator=a, task=task, text="x", cited=["nope"])
+    with pytest.raises(errors.NotYourAssignmentError):
+        demonstrations.create_demonstration(annotator=b, task=task, text="mine")
+    demo = demonstrations.create_demonstration(
         annotator=a,
         task=task,
         text="The ideal answer.",
@@ -218,7 +217,7 @@ def test_demonstrations_complete_demonstrate_leases_idempotently(make_project, a
         idempotency_key="d-1",
         time_spent_ms=900,
     )
-    again = services.create_demonstration(
+    again = demonstrations.create_demonstration(
         annotator=a, task=task, text="changed", idempotency_key="d-1"
     )
     assert again.pk == demo.pk and Demonstration.objects.count() == 1
@@ -226,20 +225,20 @@ def test_demonstrations_complete_demonstrate_leases_idempotently(make_project, a
     assert [p.key for p in demo.cited_principles.all()] == ["honest"]
     assert Assignment.objects.get(pk=lease.pk).state == Assignment.State.SUBMITTED
     assert Task.objects.get(pk=task.pk).submitted_count == 1
-    with pytest.raises(services.AlreadySubmittedError):
-        services.create_demonstration(annotator=a, task=task, text="second")
+    with pytest.raises(errors.AlreadySubmittedError):
+        demonstrations.create_demonstration(annotator=a, task=task, text="second")
     other_task = Task.objects.exclude(pk=task.pk).filter(project=project).get()
     foreign = Task.objects.create(project=project, prompt=other_task.prompt, kind="compare")
     with pytest.raises(DomainError, match="worked on"):
-        services.create_demonstration(annotator=a, task=foreign, text="x")
+        demonstrations.create_demonstration(annotator=a, task=foreign, text="x")
 
 
 def test_judgment_on_a_demonstrate_task_is_refused(make_project, annotators):
     project = make_project(tasks=1, responses=2, kind="demonstrate")
     (a,) = annotators(1)
-    lease = services.next_task(annotator=a, project=project)
+    lease = leasing.next_task(annotator=a, project=project)
     with pytest.raises(DomainError, match="takes a demonstration"):
-        services.submit_judgment(assignment=lease, annotator=a, ordering=[lease.display_order])
+        judging.submit_judgment(assignment=lease, annotator=a, ordering=[lease.display_order])
 
 
 def test_event_hooks_run_after_commit(leased, django_capture_on_commit_callbacks):
@@ -249,14 +248,14 @@ def test_event_hooks_run_after_commit(leased, django_capture_on_commit_callbacks
     def record(event, payload):
         events.append((event, payload))
 
-    services.ANNOTATION_EVENT_HOOKS.append(record)
+    leasing.ANNOTATION_EVENT_HOOKS.append(record)
     try:
         with django_capture_on_commit_callbacks(execute=True):
-            judgment = services.submit_judgment(
+            judgment = judging.submit_judgment(
                 assignment=lease, annotator=a, ordering=[lease.display_order]
             )
     finally:
-        services.ANNOTATION_EVENT_HOOKS.remove(record)
+        leasing.ANNOTATION_EVENT_HOOKS.remove(record)
     assert events == [
         (
             "judgment.created",

@@ -7,8 +7,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from annotation import services
 from annotation.models import Assignment, Demonstration, Judgment, Response, Task
+from annotation.workspace import judging, leasing
 
 pytestmark = pytest.mark.django_db
 HX = {"HTTP_HX_REQUEST": "true"}
@@ -219,8 +219,8 @@ def test_untrusted_markdown_is_inert(client, alice, make_project):
 def test_nobody_sees_another_annotators_work(client, alice, annotators, make_project):
     project = make_project(tasks=2, overlap=2)
     (bob,) = annotators(1, prefix="bob")
-    bob_lease = services.next_task(annotator=bob, project=project)
-    bob_judgment = services.submit_judgment(
+    bob_lease = leasing.next_task(annotator=bob, project=project)
+    bob_judgment = judging.submit_judgment(
         assignment=bob_lease,
         annotator=bob,
         ordering=[bob_lease.display_order],
@@ -268,8 +268,8 @@ def test_home_guidelines_and_roles(client, alice, annotators, make_project, make
     project = make_project(
         tasks=2, overlap=2, guidelines="Read **carefully**. <script>x()</script>"
     )
-    lease = services.next_task(annotator=alice, project=project)
-    services.submit_judgment(assignment=lease, annotator=alice, ordering=[lease.display_order])
+    lease = leasing.next_task(annotator=alice, project=project)
+    judging.submit_judgment(assignment=lease, annotator=alice, ordering=[lease.display_order])
     home = client.get(reverse("home")).content.decode()
     assert "1</strong> / 4 judgments done" in home and "data-mine-today>1<" in home
     guide = client.get(reverse("workspace-guidelines", args=[project.slug])).content.decode()
@@ -285,7 +285,7 @@ def test_home_guidelines_and_roles(client, alice, annotators, make_project, make
 def test_judgment_forms_share_their_fields_but_never_their_state(ws_principles):
     from django.http import QueryDict
 
-    from annotation.forms import JudgmentForm
+    from annotation.workspace.forms import JudgmentForm
 
     principles = list(ws_principles.principles.order_by("position"))
 

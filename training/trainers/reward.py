@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from datasets import Dataset
 
+from annotation.vocabulary import names_no_response
 from training.trainers.common import (
     Row,
     RunContext,
@@ -31,8 +32,6 @@ from training.trainers.common import (
     trl_arguments,
 )
 from training.trainers.config import RewardConfig
-
-NOT_A_VERDICT = (None, "", "tie", "not_applicable", "n/a", "na")
 
 
 def encode_for_reward(tokenizer, prompt: Text, completion: Text) -> list[int]:
@@ -119,7 +118,7 @@ def principle_keys(row: Row) -> list[str]:
     """Principles with a verdict on this row (``principles``: keys, or ``{key: verdict}``)."""
     principles = row.get("principles") or []
     if isinstance(principles, dict):
-        return [key for key, verdict in principles.items() if verdict not in NOT_A_VERDICT]
+        return [key for key, verdict in principles.items() if not names_no_response(verdict)]
     return list(principles)
 
 

@@ -2,8 +2,8 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.errors import DomainError
 from annotation.models import Project
+from common.errors import DomainError
 
 
 class ImportCommand(BaseCommand):

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import CommandError
 
-from annotation import snapshots
+from annotation.datasets import snapshots
 from annotation.management.commands._base import ImportCommand
 
 

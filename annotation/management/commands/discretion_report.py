@@ -9,6 +9,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import MetricsReport, Project
+from annotation.quality import inputs, payloads
 
 
 def _pct(x) -> str:
@@ -46,29 +47,29 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, project, reference, bootstrap, seed, json: bool, store, **_):
-        from annotation import analytics, quality
+        from annotation.quality import reports
 
         try:
             proj = Project.objects.select_related("principle_set").get(slug=project)
         except Project.DoesNotExist as exc:
             raise CommandError(f"no project with slug {project!r}") from exc
-        if reference and not analytics.User.objects.filter(username=reference).exists():
+        if reference and not inputs.User.objects.filter(username=reference).exists():
             raise CommandError(f"no annotator called {reference!r}")
         if bootstrap < 0:
             raise CommandError("--bootstrap must be ≥ 0")
         if store:
-            report = quality.compute_and_store(
+            report = reports.compute_and_store(
                 proj,
                 MetricsReport.Kind.DISCRETION,
                 {"reference": reference, "bootstrap": bootstrap},
             )
             payload = report.payload
         else:
-            payload = analytics.discretion_payload(
+            payload = payloads.discretion_payload(
                 proj, reference=reference, bootstrap=bootstrap, seed=seed
             )
         if json:
-            self.stdout.write(_dumps(analytics.report_json(payload)))
+            self.stdout.write(_dumps(payloads.report_json(payload)))
             return
         self._tables(proj, payload)
 

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from annotation import snapshots
+from annotation.datasets import shards
 
 
 class Command(BaseCommand):
@@ -16,6 +16,6 @@ class Command(BaseCommand):
         parser.add_argument("--summary", required=True, help="Where to write the counts (JSON).")
 
     def handle(self, *, snapshot, after, until, out, summary, **_):
-        state = snapshots.write_shard(snapshot_id=snapshot, after=after, until=until, out=out)
+        state = shards.write_shard(snapshot_id=snapshot, after=after, until=until, out=out)
         with open(summary, "w", encoding="utf-8") as handle:
             json.dump(state, handle)

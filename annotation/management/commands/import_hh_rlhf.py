@@ -1,4 +1,4 @@
-from annotation.importers.hh_rlhf import import_hh_rlhf
+from annotation.datasets.importers.hh_rlhf import import_hh_rlhf
 from annotation.management.commands._base import ImportCommand
 
 

@@ -1,4 +1,4 @@
-from annotation.importers.judgments import FORMATS, import_judgments
+from annotation.datasets.importers.judgments import FORMATS, import_judgments
 from annotation.management.commands._base import ImportCommand
 
 

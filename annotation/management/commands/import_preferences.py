@@ -1,4 +1,4 @@
-from annotation.importers.preferences import FORMATS, import_preferences
+from annotation.datasets.importers.preferences import FORMATS, import_preferences
 from annotation.management.commands._base import ImportCommand
 
 

@@ -1,5 +1,5 @@
-from annotation.importers.principles import FORMATS, import_principles
 from annotation.management.commands._base import ImportCommand
+from annotation.principles.importers import FORMATS, import_principles
 
 
 class Command(ImportCommand):

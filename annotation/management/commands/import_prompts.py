@@ -1,4 +1,4 @@
-from annotation.importers.prompts import import_prompts
+from annotation.datasets.importers.prompts import import_prompts
 from annotation.management.commands._base import ImportCommand
 
 

@@ -3,13 +3,13 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from annotation import services
-from annotation.importers.hh_rlhf import import_hh_rlhf
-from annotation.importers.preferences import import_preferences
-from annotation.importers.principles import import_principles
+from annotation.datasets.importers.hh_rlhf import import_hh_rlhf
+from annotation.datasets.importers.preferences import import_preferences
+from annotation.datasets.snapshots import create_snapshot
 from annotation.management.commands._base import ImportCommand
 from annotation.models import AnnotatorProfile, DatasetSnapshot, PrincipleSet, Project
-from annotation.snapshots import create_snapshot
+from annotation.principles.importers import import_principles
+from annotation.projects import services as project_services
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "demo_data"
 Role = AnnotatorProfile.Role
@@ -35,7 +35,7 @@ class Command(ImportCommand):
         hh_file = DEMO_DATA / "hh-rlhf-harmless-base-test.jsonl.gz"
         for username, password, role in DEMO_USERS:
             if not User.objects.filter(username=username).exists():
-                user = services.create_user(username=username, password=password, role=role)
+                user = project_services.create_user(username=username, password=password, role=role)
                 if role == Role.ADMIN:
                     user.is_superuser = user.is_staff = True
                     user.save(update_fields=["is_superuser", "is_staff"])
@@ -44,7 +44,7 @@ class Command(ImportCommand):
         ).first() or import_principles(path=DEMO_DATA / "principles.yaml", publish=True)
         project = Project.objects.filter(slug="hh-harmless").first()
         if project is None:
-            project = services.create_project(
+            project = project_services.create_project(
                 name="HH-RLHF harmlessness (demo)",
                 slug="hh-harmless",
                 principle_set=principle_set,
@@ -59,7 +59,7 @@ class Command(ImportCommand):
             self.stdout.write(f"demo project {project.slug!r}: {count} compare tasks")
         labels = Project.objects.filter(slug="hh-harmless-labels").first()
         if labels is None:
-            labels = services.create_project(
+            labels = project_services.create_project(
                 name="HH-RLHF crowd labels (demo)",
                 slug="hh-harmless-labels",
                 principle_set=principle_set,

@@ -3,8 +3,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.errors import DomainError
 from annotation.models import DatasetSnapshot
+from common.errors import DomainError
 from models_registry.models import ModelVersion
 from training import services, trainers
 from training.models import TrainingRun

@@ -1,0 +1,198 @@
+"""Dataset snapshots: frozen, content-hashed exports with their filters and provenance.
+
+``create_snapshot`` validates the options, freezes the judgment / demonstration id horizon and
+either builds inline (small) or queues ``annotation.build_snapshot`` on Celery (large).
+``build_snapshot`` streams rows task batch by task batch (``values_list`` queries, bounded
+memory) through the pure shapers in ``annotation.datasets.exports`` into a temporary file under
+``ARTIFACT_ROOT/snapshots``, hashes it, renames it into place and records row counts,
+per-annotator counts (HMAC pseudonyms under ``PSEUDONYM_KEY``) and the discretion summary.
+``export_lines`` streams the same rows as JSONL for small HTTP exports."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+
+from annotation.datasets.exports.writers import encode_lines, open_writer, schema_for
+from annotation.datasets.filters import (
+    SnapshotFilters,
+    _from_record,
+    _record,
+    prepare,
+)
+from annotation.datasets.loaders import RowStream
+from annotation.datasets.shards import _Shard, _shard_ranges
+from annotation.models import (
+    DatasetSnapshot,
+    Demonstration,
+    Judgment,
+    Project,
+)
+from common import background, events
+from common.errors import DomainError
+from common.gc_pause import cyclic_gc_paused
+
+logger = logging.getLogger(__name__)
+
+
+FORMATS = tuple(DatasetSnapshot.Format.values)
+
+
+def inline_limit() -> int:
+    """Snapshots of at most this many judgments are built in the request; larger by Celery."""
+    return int(getattr(settings, "SNAPSHOT_INLINE_MAX_JUDGMENTS", 20_000))
+
+
+def _freeze(project: Project, f: SnapshotFilters, kind: str) -> SnapshotFilters:
+    if kind == "sft":
+        top = Demonstration.objects.filter(prompt__project=project).aggregate(m=Max("id"))["m"]
+        return SnapshotFilters(**{**f.__dict__, "max_demonstration_id": top or 0})
+    top = Judgment.objects.filter(task__project=project).aggregate(m=Max("id"))["m"]
+    return SnapshotFilters(**{**f.__dict__, "max_judgment_id": top or 0})
+
+
+def create_snapshot(
+    *,
+    project: Project,
+    kind: str,
+    fmt: str = DatasetSnapshot.Format.JSONL,
+    aggregation: str = "raw",
+    filters: dict | None = None,
+    name: str = "",
+    created_by=None,
+    run: str = "auto",
+) -> DatasetSnapshot:
+    """Record a snapshot and build it: ``run="inline"`` now, ``"async"`` on Celery, ``"auto"``
+    inline when it reads at most ``SNAPSHOT_INLINE_MAX_JUDGMENTS`` records."""
+    if fmt not in FORMATS:
+        raise DomainError(f"format must be one of {', '.join(FORMATS)}")
+    if run not in {"auto", "inline", "async"}:
+        raise DomainError("run must be auto, inline or async")
+    options, f, _ = prepare(project=project, kind=kind, aggregation=aggregation, filters=filters)
+    f = _freeze(project, f, kind)
+    snapshot = DatasetSnapshot.objects.create(
+        project=project,
+        principle_set=project.principle_set,
+        name=name[:200],
+        kind=kind,
+        format=fmt,
+        filters=_record(project, options, f),
+        aggregation=aggregation,
+        created_by=created_by,
+    )
+    inline = run == "inline" or (
+        run == "auto" and RowStream(project, options, f).total() <= inline_limit()
+    )
+    if inline:
+        return build_snapshot(snapshot_id=snapshot.pk)
+    transaction.on_commit(partial(background.send, "annotation.build_snapshot", snapshot.pk))
+    return snapshot
+
+
+def artifact_file(snapshot: DatasetSnapshot) -> Path:
+    return Path(settings.ARTIFACT_ROOT) / snapshot.artifact_path
+
+
+def build_snapshot(*, snapshot_id: int) -> DatasetSnapshot:
+    """Stream the rows into a temporary file, hash it, rename it into ``ARTIFACT_ROOT``."""
+    snapshot = DatasetSnapshot.objects.select_related("project__principle_set").get(pk=snapshot_id)
+    if snapshot.status == DatasetSnapshot.Status.READY:
+        return snapshot
+    folder = Path(settings.ARTIFACT_ROOT) / "snapshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    extension = "jsonl" if snapshot.format == DatasetSnapshot.Format.JSONL else "parquet"
+    temporary = folder / f".snapshot-{snapshot.pk}-{uuid.uuid4().hex}.{extension}.part"
+    writer = None
+    shards: list[_Shard] = []
+    try:
+        options, f = _from_record(snapshot)
+        total_judgments = RowStream(snapshot.project, options, f).total()
+        total = max(total_judgments, 1)
+        ranges = _shard_ranges(snapshot.project, options, f, total_judgments)
+        stream = RowStream(snapshot.project, options, f, task_range=ranges[0])
+        schema = schema_for(options.kind, options.style, options.prompt_style)
+        writer = open_writer(snapshot.format, temporary, schema)
+        shards = [
+            _Shard.start(snapshot, folder, index, task_range)
+            for index, task_range in enumerate(ranges[1:], start=1)
+        ]
+        reported = time.monotonic()
+        with cyclic_gc_paused():
+            for rows in stream:
+                writer.write_rows(rows, consume=True)
+                if time.monotonic() - reported > 1.0:
+                    reported = time.monotonic()
+                    DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
+                        progress=min(stream.processed * len(ranges) / total, 0.99)
+                    )
+        for shard in shards:  # in task order: the file reads as one sequential export
+            stream.merge(shard.wait())
+            if snapshot.format == DatasetSnapshot.Format.JSONL:
+                writer.append_file(shard.part)
+            else:
+                writer.append_arrow(shard.part)
+            shard.cleanup()
+        digest = writer.close()
+        final = folder / f"snapshot-{snapshot.pk}-{digest[:12]}.{extension}"
+        os.replace(temporary, final)
+        DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
+            status=DatasetSnapshot.Status.READY,
+            progress=1.0,
+            row_count=stream.row_count,
+            sha256=digest,
+            size_bytes=final.stat().st_size,
+            artifact_path=str(final.relative_to(settings.ARTIFACT_ROOT)),
+            per_annotator_counts=stream.per_annotator_counts(),
+            discretion_summary=stream.discretion_summary(),
+            error="",
+        )
+    except Exception as exc:
+        logger.exception("snapshot %s failed", snapshot.pk)
+        for shard in shards:
+            shard.cleanup(kill=True)
+        if writer is not None:
+            writer.abort()
+        temporary.unlink(missing_ok=True)
+        DatasetSnapshot.objects.filter(pk=snapshot.pk).update(
+            status=DatasetSnapshot.Status.FAILED, error=str(exc)[:5000]
+        )
+        snapshot.refresh_from_db()
+        return snapshot
+    snapshot.refresh_from_db()
+    events.publish(
+        "snapshot.ready",
+        snapshot_id=snapshot.pk,
+        project_id=snapshot.project_id,
+        kind=snapshot.kind,
+        format=snapshot.format,
+        row_count=snapshot.row_count,
+        sha256=snapshot.sha256,
+        size_bytes=snapshot.size_bytes,
+        download=f"/api/v1/snapshots/{snapshot.pk}/download/",
+    )
+    return snapshot
+
+
+def export_lines(
+    *, project: Project, kind: str, aggregation: str = "raw", filters: dict | None = None
+) -> Iterator[bytes]:
+    """JSONL bytes for a small export streamed over HTTP (no snapshot is recorded)."""
+    options, f, _ = prepare(project=project, kind=kind, aggregation=aggregation, filters=filters)
+    stream = RowStream(project, options, _freeze(project, f, kind))
+    for rows in stream:
+        if rows:
+            yield encode_lines(rows, consume=True)
+
+
+def count_for_export(*, project: Project, kind: str, filters: dict | None = None) -> int:
+    options, f, _ = prepare(project=project, kind=kind, filters=filters)
+    return RowStream(project, options, f).total()

@@ -1,0 +1,275 @@
+"""REST endpoints for the annotator path: assignments, judgments, demonstrations."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+)
+from rest_framework import mixins, status
+from rest_framework.decorators import action
+from rest_framework.response import Response as ApiResponse
+
+from annotation.filters import (
+    AssignmentFilter,
+    DemonstrationFilter,
+    JudgmentFilter,
+)
+from annotation.models import (
+    Assignment,
+    Demonstration,
+    Judgment,
+    PrincipleVerdict,
+    Response,
+    Task,
+)
+from annotation.permissions import (
+    ANNOTATING,
+    STAFF,
+    is_staff,
+)
+from annotation.vocabulary import SLOT_LETTERS, names_no_response
+from annotation.workspace import demonstrations, judging, leasing, serializers
+from annotation.workspace import serializers as workspace_serializers
+from common.api import ApiViewSet, validated
+from common.errors import DomainError
+
+
+class OwnRowsForAnnotators:
+    """Rows with an ``annotator``: staff see everyone's, anyone else only their own (the
+    object-level rule of assignments, judgments and demonstrations)."""
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if not is_staff(self.request.user):
+            queryset = queryset.filter(annotator=self.request.user)
+        return queryset
+
+
+def _slot_to_id(value, display_order: list[int], where: str):
+    """A slot letter (``"A"`` …) of ``display_order`` or a response id → the response id."""
+    if isinstance(value, bool):
+        raise DomainError(f"{where}: expected a slot letter or a response id")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and len(value) == 1 and value.upper() in SLOT_LETTERS:
+        index = SLOT_LETTERS.index(value.upper())
+        if index < len(display_order):
+            return display_order[index]
+    raise DomainError(f"{where}: {value!r} is not a slot of this task or a response id")
+
+
+def _judgment_arguments(data: dict, display_order: list[int]) -> dict:
+    ordering = [
+        [_slot_to_id(item, display_order, "ordering") for item in bucket]
+        for bucket in data["ordering"]
+    ]
+    verdicts = {}
+    for key, value in data["verdicts"].items():
+        if names_no_response(value):
+            verdicts[key] = value.lower()
+        else:
+            verdicts[key] = _slot_to_id(value, display_order, f"verdict {key!r}")
+    return {
+        "ordering": ordering,
+        "strength": data["strength"],
+        "both_bad": data["both_bad"],
+        "verdicts": verdicts,
+        "decisive": data["decisive"],
+        "discretion": data["discretion"],
+        "discretion_note": data["discretion_note"],
+        "rationale": data["rationale"],
+        "confidence": data["confidence"],
+        "time_spent_ms": data["time_spent_ms"],
+    }
+
+
+def _judgments_queryset():
+    return Judgment.objects.select_related("task").prefetch_related(
+        Prefetch("verdicts", queryset=PrincipleVerdict.objects.select_related("principle")),
+        "decisive_principles",
+    )
+
+
+class AssignmentViewSet(
+    OwnRowsForAnnotators, mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
+):
+    """Leases. Annotators see their own only; staff see everyone's."""
+
+    queryset = Assignment.objects.select_related("task__prompt").order_by("id")
+    serializer_class = serializers.AssignmentSerializer
+    filterset_class = AssignmentFilter
+    default_roles = ANNOTATING
+
+    def get_serializer_class(self):
+        if is_staff(self.request.user) and self.action in {"list", "retrieve"}:
+            return serializers.StaffAssignmentSerializer
+        return serializers.AssignmentSerializer
+
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        if page is not None:
+            ids = {rid for assignment in page for rid in assignment.display_order}
+            self._texts = dict(Response.objects.filter(pk__in=ids).values_list("id", "text"))
+        return page
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        if getattr(self, "_texts", None) is not None:
+            context["texts"] = self._texts
+        return context
+
+    @extend_schema(
+        request=serializers.SubmitSerializer,
+        responses={201: serializers.JudgmentSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def submit(self, request, pk=None):
+        """Submit the judgment for this assignment (idempotent on ``idempotency_key``)."""
+        assignment = self.get_object()
+        data = validated(serializers.SubmitSerializer, request.data)
+        judgment = judging.submit_judgment(
+            assignment=assignment,
+            annotator=request.user,
+            idempotency_key=data["idempotency_key"],
+            origin="api",
+            **_judgment_arguments(data, assignment.display_order),
+        )
+        judgment = _judgments_queryset().get(pk=judgment.pk)
+        return ApiResponse(
+            serializers.JudgmentSerializer(judgment).data, status=status.HTTP_201_CREATED
+        )
+
+    @extend_schema(
+        request=serializers.SkipSerializer,
+        responses=serializers.AssignmentSerializer,
+    )
+    @action(detail=True, methods=["post"])
+    def skip(self, request, pk=None):
+        """Give the task back with a reason."""
+        data = validated(serializers.SkipSerializer, request.data)
+        assignment = leasing.skip_task(
+            assignment=self.get_object(), annotator=request.user, reason=data["reason"]
+        )
+        return ApiResponse(serializers.AssignmentSerializer(assignment).data)
+
+
+class JudgmentViewSet(
+    OwnRowsForAnnotators,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    ApiViewSet,
+):
+    """Judgments. Annotators see and edit their own only."""
+
+    queryset = _judgments_queryset().order_by("id")
+    serializer_class = serializers.JudgmentSerializer
+    filterset_class = JudgmentFilter
+    ordering_fields = ["id", "created_at"]
+    http_method_names = ["get", "put", "post", "head", "options"]
+    default_roles = ANNOTATING
+    action_roles = {"flag": STAFF}
+
+    @extend_schema(
+        request=serializers.EditJudgmentSerializer,
+        responses=serializers.JudgmentSerializer,
+    )
+    def update(self, request, pk=None):
+        """Replace one's own judgment within the project's edit window."""
+        judgment = self.get_object()
+        data = validated(serializers.EditJudgmentSerializer, request.data)
+        display_order = judgment.assignment.display_order if judgment.assignment_id else []
+        edited = judging.edit_judgment(
+            judgment=judgment,
+            annotator=request.user,
+            **_judgment_arguments(data, display_order),
+        )
+        return ApiResponse(
+            serializers.JudgmentSerializer(_judgments_queryset().get(pk=edited.pk)).data
+        )
+
+    @extend_schema(
+        request=serializers.FlagJudgmentSerializer,
+        responses=serializers.JudgmentSerializer,
+    )
+    @action(detail=True, methods=["post"])
+    def flag(self, request, pk=None):
+        """Flag a doubtful judgment with a reason (``flagged: false`` clears it); snapshots with
+        the ``exclude_flagged`` filter leave flagged judgments out. Managers and admins."""
+        data = validated(serializers.FlagJudgmentSerializer, request.data)
+        judgment = judging.flag_judgment(
+            judgment=self.get_object(), by=request.user, flagged=data["flagged"],
+            reason=data["reason"],
+        )  # fmt: skip
+        return ApiResponse(
+            serializers.JudgmentSerializer(_judgments_queryset().get(pk=judgment.pk)).data
+        )
+
+
+class DemonstrationViewSet(
+    OwnRowsForAnnotators,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    ApiViewSet,
+):
+    """SFT demonstrations. Annotators see their own only."""
+
+    queryset = Demonstration.objects.prefetch_related("cited_principles").order_by("id")
+    serializer_class = serializers.DemonstrationSerializer
+    filterset_class = DemonstrationFilter
+    default_roles = ANNOTATING
+
+    @extend_schema(
+        request=serializers.DemonstrationCreateSerializer,
+        responses={201: serializers.DemonstrationSerializer},
+    )
+    def create(self, request):
+        data = validated(serializers.DemonstrationCreateSerializer, request.data)
+        task = Task.objects.filter(pk=data["task"]).first()
+        if task is None:
+            raise DomainError(f"no task {data['task']}")
+        based_on = data["based_on"]
+        if based_on is not None:
+            mine = Assignment.objects.filter(task=task, annotator=request.user).first()
+            order = mine.display_order if mine else []
+            response_id = _slot_to_id(based_on, order, "based_on")
+            based_on = Response.objects.filter(pk=response_id).first()
+            if based_on is None:
+                raise DomainError("based_on must be one of this task's responses")
+        demonstration = demonstrations.create_demonstration(
+            annotator=request.user,
+            task=task,
+            text=data["text"],
+            based_on=based_on,
+            cited=data["cited"],
+            idempotency_key=data["idempotency_key"],
+            time_spent_ms=data["time_spent_ms"],
+        )
+        demonstration = self.queryset.get(pk=demonstration.pk)
+        return ApiResponse(
+            serializers.DemonstrationSerializer(demonstration).data,
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ProjectWorkActions:
+    """The annotator's action on a project (``ProjectViewSet``): lease the next task."""
+
+    @extend_schema(
+        request=None,
+        responses={
+            200: workspace_serializers.AssignmentSerializer,
+            204: OpenApiResponse(description="Nothing left"),
+        },
+    )
+    @action(detail=True, methods=["post"], url_path="next-task")
+    def next_task(self, request, pk=None):
+        """Lease the next task for the signed-in annotator (responses by slot, blind)."""
+        assignment = leasing.next_task(annotator=request.user, project=self.get_object())
+        if assignment is None:
+            return ApiResponse(status=status.HTTP_204_NO_CONTENT)
+        assignment = Assignment.objects.select_related("task__prompt").get(pk=assignment.pk)
+        return ApiResponse(workspace_serializers.AssignmentSerializer(assignment).data)
