@@ -17,6 +17,7 @@ from django.conf import settings
 
 from . import services, trainers
 from .datasets import training_data
+from .generation import profile_version_safely
 from .models import TrainingRun
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,6 @@ def execute(run_id: int) -> None:
             )
         finished = services.finish_run(run_id=run.pk, result=result, log_tail=tail.text)
         if finished.output_model_version_id:  # the model's own discretion (never raises)
-            from .generation import profile_version_safely
-
             profile_version_safely(finished.output_model_version_id)
     except Exception:
         error = traceback.format_exc()

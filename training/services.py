@@ -15,6 +15,7 @@ import socket
 from datetime import timedelta
 from pathlib import Path
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
@@ -115,10 +116,12 @@ def launch_run(
     return run
 
 
-def enqueue(run: TrainingRun) -> None:
-    from .tasks import execute_run
+#: ``training.tasks.execute_run``, sent by name: the task module is the layer above this one.
+EXECUTE_RUN_TASK = "training.execute_run"
 
-    result = execute_run.apply_async((run.pk,), queue=run.queue)
+
+def enqueue(run: TrainingRun) -> None:
+    result = current_app.send_task(EXECUTE_RUN_TASK, args=[run.pk], queue=run.queue)
     TrainingRun.objects.filter(pk=run.pk).update(celery_task_id=result.id or "")
 
 
