@@ -56,7 +56,6 @@ from models_registry.models import ModelVersion
 User = get_user_model()
 POOLED = "snapshot-label"  # the snapshot's majority preference per comparison, as an annotator
 HUMANS = "humans"  # the human annotators' majority preference on the probe, as an annotator
-POLICY_KINDS = ("base", "sft", "dpo", "ppo", "grpo")
 MAX_PROBE = 2000
 SCORE_TOL = 1e-6
 

@@ -11,12 +11,12 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
 from annotation.models import DatasetSnapshot, PrincipleSet, Project
+from common import background
 from common.errors import DomainError
 from models_registry import profiles
 from models_registry.cards import refresh_model_card
@@ -254,11 +254,6 @@ def set_stage(
 # ---------------------------------------------------------------- worker jobs (by task name)
 
 
-def _send(task: str, args: list, queue: str) -> str:
-    result = current_app.send_task(task, args=args, queue=queue)
-    return result.id or ""
-
-
 @transaction.atomic
 def request_generation(
     *,
@@ -317,7 +312,7 @@ def request_generation(
     job.model_versions.set(versions)
 
     def send() -> None:
-        task_id = _send("training.generate_candidates", [job.pk], queue)
+        task_id = background.send("training.generate_candidates", job.pk, queue=queue).id or ""
         GenerationJob.objects.filter(pk=job.pk).update(celery_task_id=task_id)
 
     transaction.on_commit(send)
@@ -360,4 +355,6 @@ def request_profile(
         method,
         reward_version.pk if reward_version else None,
     ]
-    transaction.on_commit(lambda: _send("training.profile_model_version", args, queue))
+    transaction.on_commit(
+        lambda: background.send("training.profile_model_version", *args, queue=queue)
+    )

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from training import services, trainers
 from training.datasets import training_data
+from training.generation import profile_version_safely
 from training.models import TrainingRun
 
 log = logging.getLogger(__name__)
@@ -77,8 +78,6 @@ def execute(run_id: int) -> None:
             )
         finished = services.finish_run(run_id=run.pk, result=result, log_tail=tail.text)
         if finished.output_model_version_id:  # the model's own discretion (never raises)
-            from training.generation import profile_version_safely
-
             profile_version_safely(finished.output_model_version_id)
     except Exception:
         error = traceback.format_exc()

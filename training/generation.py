@@ -30,13 +30,9 @@ from django.utils import timezone
 from annotation.models import Project, Prompt, Response, Task, TaskResponse
 from models_registry import profiles
 from models_registry.models import GenerationJob, ModelVersion, RegisteredModel
-from models_registry.services import request_generation
 
 log = logging.getLogger(__name__)
 BATCH = 8
-
-# The training side's name for the registry service that queues a generation job.
-launch_generation = request_generation
 
 
 # ---------------------------------------------------------------- scoring

@@ -21,7 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from annotation.models import DatasetSnapshot
-from common import events
+from common import background, events
 from common.errors import DomainError
 from models_registry.models import ModelVersion
 from models_registry.services import register_model_version
@@ -114,10 +114,12 @@ def launch_run(
     return run
 
 
-def enqueue(run: TrainingRun) -> None:
-    from training.tasks import execute_run
+#: ``training.tasks.execute_run``, sent by name: the task module is the layer above this one.
+EXECUTE_RUN_TASK = "training.execute_run"
 
-    result = execute_run.apply_async((run.pk,), queue=run.queue)
+
+def enqueue(run: TrainingRun) -> None:
+    result = background.send(EXECUTE_RUN_TASK, run.pk, queue=run.queue)
     TrainingRun.objects.filter(pk=run.pk).update(celery_task_id=result.id or "")
 
 

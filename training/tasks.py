@@ -1,5 +1,6 @@
-"""Celery entry points for training (thin). Heavy imports happen inside the task, in a child
-process that serves one job only (``--max-tasks-per-child 1``)."""
+"""Celery entry points for training (thin), the top layer: tasks -> executor / generation ->
+services. torch and the training libraries load inside the job, in a child process that serves
+one job only (``--max-tasks-per-child 1``), after the task has pinned its GPU."""
 
 import os
 
@@ -7,15 +8,15 @@ from celery import shared_task
 from celery.signals import worker_ready
 
 from training import services
+from training.executor import execute
+from training.generation import execute_generation, profile_version_safely
 
 
-@shared_task(name="training.execute_run", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=services.EXECUTE_RUN_TASK, acks_late=True, reject_on_worker_lost=True)
 def execute_run(run_id: int) -> None:
     gpu = os.environ.get("GPU_DEVICE")
     if gpu is not None:  # a single-GPU worker pins its device before torch initialises
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    from training.executor import execute
-
     execute(run_id)
 
 
@@ -25,8 +26,6 @@ def generate_candidates(job_id: int) -> None:
     gpu = os.environ.get("GPU_DEVICE")
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    from training.generation import execute_generation
-
     execute_generation(job_id)
 
 
@@ -41,8 +40,6 @@ def profile_model_version(
     gpu = os.environ.get("GPU_DEVICE")
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
-    from training.generation import profile_version_safely
-
     profile_version_safely(
         version_id,
         probe_project_id=probe_project_id,

@@ -1,6 +1,8 @@
 """Training pages and the ``train`` command: permissions, launch form, live status, cancel,
 and the multi-process (torchrun, gloo) path of the executor."""
 
+from unittest import mock
+
 import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -113,17 +115,22 @@ def test_train_command_validates_and_queues(preference_snapshot, capsys):
 @pytest.mark.training
 @pytest.mark.django_db(transaction=True)
 def test_multi_process_run_under_torchrun_on_cpu(preference_snapshot, monkeypatch):
-    """num_processes=2: the executor spawns torchrun (gloo), relays rank 0's progress."""
+    """num_processes=2: the executor spawns torchrun (gloo), relays rank 0's progress and hands
+    on the result rank 0 reported, world size included (the log tail holds torchrun's output
+    and the progress lines, neither of which names the world size)."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     run = services.launch_run(
         kind="dpo", snapshot=preference_snapshot, config=FAST, num_processes=2
     )
-    execute(run.pk)  # what the Celery task runs
+    with mock.patch.object(services, "finish_run", wraps=services.finish_run) as finish_run:
+        execute(run.pk)  # what the Celery task runs
     run.refresh_from_db()
     assert run.status == "succeeded", run.error or run.log_tail[-3000:]
     assert run.output_model_version.sha256
     assert run.metrics.filter(name="loss").count() == FAST["max_steps"]
-    assert "world_size" in run.log_tail or run.current_step == FAST["max_steps"]
+    assert run.current_step == FAST["max_steps"]
+    (finished,) = finish_run.call_args_list
+    assert finished.kwargs["result"].metrics["world_size"] == 2
 
 
 @pytest.mark.django_db

@@ -423,3 +423,46 @@ def summarize_logs(log_history: list[dict[str, float]]) -> dict[str, Any]:
     for entry in log_history:
         summary.update(entry)
     return summary
+
+
+def finish_training(
+    kind: str,
+    ctx: RunContext,
+    *,
+    log_history: list[dict[str, float]],
+    world_size: int,
+    global_step: int,
+    cancelled: bool,
+    save: Callable[[Path], None],
+    evaluate: Callable[[Path], dict[str, Any]],
+    main_process: bool = True,
+    barrier: Callable[[], None] = lambda: None,
+) -> TrainingResult:
+    """The end every kind shares, once training has stopped: the metrics (last logged values and
+    the world size); a cancelled run stops there. Otherwise publish the artifact (``save`` writes
+    the model and runs on every rank; the main process adds the run info), evaluate it, and drop
+    the checkpoints. A process other than the main one returns the metrics only."""
+    metrics = {**summarize_logs(log_history), "world_size": world_size}
+    if cancelled:
+        return TrainingResult(metrics=metrics, global_step=global_step, cancelled=True)
+
+    def save_with_info(directory: Path) -> None:
+        save(directory)
+        if main_process:
+            write_run_info(directory, kind, ctx)
+
+    artifact = write_artifact(
+        ctx.output_dir, save_with_info, main_process=main_process, barrier=barrier
+    )
+    if artifact is None:  # not the main process: rank 0 reports
+        return TrainingResult(metrics=metrics, global_step=global_step)
+    report = guarded_evaluation(evaluate, artifact.path)
+    shutil.rmtree(ctx.work_dir, ignore_errors=True)
+    return TrainingResult(
+        metrics=metrics,
+        artifact_path=artifact.path,
+        sha256=artifact.sha256,
+        size_bytes=artifact.size_bytes,
+        eval=report,
+        global_step=global_step,
+    )

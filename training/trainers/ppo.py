@@ -32,7 +32,6 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -44,8 +43,8 @@ from training.trainers.common import (
     Text,
     TrainingResult,
     default_device,
+    finish_training,
     fitting_prompts,
-    guarded_evaluation,
     last_checkpoint,
     load_causal_lm,
     load_sequence_classifier,
@@ -54,9 +53,6 @@ from training.trainers.common import (
     render_prompt,
     resolve_device_settings,
     split_rows,
-    summarize_logs,
-    write_artifact,
-    write_run_info,
 )
 from training.trainers.config import PPOConfig
 from training.trainers.sampling import (
@@ -446,32 +442,19 @@ def run(config: PPOConfig, ctx: RunContext) -> TrainingResult:
         hooks=ctx.hooks,
     )
     outcome = trainer.train()
-    metrics: dict[str, Any] = {**summarize_logs(outcome.history), "world_size": 1}
-    if outcome.cancelled:
-        return TrainingResult(metrics=metrics, global_step=outcome.global_step, cancelled=True)
-
-    def save(directory: Path) -> None:
-        trainer.save_policy(directory)
-        write_run_info(directory, "ppo", ctx)
-
-    artifact = write_artifact(ctx.output_dir, save)
-    assert artifact is not None  # single process: always the main one
-    report = guarded_evaluation(
-        lambda path: evaluate_run_policy(
+    return finish_training(
+        "ppo",
+        ctx,
+        log_history=outcome.history,
+        world_size=1,
+        global_step=outcome.global_step,
+        cancelled=outcome.cancelled,
+        save=trainer.save_policy,
+        evaluate=lambda path: evaluate_run_policy(
             config,
             ctx,
             path,
             [row["prompt"] for row in eval_rows],
             {"objective": objective, **scorers},
         ),
-        artifact.path,
-    )
-    shutil.rmtree(ctx.work_dir, ignore_errors=True)
-    return TrainingResult(
-        metrics=metrics,
-        artifact_path=artifact.path,
-        sha256=artifact.sha256,
-        size_bytes=artifact.size_bytes,
-        eval=report,
-        global_step=outcome.global_step,
     )

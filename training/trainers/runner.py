@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,8 @@ from training.trainers.common import (
     Hooks,
     RunContext,
     TrainingResult,
-    guarded_evaluation,
+    finish_training,
     last_checkpoint,
-    summarize_logs,
-    write_artifact,
-    write_run_info,
 )
 
 
@@ -67,28 +63,15 @@ def run_trainer(
     """Train (resuming from the newest checkpoint), publish the artifact, then evaluate it."""
     trainer.remove_callback(PrinterCallback)  # metrics go to the hooks, not stdout
     output = trainer.train(resume_from_checkpoint=last_checkpoint(ctx.checkpoint_dir))
-    metrics = {**summarize_logs(trainer.state.log_history), "world_size": trainer.args.world_size}
-    if progress.cancelled:
-        return TrainingResult(metrics=metrics, global_step=output.global_step, cancelled=True)
-
-    def save(directory: Path) -> None:
-        trainer.save_model(str(directory))
-        if trainer.is_world_process_zero():
-            write_run_info(directory, kind, ctx)
-
-    main = trainer.is_world_process_zero()
-    artifact = write_artifact(
-        ctx.output_dir, save, main_process=main, barrier=trainer.accelerator.wait_for_everyone
-    )
-    if artifact is None:  # not the main process: rank 0 reports
-        return TrainingResult(metrics=metrics, global_step=output.global_step)
-    report = guarded_evaluation(evaluate, artifact.path)
-    shutil.rmtree(ctx.work_dir, ignore_errors=True)
-    return TrainingResult(
-        metrics=metrics,
-        artifact_path=artifact.path,
-        sha256=artifact.sha256,
-        size_bytes=artifact.size_bytes,
-        eval=report,
+    return finish_training(
+        kind,
+        ctx,
+        log_history=trainer.state.log_history,
+        world_size=trainer.args.world_size,
         global_step=output.global_step,
+        cancelled=progress.cancelled,
+        save=lambda directory: trainer.save_model(str(directory)),
+        evaluate=evaluate,
+        main_process=trainer.is_world_process_zero(),
+        barrier=trainer.accelerator.wait_for_everyone,
     )
