@@ -26,6 +26,12 @@ def subscribe(handler: Handler, *events: str) -> None:
             _handlers[event].append(handler)
 
 
+def unsubscribe(handler: Handler, *events: str) -> None:
+    for event in events:
+        if handler in _handlers[event]:
+            _handlers[event].remove(handler)
+
+
 def publish(event: str, **payload: object) -> None:
     """Announce ``event`` to its handlers once the current transaction commits."""
     for handler in tuple(_handlers.get(event, ())):

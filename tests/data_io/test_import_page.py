@@ -11,6 +11,7 @@ from django.urls import reverse
 
 from annotation import tasks
 from annotation.models import ImportJob, Judgment, Prompt, Task
+from config.celery import app as celery_app
 
 GOOD = {"prompt": "fine", "responses": ["a", "b"]}
 HTMX = {"HTTP_HX_REQUEST": "true"}
@@ -32,10 +33,11 @@ def staff_client(client, make_user):
 
 @pytest.fixture
 def queued(settings):
-    """Every upload goes to Celery (the inline limit is 0); ``.delay`` is recorded, not sent."""
+    """Every upload goes to Celery (the inline limit is 0); the queued task is recorded, not
+    sent."""
     settings.IMPORT_INLINE_MAX_BYTES = 0
-    with mock.patch.object(tasks.run_import_job, "delay") as delay:
-        yield delay
+    with mock.patch.object(celery_app, "send_task") as send:
+        yield send
 
 
 def post_upload(client, project, capture, **data):
@@ -88,7 +90,7 @@ def test_valid_upload_is_queued_then_succeeds_at_100_percent(
     )  # fmt: skip
     job = ImportJob.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/imports/{job.pk}/"
-    queued.assert_called_once_with(job.pk)
+    queued.assert_called_once_with("annotation.run_import_job", args=(job.pk,))
     assert job.status == "queued" and not Task.objects.exists()
 
     page = staff_client.get(reverse("import-job", args=[job.pk]), **HTMX).content.decode()

@@ -6,10 +6,10 @@ import json
 import datasets
 import pytest
 
+from annotation.datasets import decoding, shards, snapshots
 from annotation.datasets import filters as dataset_filters
 from annotation.datasets import loaders as dataset_loaders
 from annotation.datasets import pg as dataset_pg
-from annotation.datasets import shards, snapshots
 from annotation.models import DatasetSnapshot, Demonstration, Judgment, Task
 from annotation.projects import services as project_services
 from annotation.tasks import build_snapshot as build_snapshot_task
@@ -271,7 +271,6 @@ def test_loaders_read_verdicts_and_decisive_principles_in_principle_order(
     """Both loaders (PostgreSQL's aggregates principle ids, the ORM's joins principles) give
     verdicts and decisive principles keyed and ordered by principle position, also where the
     positions differ from the principles' id order."""
-    from django.db import connection
 
     from annotation.models import Principle
 
@@ -289,9 +288,9 @@ def test_loaders_read_verdicts_and_decisive_principles_in_principle_order(
     a, b = response_ids(compare_tasks[3])
     bare = judge(compare_tasks[3], user, [[b], [a]], verdicts={"honest": "not_applicable"})
     f = dataset_filters.SnapshotFilters()
-    loaders = [dataset_loaders._OrmLoader(project, f, dataset_loaders._Lookups())]
-    if connection.vendor == "postgresql":
-        loaders.append(dataset_pg._PgLoader(project, f, dataset_loaders._Lookups()))
+    loaders = [dataset_loaders._OrmLoader(project, f, decoding.Lookups())]
+    if dataset_pg.enabled():
+        loaders.append(dataset_pg.PgLoader(project, f, decoding.Lookups()))
     for loader in loaders:
         by_task = loader.judgments([t.pk for t in compare_tasks[:4]])
         for judgment in shared:

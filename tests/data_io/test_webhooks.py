@@ -44,7 +44,10 @@ def test_signed_delivery_and_verification(receiver, project):
         url=receiver.url, events=["run.finished", "snapshot.ready"]
     )
     other = webhook_services.create_webhook(url=receiver.url, events=["judgment.created"])
-    ids = webhook_services.run_finished(run_id=7, kind="dpo", status="succeeded")
+    ids = webhook_services.forward(
+        "run.finished",
+        {"run_id": 7, "kind": "dpo", "status": "succeeded", "output_model_version_id": None},
+    )
     assert len(ids) == 1 and not other.deliveries.exists()
     assert deliver_webhook.apply(args=(ids[0],)).get() == {"delivered": True}
     ((headers, body),) = receiver.received

@@ -9,17 +9,19 @@ from annotation import tasks
 from annotation.datasets.importers.judgments import import_judgments
 from annotation.models import MetricsReport
 from annotation.quality import reports as quality_reports
+from config.celery import app as celery_app
 
 
 @pytest.fixture
 def queued(monkeypatch):
-    """Record ``refresh_metrics.apply_async`` calls instead of talking to a broker."""
+    """``(args, countdown)`` of each ``annotation.refresh_metrics`` queued, instead of sent."""
     calls = []
 
-    def fake(args, countdown=0):
-        calls.append((args, countdown))
+    def record(name, args=(), countdown=0, **options):
+        assert name == "annotation.refresh_metrics"
+        calls.append((tuple(args), countdown))
 
-    monkeypatch.setattr(tasks.refresh_metrics, "apply_async", fake)
+    monkeypatch.setattr(celery_app, "send_task", record)
     return calls
 
 
@@ -118,6 +120,6 @@ def test_broker_outage_is_logged_not_raised(labelled_project, monkeypatch, caplo
     def boom(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(tasks.refresh_metrics, "apply_async", boom)
+    monkeypatch.setattr(celery_app, "send_task", boom)
     quality_reports._enqueue(labelled_project.pk, 0)
-    assert "could not queue a metrics refresh" in caplog.text
+    assert "could not queue annotation.refresh_metrics" in caplog.text

@@ -8,6 +8,7 @@ from django.utils import timezone
 from annotation import errors
 from annotation.models import Assignment, Demonstration, Judgment, PrincipleVerdict, Task
 from annotation.workspace import demonstrations, judging, leasing
+from common import events
 from common.errors import DomainError
 
 pytestmark = pytest.mark.django_db
@@ -241,22 +242,22 @@ def test_judgment_on_a_demonstrate_task_is_refused(make_project, annotators):
         judging.submit_judgment(assignment=lease, annotator=a, ordering=[lease.display_order])
 
 
-def test_event_hooks_run_after_commit(leased, django_capture_on_commit_callbacks):
+def test_events_are_published_after_commit(leased, django_capture_on_commit_callbacks):
     _, a, _, lease = leased
-    events = []
+    seen = []
 
     def record(event, payload):
-        events.append((event, payload))
+        seen.append((event, payload))
 
-    leasing.ANNOTATION_EVENT_HOOKS.append(record)
+    events.subscribe(record, "judgment.created")
     try:
         with django_capture_on_commit_callbacks(execute=True):
             judgment = judging.submit_judgment(
                 assignment=lease, annotator=a, ordering=[lease.display_order]
             )
     finally:
-        leasing.ANNOTATION_EVENT_HOOKS.remove(record)
-    assert events == [
+        events.unsubscribe(record, "judgment.created")
+    assert seen == [
         (
             "judgment.created",
             {
