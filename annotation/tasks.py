@@ -1,9 +1,13 @@
-"""Celery entry points for the annotation domain (thin: they call services)."""
+"""Celery entry points for the annotation domain (thin: they call services). Services queue them
+by name (``common.background.send``), so this module is the top of the import graph."""
 
 from celery import shared_task
 
 from annotation.datasets import snapshots
+from annotation.datasets.importers import jobs
 from annotation.projects import services as project_services
+from annotation.quality import reports
+from annotation.webhooks import services as webhook_services
 
 
 @shared_task(name="annotation.refresh_project_counts")
@@ -15,8 +19,6 @@ def refresh_project_counts(project_id: int) -> dict:
 @shared_task(name="annotation.refresh_metrics")
 def refresh_metrics(project_id: int) -> dict:
     """Recompute the project's due quality/discretion reports (debounced: see reports.py)."""
-    from annotation.quality import reports
-
     return reports.refresh_due_reports(project_id=project_id)
 
 
@@ -25,24 +27,19 @@ def refresh_metrics(project_id: int) -> dict:
 
 @shared_task(name="annotation.build_snapshot")
 def build_snapshot(snapshot_id: int) -> dict:
-
     snapshot = snapshots.build_snapshot(snapshot_id=snapshot_id)
     return {"status": snapshot.status, "rows": snapshot.row_count, "sha256": snapshot.sha256}
 
 
 @shared_task(name="annotation.run_import_job")
 def run_import_job(job_id: int) -> dict:
-    from annotation.datasets.importers.jobs import run_import_job as run
-
-    job = run(job_id=job_id)
+    job = jobs.run_import_job(job_id=job_id)
     return {"status": job.status, "tasks": job.task_count, "judgments": job.judgment_count}
 
 
 @shared_task(bind=True, name="annotation.deliver_webhook", max_retries=6)
 def deliver_webhook(self, delivery_id: int) -> dict:
     """POST one signed event; retried with exponential backoff, then marked failed."""
-    from annotation.webhooks import services as webhook_services
-
     if webhook_services.deliver(delivery_id=delivery_id):
         return {"delivered": True}
     if self.request.retries >= self.max_retries:

@@ -18,6 +18,7 @@ from rest_framework.response import Response as ApiResponse
 
 from annotation.datasets import bulk, serializers, snapshots
 from annotation.datasets.importers import jobs
+from annotation.datasets.importers.checks import check_external_ids
 from annotation.datasets.importers.prompts import parse_record
 from annotation.filters import (
     ImportJobFilter,
@@ -140,8 +141,6 @@ class ProjectDataActions:
         specs = [
             parse_record("record", number, record) for number, record in enumerate(records, start=1)
         ]
-        from annotation.datasets.importers.checks import check_external_ids
-
         with transaction.atomic():
             check_external_ids(project, "record", list(enumerate(specs, start=1)))
             count = bulk.create_tasks(project=project, specs=specs)

@@ -21,6 +21,7 @@ from annotation.permissions import (
     ADMIN,
 )
 from annotation.webhooks import serializers as webhook_serializers
+from annotation.webhooks import services
 from common.api import ApiViewSet, validated
 
 
@@ -43,8 +44,6 @@ class WebhookViewSet(
     @extend_schema(responses={201: webhook_serializers.WebhookCreatedSerializer})
     def create(self, request):
         data = validated(webhook_serializers.WebhookSerializer, request.data)
-        from annotation.webhooks import services
-
         hook = services.create_webhook(created_by=request.user, **data)
         return ApiResponse(
             webhook_serializers.WebhookCreatedSerializer(hook).data, status=status.HTTP_201_CREATED

@@ -9,7 +9,6 @@ from __future__ import annotations
 from django import forms
 
 from annotation.models import Principle
-from annotation.vocabulary import SLOT_LETTERS
 
 SKIP_REASONS = [
     ("unclear", "The prompt or responses are unclear"),
@@ -43,10 +42,6 @@ class _BooleanField(_Shared, forms.BooleanField):
 
 class _TypedChoiceField(_Shared, forms.TypedChoiceField):
     pass
-
-
-def _slot_choices(count: int) -> list[tuple[str, str]]:
-    return [(str(i), SLOT_LETTERS[i]) for i in range(count)]
 
 
 class _SlotForm(forms.Form):

@@ -176,18 +176,18 @@ def test_api_launch_validates_config_and_cancel_reports_finished_runs(
 
 
 @pytest.mark.django_db
-def test_finished_runs_send_the_run_finished_webhook(preference_snapshot):
+def test_finished_runs_send_the_run_finished_webhook(
+    preference_snapshot, django_capture_on_commit_callbacks
+):
     from annotation.models import WebhookDelivery
     from annotation.webhooks import services as webhook_services
 
     webhook_services.create_webhook(url="https://hooks.example.org/run", events=["run.finished"])
-    run = services.launch_run(kind="reward", snapshot=preference_snapshot)
-    services.request_cancel(run=run)
-    services.fail_run(
-        run_id=services.launch_run(kind="reward", snapshot=preference_snapshot).pk,
-        error="Traceback: boom",
-        log_tail="",
-    )
+    cancelled = services.launch_run(kind="reward", snapshot=preference_snapshot)
+    failed = services.launch_run(kind="reward", snapshot=preference_snapshot)
+    with django_capture_on_commit_callbacks(execute=True):  # events are sent after commit
+        services.request_cancel(run=cancelled)
+        services.fail_run(run_id=failed.pk, error="Traceback: boom", log_tail="")
     payloads = sorted(
         (d.payload["status"], d.payload["kind"])
         for d in WebhookDelivery.objects.filter(event="run.finished")

@@ -133,8 +133,3 @@ def bradley_terry_scores(
 def bradley_terry_ordering(items: Sequence[int], orderings: Sequence[Ordering]) -> list[list[int]]:
     """Consensus by Bradley–Terry strengths; items within 1e-6 in log-strength are tied."""
     return _buckets_by_score(items, bradley_terry_scores(items, orderings), 1e-6)
-
-
-def pair_agreement(votes: Counter, total: int, better: int, worse: int) -> float:
-    """Share of ``total`` judgments that put ``better`` strictly above ``worse``."""
-    return votes[(better, worse)] / total if total else 0.0

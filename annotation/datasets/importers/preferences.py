@@ -39,7 +39,12 @@ from annotation.datasets.importers.checks import check_external_ids
 from annotation.datasets.importers.hh_rlhf import TURN, split_transcript
 from annotation.datasets.importers.hh_rlhf import parse_pair as parse_hh_pair
 from annotation.datasets.importers.prompts import validate_messages
-from annotation.datasets.importers.tabular import detect_format, iter_records, json_array_records
+from annotation.datasets.importers.tabular import (
+    csv_records,
+    detect_format,
+    iter_records,
+    json_array_records,
+)
 from annotation.errors import ImportFileError
 from annotation.models import AnnotatorProfile, Judgment, Project, TaskResponse
 from annotation.projects import services as project_services
@@ -527,12 +532,7 @@ def parse_preferences(
         return
     parser = {"trl": parse_trl, "hh-rlhf": parse_hh, "arena": parse_arena}[fmt]
     source_format = file_format or detect_format(path)
-    if source_format == "csv":
-        from annotation.datasets.importers.tabular import csv_records
-
-        records = csv_records(path)
-    else:
-        records = iter_records(path, source_format)
+    records = csv_records(path) if source_format == "csv" else iter_records(path, source_format)
     for line, record in records:
         yield line, parser(path, line, record)
 

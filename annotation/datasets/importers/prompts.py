@@ -15,7 +15,6 @@ from annotation.datasets import bulk
 from annotation.datasets.importers.checks import check_external_ids
 from annotation.datasets.importers.tabular import iter_records
 from annotation.errors import ImportFileError
-from annotation.files import json_lines
 from annotation.models import Project, Task, TaskResponse
 from annotation.specs import PromptSpec, ResponseSpec
 from common.gc_pause import cyclic_gc_paused
@@ -89,12 +88,6 @@ def parse_record(path: Path, line: int, record: object) -> PromptSpec:
     if task_kind == "rank" and not 3 <= len(responses) <= 8:
         raise ImportFileError(path, line, "a rank task needs 3 to 8 responses")
     return spec
-
-
-def parse_prompts_jsonl(path: str | Path) -> Iterator[PromptSpec]:
-    path = Path(path)
-    for line, record in json_lines(path):
-        yield parse_record(path, line, record)
 
 
 def parse_prompt_file(path: str | Path, fmt: str | None = None) -> Iterator[tuple[int, PromptSpec]]:

@@ -9,7 +9,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import MetricsReport, Project
-from annotation.quality import inputs, payloads
+from annotation.quality import inputs, payloads, reports
 
 
 def _pct(x) -> str:
@@ -47,8 +47,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, project, reference, bootstrap, seed, json: bool, store, **_):
-        from annotation.quality import reports
-
         try:
             proj = Project.objects.select_related("principle_set").get(slug=project)
         except Project.DoesNotExist as exc:
