@@ -287,7 +287,7 @@ def export_once(project_id: int, fmt: str, kind: str) -> dict:
     f = snapshots._freeze(project, f, kind)
     snapshot = DatasetSnapshot.objects.create(
         project=project, principle_set=project.principle_set, kind=kind, format=fmt,
-        filters=dataset_filters._record(project, options, f), name="bench",
+        filters=dataset_filters.frozen_record(project, options, f), name="bench",
     )  # fmt: skip
     baseline = PeakRss.current()
     with PeakRss() as rss:

@@ -145,10 +145,10 @@ def prepare(
         exclude_gold=_as_bool("exclude_gold", filters.get("exclude_gold", False)),
         exclude_flagged=_as_bool("exclude_flagged", filters.get("exclude_flagged", False)),
     )
-    return options, snapshot_filters, _record(project, options, snapshot_filters)
+    return options, snapshot_filters, frozen_record(project, options, snapshot_filters)
 
 
-def _record(project: Project, options: ExportOptions, f: SnapshotFilters) -> dict:
+def frozen_record(project: Project, options: ExportOptions, f: SnapshotFilters) -> dict:
     return {
         "project": project.slug,
         "principle_set": options.spec_version,
@@ -171,7 +171,7 @@ def _record(project: Project, options: ExportOptions, f: SnapshotFilters) -> dic
     }
 
 
-def _from_record(snapshot: DatasetSnapshot) -> tuple[ExportOptions, SnapshotFilters]:
+def from_record(snapshot: DatasetSnapshot) -> tuple[ExportOptions, SnapshotFilters]:
     recorded = dict(snapshot.filters)
     frozen = {k: recorded.pop(k, None) for k in ("max_judgment_id", "max_demonstration_id")}
     recorded.pop("project", None)

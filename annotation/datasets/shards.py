@@ -14,7 +14,7 @@ from annotation.datasets.exports.records import (
     ExportOptions,
 )
 from annotation.datasets.exports.writers import schema_for
-from annotation.datasets.filters import SnapshotFilters, _from_record
+from annotation.datasets.filters import SnapshotFilters, from_record
 from annotation.datasets.loaders import RowStream
 from annotation.models import (
     DatasetSnapshot,
@@ -29,7 +29,7 @@ def parallel_workers() -> int:
     return int(getattr(settings, "SNAPSHOT_WORKERS", 1))
 
 
-def _shard_ranges(
+def shard_ranges(
     project: Project, options: ExportOptions, f: SnapshotFilters, judgments: int
 ) -> list[tuple[int, int | None]]:
     workers = parallel_workers()
@@ -64,14 +64,14 @@ def database_url() -> str:
     return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
-class _Shard:
+class Shard:
     """A worker process exporting one task range of a snapshot into a part file."""
 
     def __init__(self, process, part: Path, output: Path, log: Path) -> None:
         self.process, self.part, self.output, self.log = process, part, output, log
 
     @classmethod
-    def start(cls, snapshot: DatasetSnapshot, folder: Path, index: int, task_range) -> _Shard:
+    def start(cls, snapshot: DatasetSnapshot, folder: Path, index: int, task_range) -> Shard:
         import subprocess
         import sys
 
@@ -113,7 +113,7 @@ def write_shard(*, snapshot_id: int, after: int, until: int | None, out: str | P
     from annotation.datasets.exports.writers import ArrowShardWriter, JsonlWriter
 
     snapshot = DatasetSnapshot.objects.select_related("project__principle_set").get(pk=snapshot_id)
-    options, f = _from_record(snapshot)
+    options, f = from_record(snapshot)
     stream = RowStream(snapshot.project, options, f, task_range=(after, until))
     schema = schema_for(options.kind, options.style, options.prompt_style)
     if snapshot.format == DatasetSnapshot.Format.JSONL:

@@ -25,12 +25,12 @@ from django.db.models import Max
 from annotation.datasets.exports.writers import encode_lines, open_writer, schema_for
 from annotation.datasets.filters import (
     SnapshotFilters,
-    _from_record,
-    _record,
+    from_record,
+    frozen_record,
     prepare,
 )
 from annotation.datasets.loaders import RowStream
-from annotation.datasets.shards import _Shard, _shard_ranges
+from annotation.datasets.shards import Shard, shard_ranges
 from annotation.models import (
     DatasetSnapshot,
     Demonstration,
@@ -85,7 +85,7 @@ def create_snapshot(
         name=name[:200],
         kind=kind,
         format=fmt,
-        filters=_record(project, options, f),
+        filters=frozen_record(project, options, f),
         aggregation=aggregation,
         created_by=created_by,
     )
@@ -112,17 +112,17 @@ def build_snapshot(*, snapshot_id: int) -> DatasetSnapshot:
     extension = "jsonl" if snapshot.format == DatasetSnapshot.Format.JSONL else "parquet"
     temporary = folder / f".snapshot-{snapshot.pk}-{uuid.uuid4().hex}.{extension}.part"
     writer = None
-    shards: list[_Shard] = []
+    shards: list[Shard] = []
     try:
-        options, f = _from_record(snapshot)
+        options, f = from_record(snapshot)
         total_judgments = RowStream(snapshot.project, options, f).total()
         total = max(total_judgments, 1)
-        ranges = _shard_ranges(snapshot.project, options, f, total_judgments)
+        ranges = shard_ranges(snapshot.project, options, f, total_judgments)
         stream = RowStream(snapshot.project, options, f, task_range=ranges[0])
         schema = schema_for(options.kind, options.style, options.prompt_style)
         writer = open_writer(snapshot.format, temporary, schema)
         shards = [
-            _Shard.start(snapshot, folder, index, task_range)
+            Shard.start(snapshot, folder, index, task_range)
             for index, task_range in enumerate(ranges[1:], start=1)
         ]
         reported = time.monotonic()

@@ -114,13 +114,13 @@ def _rows(lookup: np.ndarray, task_ids: Iterable[int]) -> np.ndarray:
     return out
 
 
-def _task_filter(qs: QuerySet, field: str, task_ids: Iterable[int] | None) -> QuerySet:
+def task_filter(qs: QuerySet, field: str, task_ids: Iterable[int] | None) -> QuerySet:
     return qs if task_ids is None else qs.filter(**{f"{field}__in": list(task_ids)})
 
 
 def pair_tasks(project: Project, task_ids: Iterable[int] | None = None) -> Pairs:
     """Every task of ``project`` with exactly two responses, by task id."""
-    qs = _task_filter(TaskResponse.objects.filter(task__project=project), "task_id", task_ids)
+    qs = task_filter(TaskResponse.objects.filter(task__project=project), "task_id", task_ids)
     by_task: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
     for task_id, response_id, position, label in qs.values_list(
         "task_id", "response_id", "position", "source_label"
@@ -390,8 +390,8 @@ class TaskInfo:
         return SLOT_LETTERS[self.responses.index(response_id)]
 
 
-def _task_infos(project: Project, task_ids: Iterable[int] | None) -> dict[int, TaskInfo]:
-    qs = _task_filter(TaskResponse.objects.filter(task__project=project), "task_id", task_ids)
+def task_infos(project: Project, task_ids: Iterable[int] | None) -> dict[int, TaskInfo]:
+    qs = task_filter(TaskResponse.objects.filter(task__project=project), "task_id", task_ids)
     grouped: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
     for task_id, response_id, length, source in (
         qs.annotate(length=Length("response__text"))
@@ -399,7 +399,7 @@ def _task_infos(project: Project, task_ids: Iterable[int] | None) -> dict[int, T
         .values_list("task_id", "response_id", "length", "response__source")
     ):
         grouped[task_id].append((response_id, length or 0, source))
-    gold_qs = _task_filter(Task.objects.filter(project=project, is_gold=True), "id", task_ids)
+    gold_qs = task_filter(Task.objects.filter(project=project, is_gold=True), "id", task_ids)
     golds = dict(gold_qs.values_list("id", "gold_answer"))
     return {
         task_id: TaskInfo(

@@ -23,13 +23,13 @@ from annotation.quality.inputs import (
     NA,
     SCOPES,
     TaskInfo,
-    _task_filter,
-    _task_infos,
     annotator_names,
     choice_label,
     discretion_inputs,
     jsonable,
     principles_of,
+    task_filter,
+    task_infos,
 )
 from annotation.quality.metrics import agreement as agr
 from annotation.quality.metrics import consensus as cons
@@ -181,12 +181,12 @@ def quality_payload(
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}")
     task_ids = None if task_ids is None else list(task_ids)
-    qs = _task_filter(Judgment.objects.filter(task__project=project), "task_id", task_ids)
+    qs = task_filter(Judgment.objects.filter(task__project=project), "task_id", task_ids)
     if scope == "humans":
         qs = qs.filter(annotator__profile__kind=AnnotatorProfile.Kind.HUMAN)
     if max_judgment_id is not None:
         qs = qs.filter(id__lte=max_judgment_id)
-    infos = _task_infos(project, task_ids)
+    infos = task_infos(project, task_ids)
     rows: list[_JudgmentRow] = []
     for jid, task_id, annotator_id, ordering, ms, created, display in qs.values_list(
         "id",

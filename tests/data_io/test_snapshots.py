@@ -234,8 +234,8 @@ def test_parallel_shards_write_what_one_process_writes(project, judged, settings
     if connection.vendor != "postgresql":
         pytest.skip("shard workers run on PostgreSQL only")
     started = []
-    start = shards._Shard.start
-    monkeypatch.setattr(shards._Shard, "start", lambda *a: started.append(a[-1]) or start(*a))
+    start = shards.Shard.start
+    monkeypatch.setattr(shards.Shard, "start", lambda *a: started.append(a[-1]) or start(*a))
     built = {}
     for workers in (1, 3):
         settings.SNAPSHOT_WORKERS = workers
