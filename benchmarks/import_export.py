@@ -36,11 +36,6 @@ from pathlib import Path
 
 import cpu_reference
 
-from annotation.datasets import filters as dataset_filters
-from annotation.datasets import snapshots
-from annotation.principles import services as principle_services
-from annotation.projects import services as project_services
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/bench_import_export"
@@ -112,6 +107,8 @@ def setup_django(url: str) -> None:
 
 
 def make_project(slug: str):
+    from annotation.principles import services as principle_services
+    from annotation.projects import services as project_services
     from annotation.specs import PrincipleSpec
 
     principle_set = principle_services.create_principle_set(
@@ -174,6 +171,7 @@ def generate_judgments(judgments: int, tasks: int, folder: Path) -> tuple[int, i
 
     from annotation.datasets.importers.prompts import import_prompts
     from annotation.models import Judgment, Principle, PrincipleVerdict, Task, TaskResponse
+    from annotation.projects import services as project_services
 
     path = folder / "export-prompts.jsonl"
     write_prompt_file(path, tasks, seed=7)
@@ -277,6 +275,8 @@ class PeakRss:
 
 def export_once(project_id: int, fmt: str, kind: str) -> dict:
     """Runs in a child process: build one snapshot, report time, rows and RSS growth."""
+    from annotation.datasets import filters as dataset_filters
+    from annotation.datasets import snapshots
     from annotation.datasets.exports.writers import warm_up
 
     warm_up()  # library code pages are resident once, whatever the export's size

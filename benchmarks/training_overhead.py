@@ -48,9 +48,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from annotation.principles import services as principle_services
-from annotation.projects import services as project_services
-
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 JOBS = ("reward", "dpo")
@@ -298,6 +295,8 @@ def create_snapshot(rows: list[dict]):
     from django.conf import settings
 
     from annotation.models import DatasetSnapshot
+    from annotation.principles import services as principle_services
+    from annotation.projects import services as project_services
     from annotation.specs import PrincipleSpec
 
     principle_set = principle_services.create_principle_set(
