@@ -74,9 +74,10 @@ django.setup()
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
-from annotation import services
+from annotation.datasets.bulk import create_tasks
 from annotation.principles.importers import import_principles
-from annotation.services import PromptSpec, ResponseSpec
+from annotation.projects.services import create_project, create_user
+from annotation.specs import PromptSpec, ResponseSpec
 from rest_framework.authtoken.models import Token
 
 spec = json.loads(sys.argv[1])
@@ -84,12 +85,12 @@ principle_set = import_principles(path=spec["principles"], publish=True)
 out = {"runs": []}
 for level, path in ((level, path) for level in spec["levels"] for path in spec["paths"]):
     c = level["concurrency"]
-    project = services.create_project(
+    project = create_project(
         name=f"Load {path} C={c}", slug=f"load-{path}-c{c}", principle_set=principle_set,
         task_kinds=["compare"], annotations_per_task=spec["overlap"],
         lease_seconds=900, randomize_positions=True,
     )
-    services.create_tasks(project=project, specs=(
+    create_tasks(project=project, specs=(
         PromptSpec(
             messages=[{"role": "user", "content": f"How do I do thing {i} safely?"}],
             responses=[
@@ -102,7 +103,7 @@ for level, path in ((level, path) for level in spec["levels"] for path in spec["
     ))
     credentials = []  # a session key per annotator (htmx), an API token (api)
     for n in range(c):
-        user = services.create_user(username=f"load-{path}-c{c}-{n}", password=None)
+        user = create_user(username=f"load-{path}-c{c}-{n}", password=None)
         if path == "api":
             credentials.append(Token.objects.create(user=user).key)
             continue
