@@ -327,10 +327,10 @@ def next_task(
             query = {**params, "gold": gold, "rejected": rejected}
             try:
                 with transaction.atomic(), prepared_cursor() as cursor:
-                    candidates = _PG_CANDIDATES.format(
+                    sql = _PG_CANDIDATES.format(
                         room=room, order=order, limit=candidates, skip="SKIP LOCKED"
                     )
-                    cursor.execute(candidates, query, prepare=True)
+                    cursor.execute(sql, query, prepare=True)
                     ids = [r[0] for r in cursor.fetchall()]
                     if not ids:  # nothing free: wait for a row locked an instant by another
                         waiting = _PG_CANDIDATES.format(room=room, order=order, limit=1, skip="")
