@@ -343,6 +343,12 @@ class Assignment(models.Model):
     submitted_at = models.DateTimeField(null=True, blank=True)
     skip_reason = models.CharField(max_length=500, blank=True)
 
+    # Not a column: the texts of the shown responses by response id, set by the read that
+    # loaded this lease with its task content (``workspace.selectors.with_task``; on PostgreSQL
+    # the lease statement itself), so a page or an API answer needs no further query. ``None``
+    # on an instance loaded any other way.
+    response_texts: dict[int, str] | None = None
+
     class Meta:
         ordering = ["id"]
         indexes = [

@@ -120,13 +120,14 @@ TASK_CONTENT_FROM = f"{_table(Task)} t JOIN {_table(Prompt)} q ON q.id = t.promp
 
 
 def attach_task(assignment: Assignment, row: Sequence, project: Project) -> Assignment:
-    """Attach the task content of ``row`` (``TASK_CONTENT_COLUMNS``' values) and ``project``."""
+    """Attach the task content of ``row`` (``TASK_CONTENT_COLUMNS``' values) and ``project``:
+    ``assignment.task`` (with ``prompt`` and ``project``) and ``assignment.response_texts``."""
     width = len(Task._meta.concrete_fields)
     task = instance(Task, list(row[:width]))
     task.prompt = instance(Prompt, list(row[width:-1]))
     texts = row[-1] or {}
     texts = json.loads(texts) if isinstance(texts, str) else texts
-    assignment._response_texts = {int(k): v for k, v in texts.items()}
+    assignment.response_texts = {int(k): v for k, v in texts.items()}
     task.project = project
     assignment.task = task
     return assignment
