@@ -1,6 +1,7 @@
 """Every user gets an ``AnnotatorProfile``; superusers start as admins. A saved or deleted
-user leaves the authentication cache; a saved or deleted project or principle set leaves this
-process's workspace cache (``selectors.cached_workspace_project``)."""
+user leaves the authentication cache; a saved or deleted user or profile clears this process's
+remembered roles (``roles.remembered_role``); a saved or deleted project or principle set
+leaves this process's workspace cache (``selectors.cached_workspace_project``)."""
 
 from functools import partial
 
@@ -10,6 +11,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from annotation.models import AnnotatorProfile, PrincipleSet, Project
+from annotation.roles import forget_roles
 from annotation.workspace.selectors import forget_workspace_projects
 from common.auth import forget_user
 
@@ -31,6 +33,14 @@ def forget_cached_user(sender, instance, **kwargs) -> None:
     # Now, and again on commit: a request between the two may cache the row as it was.
     forget_user(instance.pk)
     transaction.on_commit(partial(forget_user, instance.pk))
+    forget_remembered_roles(sender, instance)
+
+
+@receiver(post_save, sender=AnnotatorProfile)
+@receiver(post_delete, sender=AnnotatorProfile)
+def forget_remembered_roles(sender, instance, **kwargs) -> None:
+    forget_roles()
+    transaction.on_commit(forget_roles)
 
 
 @receiver(post_save, sender=Project)
