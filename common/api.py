@@ -7,12 +7,13 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework import exceptions, status, viewsets
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response as ApiResponse
 from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
+from common.auth import CachedTokenAuthentication
 from common.errors import DomainError
 
 
@@ -46,12 +47,13 @@ def domain_error_response(error: DomainError) -> ApiResponse:
 
 
 class ApiMixin:
-    """Token then session auth (anonymous → 401), throttles, pagination, domain errors as 4xx.
-    Authorization is ``REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"]`` (the roles of
-    ``annotation.permissions``: a view names them per action in ``action_roles``, the others in
-    ``default_roles``, staff when unnamed)."""
+    """Token (``common.auth``: served from the shared cache) then session auth (anonymous →
+    401), throttles, pagination, domain errors as 4xx. Authorization is
+    ``REST_FRAMEWORK["DEFAULT_PERMISSION_CLASSES"]`` (the roles of ``annotation.permissions``: a
+    view names them per action in ``action_roles``, the others in ``default_roles``, staff when
+    unnamed)."""
 
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
+    authentication_classes = [CachedTokenAuthentication, SessionAuthentication]
     throttle_classes = [ApiAnonThrottle, ApiUserThrottle]
     pagination_class = ApiPagination
 
