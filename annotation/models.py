@@ -412,6 +412,14 @@ class Judgment(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Not columns: what ``workspace.judging.submit_judgment`` has just written for a new
+    # judgment, so that its caller can answer without reading it back: one verdict row per
+    # principle of the set (``principle`` attached) and the decisive principles, both in
+    # document order. ``None`` on any other instance (a replayed or a loaded judgment): read
+    # ``verdicts`` and ``decisive_principles`` then.
+    written_verdicts: list["PrincipleVerdict"] | None = None
+    written_decisive: list[Principle] | None = None
+
     class Meta:
         ordering = ["id"]
         indexes = [models.Index(fields=["annotator", "created_at"])]

@@ -145,13 +145,14 @@ def with_task(assignment: Assignment, project: Project) -> Assignment:
     return attach_task(assignment, row, project)
 
 
-def workspace_project(slug: str) -> Project | None:
-    """``selectors.workspace_project``: the active project with its principle set, or ``None``."""
+def workspace_project(*, slug: str | None = None, pk: int | None = None) -> Project | None:
+    """``selectors.workspace_project``: the active project (by slug or by id) with its principle
+    set, or ``None``."""
     rows = raw_rows(
         f"SELECT {_select(Project, 'p')}, {_select(PrincipleSet, 's')} FROM {_table(Project)} p "
         f"JOIN {_table(PrincipleSet)} s ON s.id = p.principle_set_id "
-        "WHERE p.slug = %(slug)s AND p.is_active",
-        {"slug": slug},
+        f"WHERE p.{'slug' if pk is None else 'id'} = %(key)s AND p.is_active",
+        {"key": slug if pk is None else pk},
         Project,
         PrincipleSet,
     )

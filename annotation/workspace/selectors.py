@@ -29,13 +29,15 @@ from common.timed_cache import TimedCache
 KNOWN_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 
-def workspace_project(*, slug: str) -> Project:
-    """An active project by slug, with its principle set (raises ``Project.DoesNotExist``)."""
+def workspace_project(*, slug: str | None = None, pk: int | None = None) -> Project:
+    """An active project by slug (the pages) or by id (the API), with its principle set (raises
+    ``Project.DoesNotExist``)."""
+    key = {"slug": slug} if pk is None else {"pk": pk}
     if not pg.enabled():
-        return Project.objects.select_related("principle_set").get(slug=slug, is_active=True)
-    project = pg.workspace_project(slug)
+        return Project.objects.select_related("principle_set").get(**key, is_active=True)
+    project = pg.workspace_project(**key)
     if project is None:
-        raise Project.DoesNotExist(slug)
+        raise Project.DoesNotExist(slug if pk is None else pk)
     return project
 
 
@@ -52,10 +54,11 @@ PROJECT_CACHE_SECONDS = 5.0
 _PROJECTS: TimedCache[Project] = TimedCache(PROJECT_CACHE_SECONDS, limit=1000)
 
 
-def cached_workspace_project(*, slug: str) -> Project:
+def cached_workspace_project(*, slug: str | None = None, pk: int | None = None) -> Project:
     """``workspace_project``, remembered per process (see above); the instance is shared
     between requests: read-only."""
-    return _PROJECTS.get(slug, lambda: workspace_project(slug=slug))
+    key = ("slug", slug) if pk is None else ("pk", pk)
+    return _PROJECTS.get(key, lambda: workspace_project(slug=slug, pk=pk))
 
 
 def forget_workspace_projects() -> None:
