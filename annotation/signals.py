@@ -34,6 +34,8 @@ def forget_cached_user(sender, instance, **kwargs) -> None:
     # Now, and again on commit: a request between the two may cache the row as it was.
     forget_user(instance.pk)
     transaction.on_commit(partial(forget_user, instance.pk))
+    for key in Token.objects.filter(user_id=instance.pk).values_list("key", flat=True):
+        forget_cached_token(Token, Token(key=key))  # the token's entry holds the user too
     forget_remembered_roles(sender, instance)
 
 

@@ -5,14 +5,16 @@ process shares (Redis, ``CACHE_URL``), ``CachedModelBackend`` keeps each user th
 ``USER_CACHE_SECONDS``; saving or deleting a user drops the entry (``signals``), so a password
 change, a deactivation or a deletion takes effect on the next request in every process.
 
-API tokens likewise: with ``settings.SHARED_CACHE``, ``CachedTokenAuthentication`` keeps which
-user a token belongs to for ``TOKEN_CACHE_SECONDS`` (under a digest of the key, never the key)
-and the user as above; saving or deleting a token drops its entry (``signals``), so a deleted
-or rotated token is refused on the next request in every process.
+API tokens likewise: with ``settings.SHARED_CACHE``, ``CachedTokenAuthentication`` keeps the
+user a token names for ``TOKEN_CACHE_SECONDS``, under a digest of the key (never the key): one
+cache read per request. Saving or deleting a token, or saving its user, drops the entry
+(``signals``), so a deleted or rotated token, or a deactivated user, is refused on the next
+request in every process.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 
 from django.conf import settings
@@ -58,9 +60,6 @@ def forget_token(key: str) -> None:
     cache.delete(token_cache_key(key))
 
 
-_USERS = CachedModelBackend()
-
-
 class CachedTokenAuthentication(TokenAuthentication):
     """DRF's ``TokenAuthentication`` served from the shared cache (see above); without one
     (``settings.SHARED_CACHE`` false) each process would keep its own copy and a deleted token
@@ -70,12 +69,13 @@ class CachedTokenAuthentication(TokenAuthentication):
         if not getattr(settings, "SHARED_CACHE", False):
             return super().authenticate_credentials(key)
         entry = token_cache_key(key)
-        user_id = cache.get(entry)
-        if user_id is None:
-            user, token = super().authenticate_credentials(key)  # refuses unknown and inactive
-            cache.set_many({entry: user.pk, user_cache_key(user.pk): user}, TOKEN_CACHE_SECONDS)
-            return user, token
-        user = _USERS.get_user(user_id)  # None when inactive or deleted
+        user = cache.get(entry)
         if user is None:
+            user, token = super().authenticate_credentials(key)  # refuses unknown and inactive
+            cached = copy.copy(user)
+            cached._state.fields_cache.clear()  # the user alone: not its token (the key)
+            cache.set(entry, cached, TOKEN_CACHE_SECONDS)
+            return user, token
+        if not user.is_active:  # an entry is dropped when its user is saved: belt and braces
             raise AuthenticationFailed(_("User inactive or deleted."))
         return user, self.get_model()(key=key, user=user)

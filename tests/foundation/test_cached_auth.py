@@ -3,6 +3,7 @@ round trip per request, and a logout, deactivation, password change or deleted t
 takes effect at once."""
 
 import os
+import pickle
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -98,7 +99,7 @@ def test_an_api_token_request_reads_neither_token_nor_user_from_the_database(
     sql = " ".join(q["sql"] for q in queries.captured_queries)
     assert "authtoken_token" not in sql
     assert '"auth_user"' not in sql
-    assert token.key not in str(cache.get(token_cache_key(token.key)))  # a digest names it
+    assert token.key.encode() not in pickle.dumps(cache.get(token_cache_key(token.key)))
 
 
 @pytest.mark.parametrize("change", ["delete", "queryset delete", "rotate", "deactivate"])
@@ -109,7 +110,7 @@ def test_a_deleted_rotated_or_deactivated_token_is_refused_on_the_next_request(
     old = Token.objects.create(user=user)
     client = token_client(old.key)
     assert client.get("/api/v1/me/").status_code == 200
-    assert cache.get(token_cache_key(old.key)) == user.pk  # what every process reads
+    assert cache.get(token_cache_key(old.key)) == user  # what every process reads
     if change == "delete":
         Token.objects.get(pk=old.pk).delete()  # a fresh copy, as another process holds
     elif change == "queryset delete":
@@ -122,8 +123,7 @@ def test_a_deleted_rotated_or_deactivated_token_is_refused_on_the_next_request(
         fresh = get_user_model().objects.get(pk=user.pk)
         fresh.is_active = False
         fresh.save()
-    if change != "deactivate":
-        assert cache.get(token_cache_key(old.key)) is None
+    assert cache.get(token_cache_key(old.key)) is None
     reply = client.get("/api/v1/me/")
     assert reply.status_code == 401, reply.json()
 
