@@ -13,6 +13,7 @@ from annotation.models import (
 )
 from annotation.projects.serializers import MessageSerializer
 from annotation.vocabulary import SLOT_LETTERS
+from common.api import FieldsBuiltOnce
 
 
 class SlotSerializer(serializers.Serializer):
@@ -56,7 +57,8 @@ class StaffAssignmentSerializer(AssignmentSerializer):
         read_only_fields = fields
 
 
-class SubmitSerializer(serializers.Serializer):
+# Validated on every submit: its fields are built once per process (``FieldsBuiltOnce``).
+class SubmitSerializer(FieldsBuiltOnce, serializers.Serializer):
     """A judgment. Responses are named by slot letter (``"A"``, ``"B"``, … as shown) or by
     response id; ``ordering`` is buckets best first (a bucket of several is a tie)."""
 

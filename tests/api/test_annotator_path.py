@@ -1,22 +1,31 @@
 """The REST annotator path (next-task, submit) served like the htmx workspace: remembered roles,
 tokens served from the shared cache, the workspace's one-statement reads and lean answers."""
 
+import copy
 import re
+import time
+from array import array
 from contextlib import contextmanager
 
 import pytest
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import Prefetch
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from rest_framework import serializers
 from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
 from annotation.models import AnnotatorProfile, Assignment, Judgment, PrincipleVerdict
 from annotation.workspace import pg
-from annotation.workspace.serializers import AssignmentSerializer, JudgmentSerializer
+from annotation.workspace.serializers import (
+    AssignmentSerializer,
+    JudgmentSerializer,
+    SubmitSerializer,
+)
 
 pytestmark = pytest.mark.django_db
 V1 = "/api/v1/"
@@ -181,3 +190,38 @@ def test_an_inactive_project_is_a_404_for_annotators_and_empty_for_staff(
     project.save()
     assert token_client(annotator).post(url).status_code == 404
     assert token_client(manager).post(url).status_code == 204
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"ordering": [["B"], ["A"]], "strength": 2, "verdicts": {"harmless": "B"}},
+        {"ordering": [["A", "B"]], "decisive": [], "confidence": 5, "time_spent_ms": 10},
+        {"ordering": []},
+        {"ordering": [[]], "strength": 9, "confidence": "x", "decisive": "harmless"},
+        {"ordering": [["A"]], "verdicts": [], "rationale": None, "idempotency_key": "k" * 101},
+        {},
+        "not an object",
+    ],
+)
+def test_fields_built_once_validate_as_drf_builds_them_per_instance(data):
+    fresh = type(
+        "Fresh", (serializers.Serializer,), copy.deepcopy(SubmitSerializer._declared_fields)
+    )
+    for _ in range(2):  # the second instance reuses the fields the first built
+        once, per_instance = SubmitSerializer(data=data), fresh(data=data)
+        assert once.is_valid() == per_instance.is_valid()
+        assert once.errors == per_instance.errors
+        if not once.errors:
+            assert once.validated_data == per_instance.validated_data
+
+
+def test_the_user_throttle_keeps_drfs_sliding_window(settings, make_user):
+    rates = {"user": "3/min", "anon": "600/min"}
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}
+    user = make_user("busy")
+    client = token_client(user)
+    cache.set(f"throttle_user_{user.pk}", [time.time() - 1], 60)  # as DRF stores it
+    assert [client.get(V1 + "me/").status_code for _ in range(3)] == [200, 200, 429]
+    history = cache.get(f"throttle_user_{user.pk}")
+    assert isinstance(history, array) and len(history) == 3
