@@ -343,6 +343,12 @@ class Assignment(models.Model):
     submitted_at = models.DateTimeField(null=True, blank=True)
     skip_reason = models.CharField(max_length=500, blank=True)
 
+    # Not a column: the texts of the shown responses by response id, set by the read that
+    # loaded this lease with its task content (``workspace.selectors.with_task``; on PostgreSQL
+    # the lease statement itself), so a page or an API answer needs no further query. ``None``
+    # on an instance loaded any other way.
+    response_texts: dict[int, str] | None = None
+
     class Meta:
         ordering = ["id"]
         indexes = [
@@ -405,6 +411,14 @@ class Judgment(models.Model):
     flagged_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    # Not columns: what ``workspace.judging.submit_judgment`` has just written for a new
+    # judgment, so that its caller can answer without reading it back: one verdict row per
+    # principle of the set (``principle`` attached) and the decisive principles, both in
+    # document order. ``None`` on any other instance (a replayed or a loaded judgment): read
+    # ``verdicts`` and ``decisive_principles`` then.
+    written_verdicts: list["PrincipleVerdict"] | None = None
+    written_decisive: list[Principle] | None = None
 
     class Meta:
         ordering = ["id"]

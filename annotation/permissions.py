@@ -1,16 +1,18 @@
 """REST API authorization: role sets per viewset action (``annotation.roles``), plus the
 object-level rule that annotators only ever reach their own assignments, judgments and
-demonstrations (enforced by the viewsets' querysets: someone else's is a 404)."""
+demonstrations (enforced by the viewsets' querysets: someone else's is a 404). Every API
+request asks, so the role is the per-process remembered one (``roles.remembered_role``), as in
+the workspace pages."""
 
 from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
 
-from annotation.roles import Role, role_of
+from annotation.roles import ANNOTATING_ROLES, STAFF_ROLES, Role, remembered_role
 
 ADMIN = frozenset({Role.ADMIN})
-STAFF = frozenset({Role.ADMIN, Role.MANAGER})
-ANNOTATING = frozenset({Role.ADMIN, Role.MANAGER, Role.ANNOTATOR})
+STAFF = STAFF_ROLES
+ANNOTATING = ANNOTATING_ROLES
 # Non-sensitive reads (principles, projects): everyone signed in.
 EVERYONE = frozenset({Role.ADMIN, Role.MANAGER, Role.ANNOTATOR, Role.VIEWER})
 # Data, datasets and lineage: staff and read-only viewers (auditors); not annotators, who see
@@ -28,7 +30,7 @@ class RolePermission(BasePermission):
     message = "your role does not allow this"
 
     def has_permission(self, request, view) -> bool:
-        role = role_of(request.user)
+        role = remembered_role(request.user)
         if role is None:
             return False
         return role in roles_for(view)
@@ -48,4 +50,4 @@ def request_method_action(view) -> str:
 
 
 def is_staff(user) -> bool:
-    return role_of(user) in STAFF
+    return remembered_role(user) in STAFF

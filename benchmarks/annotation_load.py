@@ -1,23 +1,33 @@
 """Load benchmark of the annotator workspace over HTTP, served as in production.
 
     .venv/bin/python benchmarks/annotation_load.py [--concurrency 8 32] [--duration 15] [--floor]
+                                                   [--api]
 
 It creates a scratch PostgreSQL database, migrates it, seeds one project per concurrency level
-(compare tasks, overlap 3, the demo principle set) and one logged-in session per annotator,
-starts gunicorn with ``DJANGO_ENV=production`` and the deployed settings (``config/gunicorn.py``,
-a shared Redis cache), and runs C concurrent annotators, each looping
+and path (compare tasks, overlap 3, the demo principle set) and one logged-in session (htmx) or
+API token (``--api``) per annotator, starts gunicorn with ``DJANGO_ENV=production`` and the
+deployed settings (``config/gunicorn.py``, a shared Redis cache), and runs C concurrent
+annotators, each looping
 
     GET  /projects/<slug>/work/          (htmx: lease the next task, render it)
     POST /assignments/<id>/submit/       (htmx: submit a judgment with an idempotency key)
 
-on its own keep-alive connection. It prints cycles/s, p50/p95/p99 latency of each call,
-errors, and duplicates (checked in the database afterwards: a task beyond its overlap, an
-annotator twice on a task, a lease handed to two clients, a judgment stored twice), and the
-CPU each cycle cost gunicorn, PostgreSQL and the load generator. ``--floor`` then runs the same
-clients on requests that do no annotation work (see ``FLOORS``): two ``GET /healthz/`` per cycle,
-then two signed-in requests through Django's whole request cycle: the serving floor. A CPU
-reference (``cpu_reference.py``) is printed before and after: this machine's speed drifts.
-Then it stops gunicorn and drops the database.
+on its own keep-alive connection. ``--api`` then runs C other annotators on a project of their
+own (the same seed), each signed in by an API token (``Authorization: Token <key>``), looping
+the REST path with the same judgments (see ``HtmxClient`` and ``ApiClient``)
+
+    POST /api/v1/projects/<pk>/next-task/     (lease the next task, as JSON)
+    POST /api/v1/assignments/<id>/submit/     (the judgment as JSON, with an idempotency key)
+
+It prints, for each run, cycles/s, p50/p95/p99 latency of each call, errors, and duplicates
+(checked in the database afterwards: a task beyond its overlap, an annotator twice on a task, a
+lease handed to two clients, a judgment stored twice), and the CPU each cycle cost gunicorn,
+PostgreSQL and the load generator; with ``--api``, the ratios of the REST path's CPU per cycle
+to the htmx path's. ``--floor`` then runs the htmx clients on requests that do no annotation
+work (see ``FLOORS``): two ``GET /healthz/`` per cycle, then two signed-in requests through
+Django's whole request cycle: the serving floor. A CPU reference (``cpu_reference.py``) is
+printed before and after: this machine's speed drifts. Then it stops gunicorn and drops the
+database.
 
 Environment: ``BENCH_PG_URL`` (default ``postgres://postgres@127.0.0.1:5432/postgres``) is the
 maintenance connection used to create and drop the scratch database; ``BENCH_CACHE_URL``
@@ -44,7 +54,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cpu_reference
@@ -64,21 +74,23 @@ django.setup()
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
-from annotation import services
+from annotation.datasets.bulk import create_tasks
 from annotation.principles.importers import import_principles
-from annotation.services import PromptSpec, ResponseSpec
+from annotation.projects.services import create_project, create_user
+from annotation.specs import PromptSpec, ResponseSpec
+from rest_framework.authtoken.models import Token
 
 spec = json.loads(sys.argv[1])
 principle_set = import_principles(path=spec["principles"], publish=True)
-out = {"levels": []}
-for level in spec["levels"]:
+out = {"runs": []}
+for level, path in ((level, path) for level in spec["levels"] for path in spec["paths"]):
     c = level["concurrency"]
-    project = services.create_project(
-        name=f"Load C={c}", slug=f"load-c{c}", principle_set=principle_set,
+    project = create_project(
+        name=f"Load {path} C={c}", slug=f"load-{path}-c{c}", principle_set=principle_set,
         task_kinds=["compare"], annotations_per_task=spec["overlap"],
         lease_seconds=900, randomize_positions=True,
     )
-    services.create_tasks(project=project, specs=(
+    create_tasks(project=project, specs=(
         PromptSpec(
             messages=[{"role": "user", "content": f"How do I do thing {i} safely?"}],
             responses=[
@@ -89,17 +101,20 @@ for level in spec["levels"]:
         )
         for i in range(level["tasks"])
     ))
-    sessions = []
+    credentials = []  # a session key per annotator (htmx), an API token (api)
     for n in range(c):
-        user = services.create_user(username=f"load-c{c}-{n}", password=None)
+        user = create_user(username=f"load-{path}-c{c}-{n}", password=None)
+        if path == "api":
+            credentials.append(Token.objects.create(user=user).key)
+            continue
         store = SessionStore()
         store[SESSION_KEY] = str(user.pk)
         store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
         store[HASH_SESSION_KEY] = user.get_session_auth_hash()
         store.create()
-        sessions.append(store.session_key)
-    out["levels"].append({"concurrency": c, "slug": project.slug, "project_id": project.pk,
-                          "sessions": sessions})
+        credentials.append(store.session_key)
+    out["runs"].append({"concurrency": c, "path": path, "slug": project.slug,
+                        "project_id": project.pk, "credentials": credentials})
 print(json.dumps(out))
 """
 
@@ -135,7 +150,7 @@ class Stats:
     submit_ms: list[float] = field(default_factory=list)
     cycles: int = 0
     errors: list[str] = field(default_factory=list)
-    leases: dict[int, str] = field(default_factory=dict)  # assignment id → session
+    leases: dict[int, int] = field(default_factory=dict)  # assignment id → client
     shared_leases: int = 0
     judgments: set[int] = field(default_factory=set)
     empty: int = 0
@@ -154,7 +169,7 @@ class Connection:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
-        if body:
+        if body or method == "POST":
             lines.append(f"Content-Length: {len(body)}")
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         status_line = await self.reader.readline()
@@ -201,69 +216,153 @@ class Connection:
             self.writer = None
 
 
+@dataclass(frozen=True)
+class Draw:
+    """One judgment, drawn by the annotator and encoded by each path's client."""
+
+    choice: int | None  # the slot preferred; None: a tie
+    time_spent_ms: int
+    confidence: int
+    strength: int = 0
+    decisive: str | None = None  # the principle that decided, judged for ``choice``
+    tied: str | None = None  # a principle judged a tie
+
+    @classmethod
+    def of(cls, rnd: random.Random) -> Draw:
+        choice = rnd.choice([0, 1, 1, None])
+        draw = cls(choice, rnd.randint(2_000, 60_000), rnd.randint(1, 5))
+        if choice is not None:
+            draw = replace(draw, strength=rnd.randint(1, 3), decisive=rnd.choice(PRINCIPLES))
+        tied = rnd.choice(PRINCIPLES)
+        return draw if tied == draw.decisive else replace(draw, tied=tied)
+
+
+EMPTY = "empty"  # a client's ``leased``: no task left for this annotator
+
+
+class HtmxClient:
+    """The workspace's htmx requests, signed in by a session cookie."""
+
+    def __init__(self, run: dict, session: str) -> None:
+        csrf = secrets.token_hex(16)  # an unmasked 32-character CSRF secret: cookie == header
+        cookie = f"sessionid={session}; csrftoken={csrf}"
+        self.fetch = (
+            "GET",
+            f"/projects/{run['slug']}/work/",
+            {"Cookie": cookie, "HX-Request": "true", "Accept": "text/html"},
+        )
+        self.post_headers = {
+            "Cookie": cookie,
+            "HX-Request": "true",
+            "X-CSRFToken": csrf,
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+
+    def leased(self, status: int, body: bytes) -> tuple[int, str] | str | None:
+        """(assignment, idempotency key), ``EMPTY``, or None for an unexpected answer."""
+        found = ASSIGNMENT.search(body) if status == 200 else None
+        if found is None:
+            return EMPTY if status == 200 and b'data-empty="1"' in body else None
+        return int(found.group(1)), KEY.search(body).group(1).decode()
+
+    def submission(self, assignment: int, key: str, draw: Draw) -> tuple[str, str, dict, bytes]:
+        choice = "tie" if draw.choice is None else str(draw.choice)
+        form = [
+            ("idempotency_key", key),
+            ("choice", choice),
+            ("time_spent_ms", str(draw.time_spent_ms)),
+            ("confidence", str(draw.confidence)),
+        ]
+        if draw.decisive:
+            form += [("strength", str(draw.strength)), (f"v-{draw.decisive}", choice)]
+            form.append(("decisive", draw.decisive))
+        if draw.tied:
+            form.append((f"v-{draw.tied}", "tie"))
+        path = f"/assignments/{assignment}/submit/"
+        return "POST", path, self.post_headers, urllib.parse.urlencode(form).encode()
+
+    def judgment(self, status: int, body: bytes) -> int | None:
+        done = DONE.search(body) if status == 200 else None
+        return int(done.group(1)) if done else None
+
+
+class ApiClient:
+    """The REST API's requests (``annotation/api.py``), signed in by an API token. The client
+    makes its own idempotency key; responses are named by slot letter, as shown."""
+
+    def __init__(self, run: dict, token: str) -> None:
+        auth = {"Authorization": f"Token {token}", "Accept": "application/json"}
+        self.fetch = ("POST", f"/api/v1/projects/{run['project_id']}/next-task/", auth)
+        self.post_headers = {**auth, "Content-Type": "application/json"}
+
+    def leased(self, status: int, body: bytes) -> tuple[int, str] | str | None:
+        if status == 204:
+            return EMPTY
+        return (json.loads(body)["id"], secrets.token_hex(16)) if status == 200 else None
+
+    def submission(self, assignment: int, key: str, draw: Draw) -> tuple[str, str, dict, bytes]:
+        slots = ["A", "B"]
+        if draw.choice is None:
+            ordering, verdicts = [slots], {}
+        else:
+            best = slots.pop(draw.choice)
+            ordering, verdicts = [[best], slots], {draw.decisive: best}
+        if draw.tied:
+            verdicts[draw.tied] = "tie"
+        judgment = {
+            "idempotency_key": key,
+            "ordering": ordering,
+            "strength": draw.strength,
+            "verdicts": verdicts,
+            "decisive": [draw.decisive] if draw.decisive else [],
+            "time_spent_ms": draw.time_spent_ms,
+            "confidence": draw.confidence,
+        }
+        path = f"/api/v1/assignments/{assignment}/submit/"
+        return "POST", path, self.post_headers, json.dumps(judgment).encode()
+
+    def judgment(self, status: int, body: bytes) -> int | None:
+        return json.loads(body)["id"] if status == 201 else None
+
+
+CLIENTS = {"htmx": HtmxClient, "api": ApiClient}
+
+
 async def annotator(
     port: int,
-    slug: str,
-    session: str,
+    client: HtmxClient | ApiClient,
     stats: Stats,
     measure_from: float,
     stop_at: float,
     rnd: random.Random,
 ) -> None:
-    csrf = secrets.token_hex(16)  # an unmasked 32-character CSRF secret: cookie == header
-    cookie = f"sessionid={session}; csrftoken={csrf}"
-    get_headers = {"Cookie": cookie, "HX-Request": "true", "Accept": "text/html"}
-    post_headers = {
-        "Cookie": cookie,
-        "HX-Request": "true",
-        "X-CSRFToken": csrf,
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
+    """Loop next-task → submit on one keep-alive connection until ``stop_at``."""
     conn = Connection("127.0.0.1", port)
-    work = f"/projects/{slug}/work/"
     try:
         while time.monotonic() < stop_at:
             t0 = time.monotonic()
-            status, body = await conn.request("GET", work, get_headers)
+            status, body = await conn.request(*client.fetch)
             t1 = time.monotonic()
             measured = t0 >= measure_from
-            found = ASSIGNMENT.search(body) if status == 200 else None
-            if found is None:
-                if status == 200 and b'data-empty="1"' in body:
-                    stats.empty += 1
-                    return
-                stats.errors.append(f"fetch {status}")
+            leased = client.leased(status, body)
+            if leased == EMPTY:
+                stats.empty += 1
+                return
+            if leased is None:
+                stats.errors.append(f"fetch {status}: {body[:120]!r}")
                 continue
-            assignment = int(found.group(1))
-            owner = stats.leases.setdefault(assignment, session)
-            if owner != session:
+            assignment, key = leased
+            owner = stats.leases.setdefault(assignment, id(client))
+            if owner != id(client):
                 stats.shared_leases += 1
-            key = KEY.search(body).group(1).decode()
-            choice = rnd.choice(["0", "1", "1", "tie"])
-            form = [
-                ("idempotency_key", key),
-                ("choice", choice),
-                ("time_spent_ms", str(rnd.randint(2_000, 60_000))),
-                ("confidence", str(rnd.randint(1, 5))),
-            ]
-            if choice != "tie":
-                form.append(("strength", str(rnd.randint(1, 3))))
-                decisive = rnd.choice(PRINCIPLES)
-                form += [(f"v-{decisive}", choice), ("decisive", decisive)]
-            tied = rnd.choice(PRINCIPLES)
-            if not any(name == f"v-{tied}" for name, _ in form):
-                form.append((f"v-{tied}", "tie"))
-            payload = urllib.parse.urlencode(form).encode()
+            request = client.submission(assignment, key, Draw.of(rnd))
             t2 = time.monotonic()
-            status, body = await conn.request(
-                "POST", f"/assignments/{assignment}/submit/", post_headers, payload
-            )
+            status, body = await conn.request(*request)
             t3 = time.monotonic()
-            done = DONE.search(body) if status == 200 else None
-            if done is None:
+            judgment = client.judgment(status, body)
+            if judgment is None:
                 stats.errors.append(f"submit {status}: {body[:120]!r}")
                 continue
-            judgment = int(done.group(1))
             if judgment in stats.judgments:
                 stats.errors.append(f"judgment {judgment} acknowledged twice")
             stats.judgments.add(judgment)
@@ -291,14 +390,16 @@ async def warm_up(port: int, workers: int) -> float:
 
 
 async def run_level(
-    port: int, level: dict, warmup: float, duration: float, cpu_probe
+    port: int, run: dict, warmup: float, duration: float, cpu_probe
 ) -> tuple[Stats, float, dict]:
-    """Run one concurrency level; ``cpu_probe()`` is read when measuring starts and stops."""
+    """Run one concurrency level on one path (``run["path"]``, a key of ``CLIENTS``);
+    ``cpu_probe()`` is read when measuring starts and stops."""
     stats = Stats()
     start = time.monotonic()
     measure_from = start + warmup
     stop_at = measure_from + duration
-    rnd = random.Random(level["concurrency"])
+    rnd = random.Random(run["concurrency"])  # the same draws on each path
+    client = CLIENTS[run["path"]]
     cpu: dict = {}
 
     async def probe() -> None:
@@ -311,9 +412,9 @@ async def run_level(
         probe(),
         *(
             annotator(
-                port, level["slug"], s, stats, measure_from, stop_at, random.Random(rnd.random())
+                port, client(run, c), stats, measure_from, stop_at, random.Random(rnd.random())
             )
-            for s in level["sessions"]
+            for c in run["credentials"]
         ),
     )
     return stats, min(duration, time.monotonic() - measure_from), cpu
@@ -404,21 +505,22 @@ def db_duplicates(db_url: str, project_id: int, overlap: int) -> dict:
         }
 
 
+def process_cpu_seconds(proc: Path) -> float:
+    """User + system CPU of the process at ``proc`` (``/proc/<pid>``), in seconds; 0 if gone."""
+    try:
+        fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(root_pid: int) -> float:
     """User + system CPU of a process and its children (Linux /proc), in seconds."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
     pids = [root_pid]
     children = Path(f"/proc/{root_pid}/task/{root_pid}/children")
     if children.exists():
         pids += [int(p) for p in children.read_text().split()]
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+    return sum(process_cpu_seconds(Path(f"/proc/{pid}")) for pid in pids)
 
 
 class AutoAnalyze:
@@ -472,25 +574,24 @@ class AutoAnalyze:
 
 def postgres_cpu_seconds(db_name: str) -> float:
     """CPU of the PostgreSQL backends serving the benchmark database."""
-    ticks = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes()
-            if b"postgres" not in cmdline or db_name.encode() not in cmdline:
-                continue
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / ticks
+        if b"postgres" in cmdline and db_name.encode() in cmdline:
+            total += process_cpu_seconds(proc)
     return total
 
 
-def report(level: dict, stats: Stats, seconds: float, dup: dict) -> dict:
-    c = level["concurrency"]
+def report(run: dict, stats: Stats, seconds: float, dup: dict, cpu: dict) -> dict:
+    """Print one run's figures (``cpu``: the probe's readings) and return them as a row."""
+    c = run["concurrency"]
     row = {
+        "path": run["path"],
         "concurrency": c,
         "cycles": stats.cycles,
         "cycles_per_s": stats.cycles / seconds if seconds else 0.0,
@@ -506,7 +607,8 @@ def report(level: dict, stats: Stats, seconds: float, dup: dict) -> dict:
     }
     f, s = row["fetch_ms"], row["submit_ms"]
     print(
-        f"C={c:<3} {row['cycles_per_s']:7.1f} cycles/s ({stats.cycles} in {seconds:.1f}s)  "
+        f"{run['path']:<4} C={c:<3} {row['cycles_per_s']:7.1f} cycles/s "
+        f"({stats.cycles} in {seconds:.1f}s)  "
         f"next-task p50/p95/p99 {f[50]:5.1f}/{f[95]:5.1f}/{f[99]:5.1f} ms  "
         f"submit p50/p95/p99 {s[50]:5.1f}/{s[95]:5.1f}/{s[99]:5.1f} ms  "
         f"errors {row['errors']}  duplicate assignments {row['duplicate_assignments']}  "
@@ -517,7 +619,34 @@ def report(level: dict, stats: Stats, seconds: float, dup: dict) -> dict:
         print("  first errors:", stats.errors[:5])
     if stats.empty:
         print(f"  note: {stats.empty} annotators ran out of work (raise --tasks)")
+    if "stop" in cpu and stats.cycles:
+        web, db, own = (
+            1000 * (b - a) / stats.cycles for a, b in zip(cpu["start"], cpu["stop"], strict=True)
+        )
+        row["cpu_ms_per_cycle"] = {"gunicorn": web, "postgresql": db, "load_generator": own}
+        print(
+            f"  CPU per cycle: gunicorn {web:.1f} ms, PostgreSQL {db:.1f} ms, load generator "
+            f"{own:.1f} ms; machine load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
+            "CPUs",
+            flush=True,
+        )
     return row
+
+
+def compare(rows: list[dict]) -> None:
+    """``--api``: the REST path's CPU per cycle over the htmx path's, at each concurrency."""
+    cpu = {(r["path"], r["concurrency"]): r.get("cpu_ms_per_cycle") for r in rows}
+    for c in dict.fromkeys(r["concurrency"] for r in rows):
+        api, htmx = cpu.get(("api", c)), cpu.get(("htmx", c))
+        if api and htmx:
+            print(
+                f"api / htmx C={c:<3} CPU per cycle: gunicorn "
+                f"{api['gunicorn'] / htmx['gunicorn']:.2f}× "
+                f"({api['gunicorn']:.1f} / {htmx['gunicorn']:.1f} ms), PostgreSQL "
+                f"{api['postgresql'] / htmx['postgresql']:.2f}× "
+                f"({api['postgresql']:.1f} / {htmx['postgresql']:.1f} ms)",
+                flush=True,
+            )
 
 
 def main() -> int:
@@ -538,6 +667,10 @@ def main() -> int:
     parser.add_argument(
         "--no-autoanalyze", action="store_true",
         help="where the server runs with autovacuum off, leave the statistics as seeded",
+    )  # fmt: skip
+    parser.add_argument(
+        "--api", action="store_true",
+        help="after each level's htmx run, as many annotators on the REST API (token auth)",
     )  # fmt: skip
     args = parser.parse_args()
 
@@ -581,6 +714,7 @@ def main() -> int:
             "principles": str(ROOT / "annotation" / "demo_data" / "principles.yaml"),
             "overlap": args.overlap,
             "levels": [{"concurrency": c, "tasks": args.tasks} for c in args.concurrency],
+            "paths": ["htmx", "api"] if args.api else ["htmx"],
         }
         seeded = subprocess.run(
             [PYTHON, "-c", SEED, json.dumps(spec)],
@@ -590,12 +724,12 @@ def main() -> int:
             capture_output=True,
             text=True,
         )
-        levels = json.loads(seeded.stdout.strip().splitlines()[-1])["levels"]
+        runs = json.loads(seeded.stdout.strip().splitlines()[-1])["runs"]
         with psycopg.connect(db_url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE")  # what autovacuum does after a bulk import
         print(
             f"database {db_name}: migrated and seeded in {time.monotonic() - t:.1f}s "
-            f"({args.tasks} compare tasks × overlap {args.overlap} per level)",
+            f"({args.tasks} compare tasks × overlap {args.overlap} per level and path)",
             flush=True,
         )
 
@@ -651,33 +785,20 @@ def main() -> int:
                     flush=True,
                 )
         rows = []
-        for level in levels:
+        for run in runs:  # each level's htmx run, then its api run
             with analyzer or contextlib.nullcontext():
                 stats, seconds, cpu = asyncio.run(
-                    run_level(port, level, args.warmup, args.duration, probe)
+                    run_level(port, run, args.warmup, args.duration, probe)
                 )
-            dup = db_duplicates(db_url, level["project_id"], args.overlap)
-            row = report(level, stats, seconds, dup)
-            if "stop" in cpu and stats.cycles:
-                web, db, own = (b - a for a, b in zip(cpu["start"], cpu["stop"], strict=True))
-                row["cpu_ms_per_cycle"] = {
-                    "gunicorn": 1000 * web / stats.cycles,
-                    "postgresql": 1000 * db / stats.cycles,
-                    "load_generator": 1000 * own / stats.cycles,
-                }
-                print(
-                    f"  CPU per cycle: gunicorn {1000 * web / stats.cycles:.1f} ms, "
-                    f"PostgreSQL {1000 * db / stats.cycles:.1f} ms, load generator "
-                    f"{1000 * own / stats.cycles:.1f} ms; machine load average "
-                    f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
-                    flush=True,
-                )
-            rows.append(row)
+            dup = db_duplicates(db_url, run["project_id"], args.overlap)
+            rows.append(report(run, stats, seconds, dup, cpu))
+        compare(rows)
         if args.floor:
-            for floor, level in itertools.product(FLOORS, levels):
-                c = level["concurrency"]
+            sessions = [run for run in runs if run["path"] == "htmx"]
+            for floor, run in itertools.product(FLOORS, sessions):
+                c = run["concurrency"]
                 cycles, cpu = asyncio.run(
-                    run_floor(port, floor, level["sessions"], args.duration, probe)
+                    run_floor(port, floor, run["credentials"], args.duration, probe)
                 )
                 web, db, own = (b - a for a, b in zip(cpu["start"], cpu["stop"], strict=True))
                 print(

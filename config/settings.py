@@ -127,6 +127,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # logout or deactivation would not reach the others: sessions and users then stay in the
 # database.
 CACHE_URL = os.environ.get("CACHE_URL", "")
+# API tokens are served from the cache only when it is shared (common.auth).
+SHARED_CACHE = bool(CACHE_URL)
 if CACHE_URL:
     if not CACHE_URL.startswith(("redis://", "rediss://")):
         raise ImproperlyConfigured("CACHE_URL must be a redis:// or rediss:// URL")
@@ -173,7 +175,7 @@ STORAGES = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "common.auth.CachedTokenAuthentication",
     ],
     # Roles per viewset action (annotation.permissions); every API view of the apps uses them.
     "DEFAULT_PERMISSION_CLASSES": ["annotation.permissions.RolePermission"],

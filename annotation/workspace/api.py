@@ -21,6 +21,7 @@ from annotation.models import (
     Demonstration,
     Judgment,
     PrincipleVerdict,
+    Project,
     Response,
     Task,
 )
@@ -31,9 +32,17 @@ from annotation.permissions import (
 )
 from annotation.vocabulary import SLOT_LETTERS, names_no_response
 from annotation.workspace import demonstrations, judging, leasing, serializers
+from annotation.workspace import selectors as workspace_selectors
 from annotation.workspace import serializers as workspace_serializers
 from common.api import ApiViewSet, validated
 from common.errors import DomainError
+
+
+def _database_id(value: str) -> int | None:
+    """A URL's id as an int, or ``None`` unless it is one a bigint column can hold."""
+    if value.isascii() and value.isdigit() and 0 < int(value) < 2**63:
+        return int(value)
+    return None
 
 
 class OwnRowsForAnnotators:
@@ -127,7 +136,7 @@ class AssignmentViewSet(
     @action(detail=True, methods=["post"])
     def submit(self, request, pk=None):
         """Submit the judgment for this assignment (idempotent on ``idempotency_key``)."""
-        assignment = self.get_object()
+        assignment = self._own_assignment(pk)
         data = validated(serializers.SubmitSerializer, request.data)
         judgment = judging.submit_judgment(
             assignment=assignment,
@@ -136,10 +145,25 @@ class AssignmentViewSet(
             origin="api",
             **_judgment_arguments(data, assignment.display_order),
         )
-        judgment = _judgments_queryset().get(pk=judgment.pk)
-        return ApiResponse(
-            serializers.JudgmentSerializer(judgment).data, status=status.HTTP_201_CREATED
-        )
+        if judgment.written_verdicts is None:  # a retry: the stored judgment, read back
+            body = serializers.JudgmentSerializer(_judgments_queryset().get(pk=judgment.pk)).data
+        else:
+            body = serializers.judgment_body(judgment)
+        return ApiResponse(body, status=status.HTTP_201_CREATED)
+
+    def _own_assignment(self, pk: str) -> Assignment:
+        """The signed-in user's assignment by the workspace's one-statement read (with task,
+        project and principle set); anything else as ``get_object`` decides: someone else's is
+        a 404 for annotators, and staff reach it (the service then refuses)."""
+        assignment_id = _database_id(pk)
+        if assignment_id is not None and not self.request.query_params:
+            try:
+                return workspace_selectors.assignment_for_annotator(
+                    annotator=self.request.user, assignment_id=assignment_id, with_prompt=False
+                )
+            except Assignment.DoesNotExist:
+                pass
+        return self.get_object()
 
     @extend_schema(
         request=serializers.SkipSerializer,
@@ -268,8 +292,20 @@ class ProjectWorkActions:
     @action(detail=True, methods=["post"], url_path="next-task")
     def next_task(self, request, pk=None):
         """Lease the next task for the signed-in annotator (responses by slot, blind)."""
-        assignment = leasing.next_task(annotator=request.user, project=self.get_object())
+        project = self._work_project(pk)
+        assignment = leasing.next_task(annotator=request.user, project=project)
         if assignment is None:
             return ApiResponse(status=status.HTTP_204_NO_CONTENT)
-        assignment = Assignment.objects.select_related("task__prompt").get(pk=assignment.pk)
-        return ApiResponse(workspace_serializers.AssignmentSerializer(assignment).data)
+        assignment = workspace_selectors.with_task(assignment, project)
+        return ApiResponse(workspace_serializers.lease_body(assignment))
+
+    def _work_project(self, pk: str) -> Project:
+        """The active project as the workspace reads it (``cached_workspace_project``); anything
+        else as ``get_object`` decides (staff reach an inactive one: nothing to lease)."""
+        project_id = _database_id(pk)
+        if project_id is not None and not self.request.query_params:
+            try:
+                return workspace_selectors.cached_workspace_project(pk=project_id)
+            except Project.DoesNotExist:
+                pass
+        return self.get_object()

@@ -193,7 +193,9 @@ def submit_judgment(
     ``ordering``: buckets of response ids, best first (ties share a bucket). ``verdicts``:
     principle key → preferred response id, ``"tie"`` or ``"n/a"`` (missing keys are n/a; every
     principle gets a stored verdict). ``decisive``: principle keys that decided (each must prefer
-    a response). Idempotent on ``idempotency_key``: a retry returns the stored judgment.
+    a response). Idempotent on ``idempotency_key``: a retry returns the stored judgment. A new
+    judgment comes back with what was written (``Judgment.written_verdicts`` and
+    ``written_decisive``); a retry's stored judgment without.
     """
     key = clean_key(idempotency_key)
     if assignment.annotator_id != annotator.pk:
@@ -244,7 +246,7 @@ def submit_judgment(
             assignment, annotator, task, clean, fields, follow_up=follow_up, then=announce
         )
         if judgment is not None:
-            return judgment
+            return _remember_written(judgment, clean)
     try:
         with transaction.atomic():
             # Counting the submission first takes the task row lock that every lease takes.
@@ -281,6 +283,23 @@ def submit_judgment(
             return replay
         raise
     assignment.state, assignment.submitted_at = SUBMITTED, now
+    return _remember_written(judgment, clean)
+
+
+def _remember_written(judgment: Judgment, clean: CleanJudgment) -> Judgment:
+    """Set what was just written on the new judgment (``Judgment.written_verdicts``)."""
+    judgment.written_verdicts = [
+        PrincipleVerdict(
+            judgment_id=judgment.pk,
+            principle=principle,
+            verdict=verdict,
+            preferred_response_id=rid,
+        )
+        for principle, verdict, rid in clean.verdicts
+    ]
+    judgment.written_decisive = sorted(
+        clean.decisive, key=lambda p: (p.principle_set_id, p.position)
+    )  # the order of Principle.Meta.ordering, as decisive_principles reads them
     return judgment
 
 

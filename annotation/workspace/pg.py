@@ -120,13 +120,14 @@ TASK_CONTENT_FROM = f"{_table(Task)} t JOIN {_table(Prompt)} q ON q.id = t.promp
 
 
 def attach_task(assignment: Assignment, row: Sequence, project: Project) -> Assignment:
-    """Attach the task content of ``row`` (``TASK_CONTENT_COLUMNS``' values) and ``project``."""
+    """Attach the task content of ``row`` (``TASK_CONTENT_COLUMNS``' values) and ``project``:
+    ``assignment.task`` (with ``prompt`` and ``project``) and ``assignment.response_texts``."""
     width = len(Task._meta.concrete_fields)
     task = instance(Task, list(row[:width]))
     task.prompt = instance(Prompt, list(row[width:-1]))
     texts = row[-1] or {}
     texts = json.loads(texts) if isinstance(texts, str) else texts
-    assignment._response_texts = {int(k): v for k, v in texts.items()}
+    assignment.response_texts = {int(k): v for k, v in texts.items()}
     task.project = project
     assignment.task = task
     return assignment
@@ -144,13 +145,14 @@ def with_task(assignment: Assignment, project: Project) -> Assignment:
     return attach_task(assignment, row, project)
 
 
-def workspace_project(slug: str) -> Project | None:
-    """``selectors.workspace_project``: the active project with its principle set, or ``None``."""
+def workspace_project(*, slug: str | None = None, pk: int | None = None) -> Project | None:
+    """``selectors.workspace_project``: the active project (by slug or by id) with its principle
+    set, or ``None``."""
     rows = raw_rows(
         f"SELECT {_select(Project, 'p')}, {_select(PrincipleSet, 's')} FROM {_table(Project)} p "
         f"JOIN {_table(PrincipleSet)} s ON s.id = p.principle_set_id "
-        "WHERE p.slug = %(slug)s AND p.is_active",
-        {"slug": slug},
+        f"WHERE p.{'slug' if pk is None else 'id'} = %(key)s AND p.is_active",
+        {"key": slug if pk is None else pk},
         Project,
         PrincipleSet,
     )
@@ -327,10 +329,10 @@ def next_task(
             query = {**params, "gold": gold, "rejected": rejected}
             try:
                 with transaction.atomic(), prepared_cursor() as cursor:
-                    candidates = _PG_CANDIDATES.format(
+                    sql = _PG_CANDIDATES.format(
                         room=room, order=order, limit=candidates, skip="SKIP LOCKED"
                     )
-                    cursor.execute(candidates, query, prepare=True)
+                    cursor.execute(sql, query, prepare=True)
                     ids = [r[0] for r in cursor.fetchall()]
                     if not ids:  # nothing free: wait for a row locked an instant by another
                         waiting = _PG_CANDIDATES.format(room=room, order=order, limit=1, skip="")

@@ -29,13 +29,15 @@ from common.timed_cache import TimedCache
 KNOWN_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 
 
-def workspace_project(*, slug: str) -> Project:
-    """An active project by slug, with its principle set (raises ``Project.DoesNotExist``)."""
+def workspace_project(*, slug: str | None = None, pk: int | None = None) -> Project:
+    """An active project by slug (the pages) or by id (the API), with its principle set (raises
+    ``Project.DoesNotExist``)."""
+    key = {"slug": slug} if pk is None else {"pk": pk}
     if not pg.enabled():
-        return Project.objects.select_related("principle_set").get(slug=slug, is_active=True)
-    project = pg.workspace_project(slug)
+        return Project.objects.select_related("principle_set").get(**key, is_active=True)
+    project = pg.workspace_project(**key)
     if project is None:
-        raise Project.DoesNotExist(slug)
+        raise Project.DoesNotExist(slug if pk is None else pk)
     return project
 
 
@@ -52,10 +54,11 @@ PROJECT_CACHE_SECONDS = 5.0
 _PROJECTS: TimedCache[Project] = TimedCache(PROJECT_CACHE_SECONDS, limit=1000)
 
 
-def cached_workspace_project(*, slug: str) -> Project:
+def cached_workspace_project(*, slug: str | None = None, pk: int | None = None) -> Project:
     """``workspace_project``, remembered per process (see above); the instance is shared
     between requests: read-only."""
-    return _PROJECTS.get(slug, lambda: workspace_project(slug=slug))
+    key = ("slug", slug) if pk is None else ("pk", pk)
+    return _PROJECTS.get(key, lambda: workspace_project(slug=slug, pk=pk))
 
 
 def forget_workspace_projects() -> None:
@@ -80,16 +83,23 @@ def assignment_for_annotator(
 
 
 def with_task(assignment: Assignment, project: Project) -> Assignment:
-    """Attach the task, its prompt and the shown responses' texts to a lease (one query, none
-    when the lease statement already did; ``project`` is reused)."""
-    if hasattr(assignment, "_response_texts"):
+    """Attach the task, its prompt and the shown responses' texts (``response_texts``) to a
+    lease; ``project`` is reused. None when the lease statement already did (PostgreSQL), else
+    one query (two on the ORM path)."""
+    if assignment.response_texts is not None:
         return assignment
     if not pg.enabled():
         task = Task.objects.select_related("prompt").get(pk=assignment.task_id)
         task.project = project
         assignment.task = task
+        assignment.response_texts = response_texts(assignment.display_order)
         return assignment
     return pg.with_task(assignment, project)
+
+
+def response_texts(response_ids: list[int]) -> dict[int, str]:
+    """The texts of these responses, by id (one query)."""
+    return dict(Response.objects.filter(pk__in=response_ids).values_list("id", "text"))
 
 
 @dataclass(frozen=True)
@@ -165,11 +175,7 @@ def conversation(messages: object) -> list[dict]:
 
 def slots_for(display_order: list[int], texts: dict[int, str] | None = None) -> list[Slot]:
     if texts is None:
-        texts = dict(
-            Response.objects.filter(pk__in=display_order)
-            .only("id", "text")
-            .values_list("id", "text")
-        )
+        texts = response_texts(display_order)
     return [
         Slot(
             index=i,
@@ -199,7 +205,7 @@ def workspace_for(
         project=project,
         kind=task.kind,
         messages=conversation(task.prompt.messages),
-        slots=slots_for(assignment.display_order, getattr(assignment, "_response_texts", None)),
+        slots=slots_for(assignment.display_order, assignment.response_texts),
         principles=[
             PrincipleRow(p, verdict=verdicts.get(p.pk, "na"), decisive=p.pk in decisive)
             for p in index.rows

@@ -13,6 +13,7 @@ from annotation.models import (
 )
 from annotation.projects.serializers import MessageSerializer
 from annotation.vocabulary import SLOT_LETTERS
+from common.api import FieldsBuiltOnce
 
 
 class SlotSerializer(serializers.Serializer):
@@ -36,15 +37,18 @@ class AssignmentSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(SlotSerializer(many=True))
     def get_responses(self, assignment: Assignment) -> list[dict]:
-        texts = self.context.get("texts")
+        texts = assignment.response_texts or self.context.get("texts")
         if texts is None or any(rid not in texts for rid in assignment.display_order):
             texts = dict(
                 Response.objects.filter(pk__in=assignment.display_order).values_list("id", "text")
             )
-        return [
-            {"slot": SLOT_LETTERS[i], "text": texts.get(rid, "")}
-            for i, rid in enumerate(assignment.display_order)
-        ]
+        return _slots(assignment.display_order, texts)
+
+
+def _slots(display_order: list[int], texts: dict[int, str]) -> list[dict]:
+    return [
+        {"slot": SLOT_LETTERS[i], "text": texts.get(rid, "")} for i, rid in enumerate(display_order)
+    ]
 
 
 class StaffAssignmentSerializer(AssignmentSerializer):
@@ -53,7 +57,8 @@ class StaffAssignmentSerializer(AssignmentSerializer):
         read_only_fields = fields
 
 
-class SubmitSerializer(serializers.Serializer):
+# Validated on every submit: its fields are built once per process (``FieldsBuiltOnce``).
+class SubmitSerializer(FieldsBuiltOnce, serializers.Serializer):
     """A judgment. Responses are named by slot letter (``"A"``, ``"B"``, … as shown) or by
     response id; ``ordering`` is buckets best first (a bucket of several is a tie)."""
 
@@ -111,6 +116,71 @@ class JudgmentSerializer(serializers.ModelSerializer):
                   "rationale", "confidence", "time_spent_ms", "origin", "flagged",
                   "flag_reason", "flagged_at", "created_at", "updated_at"]  # fmt: skip
         read_only_fields = fields
+
+
+# The hot endpoints' answers (next-task, submit), built in one pass from what the request
+# already holds: the same JSON as ``AssignmentSerializer`` / ``JudgmentSerializer`` (which
+# still describe them in the schema), without their per-request field copies and reads.
+_DATETIME = serializers.DateTimeField(read_only=True)
+_MESSAGES = MessageSerializer(many=True, read_only=True)
+
+
+def _when(value) -> str | None:
+    return None if value is None else _DATETIME.to_representation(value)
+
+
+def lease_body(assignment: Assignment) -> dict:
+    """``AssignmentSerializer``'s answer for a lease loaded with its task content
+    (``selectors.with_task``: ``task.prompt``, ``response_texts``)."""
+    task = assignment.task
+    return {
+        "id": assignment.pk,
+        "task": assignment.task_id,
+        "project": task.project_id,
+        "kind": str(task.kind),
+        "state": str(assignment.state),
+        "leased_at": _when(assignment.leased_at),
+        "leased_until": _when(assignment.leased_until),
+        "submitted_at": _when(assignment.submitted_at),
+        "skip_reason": str(assignment.skip_reason),
+        "messages": _MESSAGES.to_representation(task.prompt.messages),
+        "responses": _slots(assignment.display_order, assignment.response_texts or {}),
+    }
+
+
+def judgment_body(judgment: Judgment) -> dict:
+    """``JudgmentSerializer``'s answer for a judgment ``judging.submit_judgment`` has just
+    written (``Judgment.written_verdicts`` and ``written_decisive``)."""
+    return {
+        "id": judgment.pk,
+        "task": judgment.task_id,
+        "project": judgment.task.project_id,
+        "assignment": judgment.assignment_id,
+        "annotator": judgment.annotator_id,
+        "ordering": judgment.ordering,
+        "strength": judgment.strength,
+        "both_bad": judgment.both_bad,
+        "verdicts": [
+            {
+                "principle": v.principle.key,
+                "verdict": str(v.verdict),
+                "preferred_response": v.preferred_response_id,
+            }
+            for v in judgment.written_verdicts
+        ],
+        "decisive": [p.key for p in judgment.written_decisive],
+        "discretion": judgment.discretion,
+        "discretion_note": judgment.discretion_note,
+        "rationale": judgment.rationale,
+        "confidence": judgment.confidence,
+        "time_spent_ms": judgment.time_spent_ms,
+        "origin": judgment.origin,
+        "flagged": judgment.flagged,
+        "flag_reason": judgment.flag_reason,
+        "flagged_at": _when(judgment.flagged_at),
+        "created_at": _when(judgment.created_at),
+        "updated_at": _when(judgment.updated_at),
+    }
 
 
 class FlagJudgmentSerializer(serializers.Serializer):

@@ -17,13 +17,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotation.models import Assignment, Judgment, Project, Response
 from annotation.principles import selectors as principle_selectors
 from annotation.projects import selectors as project_selectors
-from annotation.roles import can_annotate, is_staff_role
+from annotation.roles import is_staff_role, may_annotate
 from annotation.workspace import demonstrations, judging, leasing
 from annotation.workspace import selectors as workspace_selectors
 from annotation.workspace.forms import SKIP_REASONS, DemonstrationForm, JudgmentForm, SkipForm
 from common.errors import DomainError
 from common.rendering import render_markdown
-from common.timed_cache import TimedCache
 
 
 @login_required
@@ -49,21 +48,14 @@ def home(request: HttpRequest) -> HttpResponse:
 # (redirect after POST).
 
 
-# Whether a user may annotate, remembered per process for a few seconds: the workspace asks on
-# every request, and a role change (e.g. an annotator made a viewer) takes effect within this.
-ROLE_CACHE_SECONDS = 10.0
-_MAY_ANNOTATE: TimedCache[bool] = TimedCache(ROLE_CACHE_SECONDS, limit=10_000)
-
-
-def _may_annotate(user) -> bool:
-    return _MAY_ANNOTATE.get((user.pk, user.date_joined), lambda: can_annotate(user))
-
-
 def annotator_required(view):
+    """Signed in, with a role that annotates (remembered per process for a few seconds: the
+    workspace asks on every request; see ``roles.remembered_role``)."""
+
     @login_required
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not _may_annotate(request.user):
+        if not may_annotate(request.user):
             raise PermissionDenied("annotators only")
         return view(request, *args, **kwargs)
 
