@@ -24,8 +24,9 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from annotation.models import MetricsReport, Project
@@ -145,6 +146,7 @@ def get_report(project: Project, kind: str, params: dict[str, Any] | None = None
         defaults={"params": params, "refresh_due_at": timezone.now()},
     )
     if created:
+        _forget_due(project.pk)
         transaction.on_commit(partial(_enqueue, project.pk, 0.0))
     return report
 
@@ -183,6 +185,7 @@ def request_metrics_refresh(project_id: int, *, delay: float | None = None) -> b
     debounce window). Cheap (one UPDATE); queues the Celery task on commit only when no
     refresh was already due by then. Returns whether a task was queued."""
     delay = debounce_seconds() if delay is None else max(float(delay), 0.0)
+    _forget_due(project_id)
     due = timezone.now() + timedelta(seconds=delay)
     marked = MetricsReport.objects.filter(
         Q(refresh_due_at__isnull=True) | Q(refresh_due_at__gt=due), project_id=project_id
@@ -206,9 +209,40 @@ JUDGMENT_EVENTS = (
 )
 
 
+# When the cache is shared by every process (``SHARED_CACHE``), it holds each project's earliest
+# due refresh: a judgment written more than ``COVERED_MARGIN_S`` before it is counted by that
+# refresh, so the handler skips the database for it (a burst of submissions then costs one cache
+# read each). Whatever sets, moves or claims a due refresh drops the entry first. The margin
+# exceeds how early the task may claim a due report (``refresh_due_reports``' slack).
+COVERED_MARGIN_S = 2.0
+
+
+def _due_key(project_id: int) -> str:
+    return f"metrics:earliest-due:{project_id}"
+
+
+def _forget_due(project_id: int) -> None:
+    if settings.SHARED_CACHE:
+        cache.delete(_due_key(project_id))
+
+
 def refresh_after_judgments(event: str, payload: dict) -> None:
     """Event-bus handler: a debounced refresh of the judged project's reports."""
-    request_metrics_refresh(payload["project_id"])
+    project_id = payload["project_id"]
+    if not settings.SHARED_CACHE:
+        request_metrics_refresh(project_id)
+        return
+    covered_until = cache.get(_due_key(project_id))
+    if covered_until is not None and time.time() < covered_until:
+        return
+    request_metrics_refresh(project_id)
+    earliest = MetricsReport.objects.filter(
+        project_id=project_id, refresh_due_at__isnull=False
+    ).aggregate(due=Min("refresh_due_at"))["due"]
+    if earliest is not None:
+        until = earliest.timestamp() - COVERED_MARGIN_S
+        if until > time.time():
+            cache.set(_due_key(project_id), until, timeout=until - time.time())
 
 
 def refresh_due_reports(project_id: int) -> dict[str, Any]:
@@ -222,6 +256,8 @@ def refresh_due_reports(project_id: int) -> dict[str, Any]:
         ).values_list("id", "refresh_due_at")
     )
     ready = [pk for pk, due in pending if due <= now + slack]
+    if ready:
+        _forget_due(project_id)
     later = [due for _, due in pending if due > now + slack]
     refreshed = failed = 0
     for pk in ready:

@@ -3,6 +3,8 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from annotation import tasks
@@ -123,3 +125,26 @@ def test_broker_outage_is_logged_not_raised(labelled_project, monkeypatch, caplo
     monkeypatch.setattr(celery_app, "send_task", boom)
     quality_reports._enqueue(labelled_project.pk, 0)
     assert "could not queue annotation.refresh_metrics" in caplog.text
+
+
+def test_a_burst_of_judgments_asks_the_database_once(
+    labelled_project, queued, settings, django_assert_num_queries
+):
+    """With a cache every process shares, a judgment that the due refresh will count costs no
+    query; setting, moving or claiming a due refresh makes the next judgment ask again."""
+    settings.METRICS_REFRESH_DEBOUNCE_S = 30
+    settings.SHARED_CACHE = True
+    pid = labelled_project.pk
+    event = {"project_id": pid}
+    quality_reports.refresh_after_judgments("judgment.created", event)
+    assert MetricsReport.objects.filter(project_id=pid, refresh_due_at__isnull=False).count() == 2
+    with django_assert_num_queries(0):
+        quality_reports.refresh_after_judgments("judgment.created", event)
+    quality_reports.request_metrics_refresh(pid, delay=0)  # "Recompute": due now
+    due = MetricsReport.objects.filter(project_id=pid).values_list("refresh_due_at", flat=True)
+    assert all(d <= timezone.now() for d in due)
+    # a refresh due too soon to count on: every judgment asks the database again
+    for _ in range(2):
+        with CaptureQueriesContext(connection) as queries:
+            quality_reports.refresh_after_judgments("judgment.created", event)
+        assert len(queries) >= 2
