@@ -33,7 +33,6 @@ from annotation.permissions import (
 from annotation.vocabulary import SLOT_LETTERS, names_no_response
 from annotation.workspace import demonstrations, judging, leasing, serializers
 from annotation.workspace import selectors as workspace_selectors
-from annotation.workspace import serializers as workspace_serializers
 from common.api import ApiViewSet, validated
 from common.errors import DomainError
 
@@ -285,7 +284,7 @@ class ProjectWorkActions:
     @extend_schema(
         request=None,
         responses={
-            200: workspace_serializers.AssignmentSerializer,
+            200: serializers.AssignmentSerializer,
             204: OpenApiResponse(description="Nothing left"),
         },
     )
@@ -297,7 +296,7 @@ class ProjectWorkActions:
         if assignment is None:
             return ApiResponse(status=status.HTTP_204_NO_CONTENT)
         assignment = workspace_selectors.with_task(assignment, project)
-        return ApiResponse(workspace_serializers.lease_body(assignment))
+        return ApiResponse(serializers.lease_body(assignment))
 
     def _work_project(self, pk: str) -> Project:
         """The active project as the workspace reads it (``cached_workspace_project``); anything

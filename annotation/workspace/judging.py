@@ -158,12 +158,7 @@ def clean_judgment(
 
 
 def _store_principles(judgment: Judgment, clean: CleanJudgment) -> None:
-    PrincipleVerdict.objects.bulk_create(
-        PrincipleVerdict(
-            judgment=judgment, principle=principle, verdict=verdict, preferred_response_id=rid
-        )
-        for principle, verdict, rid in clean.verdicts
-    )
+    PrincipleVerdict.objects.bulk_create(_remember_written(judgment, clean).written_verdicts)
     if clean.decisive:
         through = Judgment.decisive_principles.through
         through.objects.bulk_create(
@@ -263,14 +258,7 @@ def submit_judgment(
                 assignment_id=assignment.pk,
                 ordering=clean.ordering,
                 strength=clean.strength,
-                both_bad=bool(both_bad),
-                rationale=rationale or "",
-                confidence=confidence,
-                time_spent_ms=time_spent_ms,
-                discretion=bool(discretion),
-                discretion_note=(discretion_note or "") if discretion else "",
-                idempotency_key=key,
-                origin=origin,
+                **fields,
             )
             _store_principles(judgment, clean)
             announce(judgment)
@@ -283,7 +271,7 @@ def submit_judgment(
             return replay
         raise
     assignment.state, assignment.submitted_at = SUBMITTED, now
-    return _remember_written(judgment, clean)
+    return judgment
 
 
 def _remember_written(judgment: Judgment, clean: CleanJudgment) -> Judgment:
