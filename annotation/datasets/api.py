@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import transaction
 from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -16,10 +15,8 @@ from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response as ApiResponse
 
-from annotation.datasets import bulk, serializers, snapshots
-from annotation.datasets.importers import jobs
-from annotation.datasets.importers.checks import check_external_ids
-from annotation.datasets.importers.prompts import parse_record
+from annotation.datasets import serializers, snapshots
+from annotation.datasets.importers import jobs, prompts
 from annotation.filters import (
     ImportJobFilter,
     SnapshotFilter,
@@ -137,13 +134,7 @@ class ProjectDataActions:
         the JSONL import format; an error names the record (1-based)."""
         project = self.get_object()
         validated(project_serializers.BulkPromptsSerializer, request.data)
-        records = request.data["records"]
-        specs = [
-            parse_record("record", number, record) for number, record in enumerate(records, start=1)
-        ]
-        with transaction.atomic():
-            check_external_ids(project, "record", list(enumerate(specs, start=1)))
-            count = bulk.create_tasks(project=project, specs=specs)
+        count = prompts.import_records(project=project, records=request.data["records"])
         return ApiResponse({"tasks": count}, status=status.HTTP_201_CREATED)
 
     @extend_schema(

@@ -121,3 +121,12 @@ def import_prompts(*, project: Project, path: str | Path, fmt: str | None = None
     if not count:
         raise ImportFileError(path, None, "no records found")
     return count
+
+
+@transaction.atomic
+def import_records(*, project: Project, records: list) -> int:
+    """Create prompts, responses and a task each from records in the JSONL import format (the
+    API's bulk endpoint), all or nothing; an error names the record (1-based)."""
+    specs = [parse_record("record", n, record) for n, record in enumerate(records, start=1)]
+    check_external_ids(project, "record", list(enumerate(specs, start=1)))
+    return bulk.create_tasks(project=project, specs=specs)
