@@ -23,6 +23,15 @@ class ImportFileError(DomainError):
         return {**super().body(), "line": self.line}
 
 
+class UploadTooLargeError(DomainError):
+    """An uploaded file is larger than ``UPLOAD_MAX_BYTES``."""
+
+    http_status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"upload larger than {limit} bytes (UPLOAD_MAX_BYTES)")
+
+
 # ---- assignment engine (workspace)
 
 

@@ -242,6 +242,28 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
 
+# --- uploads and request limits (issue 17)
+# common.limits: the cap on uploads (checked while the body streams in), the largest
+# non-file request body (a 10,000-record bulk import of 1,500-character texts, prompt and two
+# responses each, is ~46 MB of JSON), JSON nesting depth (API bodies and imported files), and
+# the decompressed size of imports (annotation.files).
+UPLOAD_MAX_BYTES = int(os.environ.get("UPLOAD_MAX_BYTES", 2 * 1024**3))
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024**2))
+JSON_MAX_DEPTH = int(os.environ.get("JSON_MAX_DEPTH", 64))
+IMPORT_MAX_DECOMPRESSED_BYTES = int(os.environ.get("IMPORT_MAX_DECOMPRESSED_BYTES", 4 * 1024**3))
+IMPORT_MAX_COMPRESSION_RATIO = int(os.environ.get("IMPORT_MAX_COMPRESSION_RATIO", 100))
+FILE_UPLOAD_HANDLERS = [
+    "common.limits.UploadCapHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+MIDDLEWARE.insert(1, "common.limits.RequestLimitsMiddleware")  # after the health probe
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "common.limits.DepthLimitedJSONParser",
+    "rest_framework.parsers.FormParser",
+    "rest_framework.parsers.MultiPartParser",
+]
+
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)

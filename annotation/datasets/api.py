@@ -131,11 +131,14 @@ class ProjectDataActions:
     @action(detail=True, methods=["post"], url_path="prompts")
     def bulk_prompts(self, request, pk=None):
         """Create prompts with their responses and one task each, all or nothing. Records use
-        the JSONL import format; an error names the record (1-based)."""
+        the JSONL import format; an error names the record (1-based). Answers the task count
+        and the new task ids, in the records' order."""
         project = self.get_object()
         validated(project_serializers.BulkPromptsSerializer, request.data)
-        count = prompts.import_records(project=project, records=request.data["records"])
-        return ApiResponse({"tasks": count}, status=status.HTTP_201_CREATED)
+        task_ids = prompts.import_records(project=project, records=request.data["records"])
+        return ApiResponse(
+            {"tasks": len(task_ids), "task_ids": task_ids}, status=status.HTTP_201_CREATED
+        )
 
     @extend_schema(
         request={"multipart/form-data": serializers.ImportUploadSerializer},

@@ -159,7 +159,8 @@ def test_bulk_prompts_are_all_or_nothing_naming_the_record(world):
         },
         format="json",
     )
-    assert good.status_code == 201 and good.json() == {"tasks": 1}
+    created = Task.objects.get(prompt__external_id="n1", project=world.project)
+    assert good.status_code == 201 and good.json() == {"tasks": 1, "task_ids": [created.pk]}
     assert (
         client.post(
             url,

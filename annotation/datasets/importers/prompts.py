@@ -124,9 +124,14 @@ def import_prompts(*, project: Project, path: str | Path, fmt: str | None = None
 
 
 @transaction.atomic
-def import_records(*, project: Project, records: list) -> int:
+def import_records(*, project: Project, records: list) -> list[int]:
     """Create prompts, responses and a task each from records in the JSONL import format (the
-    API's bulk endpoint), all or nothing; an error names the record (1-based)."""
+    API's bulk endpoint), all or nothing; an error names the record (1-based). Returns the
+    new task ids in the records' order."""
     specs = [parse_record("record", n, record) for n, record in enumerate(records, start=1)]
     check_external_ids(project, "record", list(enumerate(specs, start=1)))
-    return bulk.create_tasks(project=project, specs=specs)
+    task_ids: list[int] = []
+    bulk.create_tasks(
+        project=project, specs=specs, on_batch=lambda _specs, ids, _responses: task_ids.extend(ids)
+    )
+    return task_ids
