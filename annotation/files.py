@@ -15,7 +15,7 @@ import orjson
 from django.conf import settings
 
 from annotation.errors import ImportFileError
-from common.limits import too_deep, upload_max_bytes
+from common.limits import depth_message, json_max_depth, upload_max_bytes, value_depth
 
 # Below this many decompressed bytes the compression ratio is not checked (small files of
 # repeated text compress far beyond any sane ratio and cost nothing).
@@ -115,20 +115,22 @@ def numbered_lines(path: str | Path) -> Iterator[tuple[int, str]]:
 def json_lines(path: str | Path) -> Iterator[tuple[int, object]]:
     """(line number, decoded JSON value) for every non-blank line of a JSONL file.
 
-    Lines are read as bytes and decoded by orjson (which also checks they are UTF-8)."""
+    Lines are read as bytes and decoded by orjson (which also checks they are UTF-8); a line
+    nested deeper than ``JSON_MAX_DEPTH`` is refused."""
     loads = orjson.loads
+    limit = json_max_depth()
     with open_binary(path) as handle:
         for number, line in enumerate(handle, start=1):
             if number == 1:
                 line = line.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
             if line.isspace() or not line:
                 continue
-            if (reason := too_deep(line)) is not None:
-                raise ImportFileError(path, number, reason)
             try:
                 value = loads(line)
             except orjson.JSONDecodeError as exc:
-                raise ImportFileError(path, number, _json_error(line, exc)) from exc
+                raise ImportFileError(path, number, _json_error(line, exc, limit)) from exc
+            if line.count(b"[") + line.count(b"{") > limit and value_depth(value, limit) > limit:
+                raise ImportFileError(path, number, depth_message(limit))
             if _may_hold_a_wide_integer(value):
                 value = json.loads(line)  # exact: orjson reads integers beyond 64 bits as floats
             yield number, value
@@ -150,7 +152,9 @@ def _may_hold_a_wide_integer(value: object) -> bool:
 _NESTED = (float, dict, list)
 
 
-def _json_error(line: bytes, exc: orjson.JSONDecodeError) -> str:
+def _json_error(line: bytes, exc: orjson.JSONDecodeError, limit: int) -> str:
+    if "depth limit" in exc.msg:
+        return depth_message(limit)
     try:
         line.decode("utf-8")
     except UnicodeDecodeError as bad:

@@ -7,65 +7,107 @@ Settings: ``JSON_MAX_DEPTH``, ``UPLOAD_MAX_BYTES`` and Django's ``DATA_UPLOAD_MA
 from __future__ import annotations
 
 import io
-import re
 
-import numpy as np
+import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
-
-# A JSON string, from its opening quote to its closing one (or the end of the input: the match
-# never fails once started, so the scan stays linear on unterminated strings).
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
-_BRACKETS = b"[]{}"
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in _BRACKETS)
-_STEPS = bytes.maketrans(_BRACKETS, b"\x01\xff\x01\xff")  # opening +1, closing -1 (int8)
-_CHUNK = 1 << 20
+from rest_framework.parsers import JSONParser, get_encoding
 
 
 def json_max_depth() -> int:
     return int(getattr(settings, "JSON_MAX_DEPTH", 64))
 
 
-def nesting_depth(data: bytes, at_most: int | None = None) -> int:
-    """The deepest nesting of arrays and objects in JSON ``data``, brackets inside strings
-    ignored; a linear scan, no recursion. With ``at_most``, any answer ≤ ``at_most`` means
-    "not deeper than that" (a cheap count of opening brackets settles most inputs)."""
-    if at_most is not None and data.count(b"[") + data.count(b"{") <= at_most:
-        return 0
-    steps = np.frombuffer(_STRING.sub(b"", data).translate(_STEPS, _NOT_BRACKETS), dtype=np.int8)
-    depth = deepest = 0
-    for start in range(0, len(steps), _CHUNK):
-        running = np.cumsum(steps[start : start + _CHUNK], dtype=np.int64) + depth
-        deepest = max(deepest, int(running.max()))
-        depth = int(running[-1])
+def depth_message(limit: int) -> str:
+    return f"JSON nested deeper than {limit} levels (JSON_MAX_DEPTH)"
+
+
+def value_depth(value: object, stop_above: int) -> int:
+    """How deeply lists and dicts nest in a decoded value (a scalar: 0), walked without
+    recursion; the walk stops once past ``stop_above``."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            item = item.values()
+        elif kind is not list:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > stop_above:
+            break
+        stack.extend((child, depth + 1) for child in item if type(child) in _CONTAINERS)
     return deepest
 
 
+_CONTAINERS = (dict, list)
+
+
 def too_deep(data: bytes, limit: int | None = None) -> str | None:
-    """Why ``data`` is refused (nested deeper than ``JSON_MAX_DEPTH``), or None."""
+    """Why JSON ``data`` is refused (nested deeper than ``JSON_MAX_DEPTH``), or None. Decoded
+    by orjson (no Python recursion; it stops itself at 1,024 levels) only when it has more
+    opening brackets than the limit; invalid JSON is left to the caller's decoder."""
     limit = json_max_depth() if limit is None else limit
-    if nesting_depth(data, at_most=limit) > limit:
-        return f"JSON nested deeper than {limit} levels (JSON_MAX_DEPTH)"
-    return None
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return None
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return depth_message(limit) if "depth limit" in str(exc) else None
+    return depth_message(limit) if value_depth(value, limit) > limit else None
 
 
 class DepthLimitedJSONParser(JSONParser):
     """DRF's JSON parser, refusing (400) a body nested deeper than ``JSON_MAX_DEPTH`` before
-    decoding it (the standard decoder recurses once per level)."""
+    the standard decoder (which recurses once per level) sees it. UTF-8 bodies are decoded by
+    orjson, which also refuses half a surrogate pair (``"\\ud800"``: no database stores it);
+    the standard decoder reads them again only for integers beyond 64 bits (orjson makes
+    those floats)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         raw = stream.read()
-        reason = too_deep(raw)
-        if reason is not None:
-            raise ParseError(f"JSON parse error - {reason}")
+        limit = json_max_depth()
+        if get_encoding(parser_context or {}).lower().replace("_", "-") not in ("utf-8", "utf8"):
+            if (reason := too_deep(raw, limit)) is not None:
+                raise ParseError(f"JSON parse error - {reason}")
+            return self._standard(raw, media_type, parser_context)
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            reason = depth_message(limit) if "depth limit" in str(exc) else str(exc)
+            raise ParseError(f"JSON parse error - {reason}") from exc
+        if value_depth(value, limit) > limit:
+            raise ParseError(f"JSON parse error - {depth_message(limit)}")
+        if _holds_a_wide_integer(value):
+            return self._standard(raw, media_type, parser_context)
+        return value
+
+    def _standard(self, raw: bytes, media_type, parser_context):
         try:
             return super().parse(io.BytesIO(raw), media_type, parser_context)
         except RecursionError as exc:
             raise ParseError("JSON parse error - nested too deeply") from exc
+
+
+def _holds_a_wide_integer(value: object) -> bool:
+    """Whether a decoded value holds an integral float beyond 64-bit range (how orjson reads
+    a wider integer), walked without recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if item.is_integer() and abs(item) >= 2.0**63:
+                return True
+        elif kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+    return False
 
 
 def upload_max_bytes() -> int:
@@ -134,8 +176,9 @@ def _is_api(request: HttpRequest) -> bool:
 class RequestLimitsMiddleware:
     """Near the top of ``MIDDLEWARE``. Refuses a non-multipart body longer than
     ``DATA_UPLOAD_MAX_MEMORY_SIZE`` before any view reads it (DRF's parsers read the stream
-    past Django's check), answers the request limits with 413/400 naming the setting, and
-    turns any other HTML error page under ``/api/`` into ``{"detail": …}`` JSON."""
+    past Django's check), answers the request limits with 413/400 naming the setting (and a
+    recursion on input under ``/api/`` with 400), and turns any other HTML error page under
+    ``/api/`` into ``{"detail": …}`` JSON."""
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
@@ -164,4 +207,7 @@ class RequestLimitsMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception):
         if isinstance(exception, _LIMIT_ERRORS):
             return _limit_answer(request, exception)
+        if isinstance(exception, RecursionError) and _is_api(request):
+            # a fallback: a parser or serializer recursed once per level of some input
+            return JsonResponse({"detail": "input nested too deeply"}, status=400)
         return None

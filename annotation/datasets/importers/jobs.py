@@ -12,6 +12,7 @@ import re
 import traceback
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 
@@ -23,9 +24,9 @@ from annotation.datasets import bulk
 from annotation.datasets.importers import preferences
 from annotation.datasets.importers.checks import check_external_ids
 from annotation.datasets.importers.prompts import parse_prompt_file
-from annotation.datasets.importers.tabular import detect_format
+from annotation.datasets.importers.tabular import decompressed_size, detect_format
 from annotation.errors import ImportFileError, UploadTooLargeError
-from annotation.files import content_size, open_binary
+from annotation.files import open_binary
 from annotation.models import AnnotatorProfile, ImportJob, Project
 from common import background
 from common.errors import DomainError
@@ -172,10 +173,10 @@ def start_import_job(job: ImportJob, *, size: int) -> ImportJob:
     stays queued)."""
     limit = inline_limit()
     if size <= limit:
-        try:
-            size = content_size(Path(settings.MEDIA_ROOT) / job.file_path, stop_after=limit)
-        except ImportFileError:
-            pass  # unreadable: the import fails at once, naming why
+        path = Path(settings.MEDIA_ROOT) / job.file_path
+        fmt = job.options.get("file_format") or detect_format(path)
+        with suppress(ImportFileError):  # unreadable: the import fails at once, naming why
+            size = decompressed_size(path, fmt, stop_after=limit)
     if size <= limit:
         return run_import_job(job_id=job.pk)
     transaction.on_commit(partial(background.send, "annotation.run_import_job", job.pk))

@@ -15,7 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from annotation.errors import ImportFileError
-from annotation.files import checked_file, decompressed_limit, json_lines, open_text, read_bytes
+from annotation.files import (
+    checked_file,
+    content_size,
+    decompressed_limit,
+    json_lines,
+    open_text,
+    read_bytes,
+)
 from common.limits import too_deep
 
 FORMATS = ("jsonl", "json", "csv", "parquet")
@@ -187,6 +194,21 @@ def parquet_size(parquet) -> int:
     """The uncompressed size of a Parquet file's data, as its metadata states it."""
     metadata = parquet.metadata
     return sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+
+
+def decompressed_size(path: str | Path, fmt: str, stop_after: int) -> int:
+    """What ``path`` holds once decompressed (Parquet: its metadata's uncompressed size),
+    counted up to just past ``stop_after``."""
+    if fmt != "parquet":
+        return content_size(path, stop_after)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = checked_file(path)
+    try:
+        return parquet_size(pq.ParquetFile(path))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ImportFileError(path, None, f"not a Parquet file: {exc}") from exc
 
 
 def _csv_prompt_record(line: int, record: dict) -> tuple[int, dict]:
