@@ -200,7 +200,7 @@ def run_import_job(*, job_id: int) -> ImportJob:
                 project=job.project, path=path, fmt=job.format, options=job.options, report=report
             )
     except Exception as exc:  # any failure ends the job (never left running)
-        message = failure_message(exc).replace(str(path), job.original_name or path.name)
+        message = failure_message(exc, path).replace(str(path), job.original_name or path.name)
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.FAILED, stage="failed", error=message[:5000],
             traceback="" if isinstance(exc, DomainError) else traceback.format_exc()[-8000:],
@@ -217,15 +217,19 @@ def run_import_job(*, job_id: int) -> ImportJob:
     return job
 
 
-def failure_message(exc: Exception) -> str:
+def failure_message(exc: Exception, path: Path) -> str:
     """What a failed import tells its user: a domain error's own message, else the kind of
-    problem in words (the traceback is kept apart, for staff)."""
+    problem in words, naming the file (the traceback is kept apart, for staff)."""
     if isinstance(exc, DomainError):
         return str(exc)
     if isinstance(exc, RecursionError):
-        return "the file is nested too deeply to read"
-    if isinstance(exc, UnicodeError):
-        return f"the file is not UTF-8 text: {exc}"
-    if isinstance(exc, MemoryError):
-        return "the file is too large to import in memory"
-    return f"the import failed unexpectedly ({type(exc).__name__}: {exc})"
+        reason = "nested too deeply to read"
+    elif isinstance(exc, UnicodeEncodeError):
+        reason = f"holds text that cannot be stored as UTF-8 ({exc.reason})"
+    elif isinstance(exc, UnicodeError):
+        reason = f"not UTF-8 text ({exc})"
+    elif isinstance(exc, MemoryError):
+        reason = "too large to import in memory"
+    else:
+        reason = f"the import failed unexpectedly ({type(exc).__name__}: {exc})"
+    return f"{path}: {reason}"
