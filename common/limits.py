@@ -177,8 +177,8 @@ class RequestLimitsMiddleware:
     """Near the top of ``MIDDLEWARE``. Refuses a non-multipart body longer than
     ``DATA_UPLOAD_MAX_MEMORY_SIZE`` before any view reads it (DRF's parsers read the stream
     past Django's check), answers the request limits with 413/400 naming the setting (and a
-    recursion on input under ``/api/`` with 400), and turns any other HTML error page under
-    ``/api/`` into ``{"detail": …}`` JSON."""
+    recursion on input under ``/api/`` with 400), and turns Django's HTML error pages under
+    ``/api/`` (404 for an unknown URL, 400, 500) into ``{"detail": …}`` JSON."""
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
@@ -200,6 +200,7 @@ class RequestLimitsMiddleware:
             _is_api(request)
             and response.status_code >= 400
             and response.get("Content-Type", "").startswith("text/html")
+            and not hasattr(response, "accepted_renderer")  # DRF's, as the client asked
         ):
             return JsonResponse({"detail": response.reason_phrase}, status=response.status_code)
         return response
