@@ -198,6 +198,9 @@ class VerdictSerializer(serializers.Serializer):
 class StaffJudgmentSerializer(serializers.ModelSerializer):
     """A judgment as staff see it: responses by id."""
 
+    ordering = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField()), read_only=True
+    )
     verdicts = VerdictSerializer(many=True, read_only=True)
     decisive = serializers.SlugRelatedField(
         source="decisive_principles", slug_field="key", many=True, read_only=True
