@@ -203,9 +203,10 @@ class JudgmentViewSet(
             annotator=request.user,
             **_judgment_arguments(data, display_order),
         )
+        # only its annotator edits a judgment (the service refuses anyone else): the blind answer
         return ApiResponse(
             serializers.JudgmentSerializer(_judgments_queryset().get(pk=edited.pk)).data
-        )  # only its annotator edits a judgment: the blind answer
+        )
 
     @extend_schema(
         request=serializers.FlagJudgmentSerializer,
