@@ -59,6 +59,12 @@ class IdempotencyConflictError(DomainError):
     http_status = 409
 
 
+class ProjectInactiveError(DomainError):
+    """The project was deactivated: its live leases take no more submissions."""
+
+    http_status = 409
+
+
 class EditWindowClosedError(DomainError):
     """A judgment can only be edited within its project's edit window."""
 
