@@ -244,7 +244,7 @@ def failure_text(exc: BaseException, trace: str) -> str:
     summary = (
         f"{type(exc).__name__}: {exc}".splitlines()[0][:1000] if str(exc) else type(exc).__name__
     )
-    return f"{summary}\n\n{trace[-(LOG_TAIL_CHARS - len(summary) - 2) :]}"
+    return _storable(f"{summary}\n\n{trace[-(LOG_TAIL_CHARS - len(summary) - 2) :]}")
 
 
 def _storable(text: str) -> str:

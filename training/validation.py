@@ -210,7 +210,7 @@ def registered_version(ref: str, field: str) -> ModelVersion:
         .first()
     )
     if version is None:
-        raise LaunchRejected(f"no registered model version {ref!r:.200}", field)
+        raise LaunchRejected(f"no model version {ref!r:.200} is registered", field)
     return version
 
 

@@ -407,15 +407,15 @@ def from_dict(
     so no value can reach arithmetic, the database or a trainer unchecked. Raises ConfigError.
     """
     if kind not in CONFIGS:
-        raise ConfigError(f"Unknown training kind {kind!r}; choose from {KINDS}.", "kind")
+        raise ConfigError(f"Unknown training kind {kind!r}; choose from {KINDS}.")
     if values is not None and not isinstance(values, dict):
-        raise ConfigError("config must be an object of field values.", "config")
+        raise ConfigError("config must be an object of field values.")
     cls = CONFIGS[kind]
     values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields), key=str)
     if unknown:
-        raise ConfigError(f"Unknown {kind} config fields: {unknown}.", "config")
+        raise ConfigError(f"Unknown {kind} config fields: {unknown}.")
     hints = typing.get_type_hints(cls)
     limits = limits or Limits()
     checked = {
@@ -426,8 +426,11 @@ def from_dict(
         config.validate(world_size)
     except ConfigError:
         raise
-    except ValueError as exc:  # a rule over several fields
-        raise ConfigError(str(exc)) from exc
+    except ValueError as exc:  # a rule's message starts with the field it is mostly about
+        first = re.match(r"\w+", str(exc))
+        raise ConfigError(
+            str(exc), first and first[0] if first and first[0] in fields else None
+        ) from exc
     return config
 
 
@@ -525,7 +528,7 @@ def describe_fields(kind: str, limits: Limits | None = None) -> list[dict[str, A
     """``[{name, type, default, help, minimum, maximum}]`` for ``kind``, in declaration order
     (forms, API docs); the bounds of numbers under ``limits`` (None where there is none)."""
     if kind not in CONFIGS:
-        raise ConfigError(f"Unknown training kind {kind!r}; choose from {KINDS}.", "kind")
+        raise ConfigError(f"Unknown training kind {kind!r}; choose from {KINDS}.")
     defaults, limits = CONFIGS[kind](), limits or Limits()
     described = []
     for f in dataclasses.fields(defaults):
