@@ -28,6 +28,8 @@ from training.trainers.config import ConfigError, Limits
 BUILTIN_MODELS = (TINY_SPEC,)
 BASE_MODEL_MAX_CHARS = 500  # TrainingRun.base_model
 NAME_MAX_CHARS = 200  # TrainingRun.name
+STEPS_COLUMN_MAX = 2**31 - 1  # TrainingRun.max_steps (PositiveIntegerField)
+PROCESSES_COLUMN_MAX = 2**15 - 1  # TrainingRun.num_processes (PositiveSmallIntegerField)
 # A Hugging Face hub id, namespace/name: letters, digits, "-", "_", "." (not first or last), at
 # most 96 characters each, no "--" or ".." (huggingface_hub's rules, org required).
 _HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9])?"
@@ -71,9 +73,10 @@ class Launch:
 
 
 def limits() -> Limits:
-    """The deployment's caps on config values (settings ``TRAINING_MAX_*``)."""
+    """The deployment's caps on config values (settings ``TRAINING_MAX_*``; steps never beyond
+    what the run's column holds)."""
     return Limits(
-        max_steps=settings.TRAINING_MAX_STEPS,
+        max_steps=min(settings.TRAINING_MAX_STEPS, STEPS_COLUMN_MAX),
         batch_size=settings.TRAINING_MAX_BATCH_SIZE,
         gradient_accumulation_steps=settings.TRAINING_MAX_GRADIENT_ACCUMULATION,
         max_length=settings.TRAINING_MAX_LENGTH,
@@ -123,7 +126,7 @@ def validate_launch(
 
 def check_processes(num_processes: object) -> int:
     """1 to ``TRAINING_MAX_PROCESSES`` (torchrun's ``--nproc_per_node``)."""
-    cap = settings.TRAINING_MAX_PROCESSES
+    cap = min(settings.TRAINING_MAX_PROCESSES, PROCESSES_COLUMN_MAX)
     if isinstance(num_processes, bool) or not isinstance(num_processes, int):
         raise LaunchRejected("num_processes must be an integer", "num_processes")
     if not 1 <= num_processes <= cap:
