@@ -66,7 +66,6 @@ HUGE_LIST = list(range(100_000))
 ABSURD = [
     ({"config": {"max_steps": 10**12}}, "config.max_steps", "TRAINING_MAX_STEPS"),
     ({"config": {"max_steps": 2**70}}, "config.max_steps", "at most"),
-    ({"config": {"max_steps": 10**400}}, "config.max_steps", "at most"),
     ({"config": {"max_steps": -1}}, "config.max_steps", "at least 1"),
     ({"config": {"max_steps": "ten"}}, "config.max_steps", "number"),
     ({"config": {"max_steps": {"nested": {"object": 1}}}}, "config.max_steps", "number"),
@@ -251,6 +250,7 @@ def test_launch_form_shows_the_error_beside_the_field(
     ("args", "message"),
     [
         (["--set", f"max_steps={2**70}"], "max_steps must be at most"),
+        (["--set", "max_steps=" + "9" * 400], "max_steps must be at most"),
         (["--set", "learning_rate=1e999"], "learning_rate must be a finite number"),
         (["--set", "batch_size=1000000"], "TRAINING_MAX_BATCH_SIZE"),
         (["--base", "../../etc/passwd"], "MODEL_ROOTS"),
