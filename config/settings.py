@@ -283,3 +283,22 @@ if PRODUCTION:
         "anon": os.environ.get("THROTTLE_ANON", "60/min"),
         "user": os.environ.get("THROTTLE_USER", "6000/min"),
     }
+
+# --- launch (issue 17): what a training launch may ask for (training.validation), and how long
+# queueing a run may keep trying a broker that is down before the launch fails (HTTP 503).
+TRAINING_MAX_STEPS = int(os.environ.get("TRAINING_MAX_STEPS", "1000000"))
+TRAINING_MAX_BATCH_SIZE = int(os.environ.get("TRAINING_MAX_BATCH_SIZE", "4096"))
+TRAINING_MAX_GRADIENT_ACCUMULATION = int(
+    os.environ.get("TRAINING_MAX_GRADIENT_ACCUMULATION", "1024")
+)
+TRAINING_MAX_LENGTH = int(os.environ.get("TRAINING_MAX_LENGTH", "131072"))
+TRAINING_MAX_LEARNING_RATE = float(os.environ.get("TRAINING_MAX_LEARNING_RATE", "1.0"))
+TRAINING_MAX_PROCESSES = int(os.environ.get("TRAINING_MAX_PROCESSES", "8"))
+# Local base models are accepted only inside these directories (os.pathsep-separated).
+MODEL_ROOTS = [
+    Path(root).resolve()
+    for root in os.environ.get("MODEL_ROOTS", str(DATA_DIR / "models")).split(os.pathsep)
+    if root
+]
+LAUNCH_PUBLISH_RETRIES = int(os.environ.get("LAUNCH_PUBLISH_RETRIES", "2"))
+LAUNCH_PUBLISH_RETRY_INTERVAL = float(os.environ.get("LAUNCH_PUBLISH_RETRY_INTERVAL", "0.2"))
