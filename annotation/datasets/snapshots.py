@@ -6,7 +6,7 @@ either builds inline (small) or queues ``annotation.build_snapshot`` on Celery (
 memory) through the pure shapers in ``annotation.datasets.exports`` into a temporary file under
 ``ARTIFACT_ROOT/snapshots``, hashes it, renames it into place and records row counts,
 per-annotator counts (HMAC pseudonyms under ``PSEUDONYM_KEY``) and the discretion summary.
-``export_lines`` streams the same rows as JSONL for small HTTP exports."""
+``export_stream`` streams the same rows as JSONL or CSV over HTTP, at any size."""
 
 from __future__ import annotations
 
@@ -22,14 +22,21 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
 
-from annotation.datasets.exports.writers import encode_lines, open_writer, schema_for
+from annotation.datasets.exports.writers import (
+    CHUNK_ROWS,
+    csv_columns,
+    encode_csv,
+    encode_lines,
+    open_writer,
+    schema_for,
+)
 from annotation.datasets.filters import (
     SnapshotFilters,
     from_record,
     frozen_record,
     prepare,
 )
-from annotation.datasets.loaders import RowStream
+from annotation.datasets.loaders import STREAM_BATCH_JUDGMENTS, RowStream
 from annotation.datasets.shards import Shard, shard_ranges
 from annotation.models import (
     DatasetSnapshot,
@@ -182,17 +189,44 @@ def build_snapshot(*, snapshot_id: int) -> DatasetSnapshot:
     return snapshot
 
 
-def export_lines(
-    *, project: Project, kind: str, aggregation: str = "raw", filters: dict | None = None
+STREAM_FORMATS = ("jsonl", "csv")
+
+
+def stream_limit() -> int:
+    """At most this many records in a streamed export (0, the default: no limit)."""
+    return int(getattr(settings, "EXPORT_STREAM_MAX_JUDGMENTS", 0))
+
+
+def export_stream(
+    *,
+    project: Project,
+    kind: str,
+    aggregation: str = "raw",
+    filters: dict | None = None,
+    fmt: str = "jsonl",
 ) -> Iterator[bytes]:
-    """JSONL bytes for a small export streamed over HTTP (no snapshot is recorded)."""
+    """An export streamed over HTTP (no snapshot is recorded): JSONL, or CSV with a header row
+    (``writers.csv_columns``). Options are checked now (``DomainError``); the rows are read as
+    the chunks are asked for, in small keyset-paginated batches in the caller's thread, so
+    memory stays flat whatever the export's size."""
+    if fmt not in STREAM_FORMATS:
+        raise DomainError(f"file_format must be one of {', '.join(STREAM_FORMATS)}")
     options, f, _ = prepare(project=project, kind=kind, aggregation=aggregation, filters=filters)
-    stream = RowStream(project, options, _freeze(project, f, kind))
+    f = _freeze(project, f, kind)
+    stream = RowStream(project, options, f, target=STREAM_BATCH_JUDGMENTS, prefetch=False)
+    limit = stream_limit()
+    if limit and stream.total() > limit:
+        raise DomainError(f"more than {limit} records: create a snapshot instead")
+    if fmt == "jsonl":
+        return _chunks(stream, partial(encode_lines, consume=True))
+    columns = csv_columns(schema_for(options.kind, options.style, options.prompt_style))
+    header = encode_csv([], columns, header=True)
+    return _chunks(stream, partial(encode_csv, columns=columns), header)
+
+
+def _chunks(stream: RowStream, encode, header: bytes = b"") -> Iterator[bytes]:
+    if header:
+        yield header
     for rows in stream:
-        if rows:
-            yield encode_lines(rows, consume=True)
-
-
-def count_for_export(*, project: Project, kind: str, filters: dict | None = None) -> int:
-    options, f, _ = prepare(project=project, kind=kind, filters=filters)
-    return RowStream(project, options, f).total()
+        for start in range(0, len(rows), CHUNK_ROWS):
+            yield encode(rows[start : start + CHUNK_ROWS])
