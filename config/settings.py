@@ -244,6 +244,9 @@ LOGGING = {
 # --- exports (issue 17): streamed exports and snapshot jobs
 # Records a streamed export (GET projects/<id>/export/) may read; 0 = no limit (memory is flat).
 EXPORT_STREAM_MAX_JUDGMENTS = int(os.environ.get("EXPORT_STREAM_MAX_JUDGMENTS", "0"))
+# Judgments per read batch of a snapshot build (memory against round trips; the tests use 1 to
+# make a build last long enough to kill its worker mid-way).
+SNAPSHOT_BATCH_JUDGMENTS = int(os.environ.get("SNAPSHOT_BATCH_JUDGMENTS", "4000"))
 
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -206,13 +206,27 @@ def csv_cell(value: object) -> str | int | float:
 
 
 def encode_csv(rows: Sequence[dict], columns: Sequence[str], *, header: bool = False) -> bytes:
-    """Rows as CSV (RFC 4180 quoting, ``\\r\\n`` line ends, UTF-8) with the given columns; a
-    column a row lacks is empty."""
+    """Rows as CSV (RFC 4180 quoting, CRLF line ends, UTF-8) with the given columns; a column a
+    row lacks is empty. Rows of a task share their prompt and completion objects: each distinct
+    object becomes a cell once."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     if header:
         writer.writerow(columns)
-    writer.writerows([csv_cell(row.get(name)) for name in columns] for row in rows)
+    heavy = frozenset(HEAVY_COLUMNS).intersection(columns)
+    cells: dict[int, str | int | float] = {}
+    for row in rows:
+        out = []
+        for name in columns:
+            value = row.get(name)
+            if name in heavy:
+                cell = cells.get(id(value))
+                if cell is None:
+                    cell = cells[id(value)] = csv_cell(value)
+            else:
+                cell = csv_cell(value)
+            out.append(cell)
+        writer.writerow(out)
     return buffer.getvalue().encode()
 
 
