@@ -14,6 +14,7 @@ worker starts) marks it failed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -311,9 +312,10 @@ def export_stream(
     fmt: str = "jsonl",
 ) -> Iterator[bytes]:
     """An export streamed over HTTP (no snapshot is recorded): JSONL, or CSV with a header row
-    (``writers.csv_columns``). Options are checked now (``DomainError``); the rows are read as
-    the chunks are asked for, in small keyset-paginated batches in the caller's thread, so
-    memory stays flat whatever the export's size."""
+    (``writers.csv_columns``). Options are checked and the first batch read now (errors come
+    before a response starts, as ``DomainError`` for bad options); the rest is read as the
+    chunks are asked for, in small keyset-paginated batches in the caller's thread, so memory
+    stays flat whatever the export's size."""
     if fmt not in STREAM_FORMATS:
         raise DomainError(f"file_format must be one of {', '.join(STREAM_FORMATS)}")
     options, f, _ = prepare(project=project, kind=kind, aggregation=aggregation, filters=filters)
@@ -323,15 +325,19 @@ def export_stream(
     if limit and stream.total() > limit:
         raise DomainError(f"more than {limit} records: create a snapshot instead")
     if fmt == "jsonl":
-        return _chunks(stream, partial(encode_lines, consume=True))
-    columns = csv_columns(schema_for(options.kind, options.style, options.prompt_style))
-    header = encode_csv([], columns, header=True)
-    return _chunks(stream, partial(encode_csv, columns=columns), header)
+        chunks = _chunks(stream, partial(encode_lines, consume=True))
+    else:
+        columns = csv_columns(schema_for(options.kind, options.style, options.prompt_style))
+        header = encode_csv([], columns, header=True)
+        chunks = _chunks(stream, partial(encode_csv, columns=columns), header)
+    first = next(chunks, b"")  # the first batch is read now: its errors precede the response
+    return itertools.chain([first], chunks)
 
 
 def _chunks(stream: RowStream, encode, header: bytes = b"") -> Iterator[bytes]:
-    if header:
-        yield header
     for rows in stream:
         for start in range(0, len(rows), CHUNK_ROWS):
-            yield encode(rows[start : start + CHUNK_ROWS])
+            yield header + encode(rows[start : start + CHUNK_ROWS])
+            header = b""
+    if header:  # no rows: the header alone
+        yield header
