@@ -129,7 +129,7 @@ class ImportJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
 
 
 class ProjectDataActions:
-    """A project's data actions (``ProjectViewSet``): bulk prompts, file upload, JSONL export."""
+    """A project's data actions (``ProjectViewSet``): bulk prompts, file upload, streamed export."""
 
     @extend_schema(
         request=project_serializers.BulkPromptsSerializer,
