@@ -228,3 +228,27 @@ def test_every_integer_filter_of_the_api_refuses_bad_values(api_world):
                 assert name in response.json()
             assert api.get(f"/api/v1/{prefix}/", {name: "1"}).status_code == 200
     assert {"principle-sets?version", "tasks?min_submitted", "judgments?project"} <= set(checked)
+
+
+@pytest.mark.parametrize("annotators", [[int(HUGE)], [2**63], [-1], [0]])
+def test_snapshot_annotator_ids_out_of_range_are_a_400(api_world, annotators):
+    world, api = api_world
+    response = api.post(
+        "/api/v1/snapshots/",
+        {"project": world.project.pk, "kind": "preference", "filters": {"annotators": annotators}},
+        format="json",
+    )
+    assert response.status_code == 400, response.content
+    assert "annotators" in response.json()["detail"]
+
+
+def test_registry_pages_answer_huge_integers_without_a_server_error(registry):
+    _, page = registry
+    page.raise_request_exception = False
+    for url in (
+        f"/registry/compare/?a={HUGE}&b=1",
+        "/registry/compare/?a=x&b=1",
+        f"/registry/versions/{HUGE}/",
+        f"/registry/generation/{HUGE}/",
+    ):
+        assert page.get(url).status_code == 404, url
