@@ -333,7 +333,9 @@ class SearchModelVersions(RegistryView):
     def get(self, request):
         """Versions matching an MLflow filter, e.g. ``name = 'rm' AND stage = 'production'``
         (fields: name, kind, version, stage, source, sha256, run_id, dataset_snapshot,
-        principle_set; operators =, !=, LIKE, ILIKE, NOT LIKE, IN)."""
+        principle_set; operators =, !=, LIKE, ILIKE, NOT LIKE, IN). version, run_id and
+        dataset_snapshot take whole numbers (400 otherwise); a search running past
+        ``QUERY_TIME_LIMIT_MS`` is cancelled (503)."""
         data = _query(SearchSerializer, request)
         qs = selectors.search_versions(data["filter"], data["order_by"])
         with time_limit():

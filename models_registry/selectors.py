@@ -478,7 +478,7 @@ INTEGER_COLUMNS = {
 }
 
 
-def _literal(raw: str) -> Any:
+def _literal(raw: str) -> str | list:
     if raw[0] in "'\"":
         quote = raw[0]
         return raw[1:-1].replace(quote * 2, quote)
@@ -486,12 +486,12 @@ def _literal(raw: str) -> Any:
         inner, items, pos = raw[1:-1].strip(), [], 0
         while pos < len(inner):
             match = _ITEM.match(inner, pos)
-            if not match or match.end() == pos:
+            if not match:
                 raise DomainError(f"cannot parse the list {raw!r}: write ('a', 'b') or (1, 2)")
             items.append(_literal(match[1]))
             pos = match.end()
         return items
-    return int(raw) if len(raw) <= 20 else raw
+    return raw  # a number: typed by the column (_typed)
 
 
 def _typed(field: str, column: str, value: Any) -> Any:
