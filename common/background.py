@@ -4,6 +4,7 @@ it (tasks → services is the only direction)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from celery import current_app
 from celery.result import AsyncResult
@@ -46,3 +47,21 @@ def short_retry_policy() -> dict:
         "interval_step": interval,
         "interval_max": interval,
     }
+
+
+def send_or_fail(
+    name: str, *args: object, what: str, fail: Callable[[str], None], **options: object
+) -> AsyncResult:
+    """Queue a job a person is waiting on (a run, an import, a snapshot …), retrying briefly
+    (``short_retry_policy``); a broker still unreachable calls ``fail(message)`` so the job is
+    recorded as failed with the reason, never left queued in silence, and raises
+    QueueUnavailable (503)."""
+    try:
+        return send(name, *args, retry=True, retry_policy=short_retry_policy(), **options)
+    except Exception as exc:
+        message = (
+            f"could not queue {what}: the task broker is unreachable "
+            f"({type(exc).__name__}: {exc}); try again when the broker is back"
+        )
+        fail(message)
+        raise QueueUnavailable(message) from exc

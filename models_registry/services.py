@@ -312,24 +312,19 @@ def request_generation(
     )
     job.model_versions.set(versions)
 
+    def fail(message: str) -> None:
+        GenerationJob.objects.filter(pk=job.pk).update(
+            status=GenerationJob.Status.FAILED, error=message, finished_at=timezone.now()
+        )
+
     def send() -> None:
-        try:
-            result = background.send(
-                "training.generate_candidates",
-                job.pk,
-                queue=queue,
-                retry=True,
-                retry_policy=background.short_retry_policy(),
-            )
-        except Exception as exc:  # never left queued with no message behind it
-            message = (
-                f"could not queue generation job {job.pk}: the task broker is unreachable "
-                f"({type(exc).__name__}: {exc})"
-            )
-            GenerationJob.objects.filter(pk=job.pk).update(
-                status=GenerationJob.Status.FAILED, error=message, finished_at=timezone.now()
-            )
-            raise background.QueueUnavailable(message) from exc
+        result = background.send_or_fail(
+            "training.generate_candidates",
+            job.pk,
+            queue=queue,
+            what=f"generation job {job.pk}",
+            fail=fail,
+        )
         GenerationJob.objects.filter(pk=job.pk).update(celery_task_id=result.id or "")
 
     transaction.on_commit(send)

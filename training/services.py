@@ -97,23 +97,15 @@ EXECUTE_RUN_TASK = "training.execute_run"
 
 
 def enqueue(run: TrainingRun) -> None:
-    """Publish the run's job, retrying briefly (``LAUNCH_PUBLISH_RETRIES``); a broker that is
-    still unreachable fails the run with the reason and raises QueueUnavailable."""
-    try:
-        result = background.send(
-            EXECUTE_RUN_TASK,
-            run.pk,
-            queue=run.queue,
-            retry=True,
-            retry_policy=background.short_retry_policy(),
-        )
-    except Exception as exc:
-        message = (
-            f"could not queue run {run.pk}: the task broker is unreachable "
-            f"({type(exc).__name__}: {exc}); launch it again when the broker is back"
-        )
-        fail_run(run_id=run.pk, error=message, log_tail="")
-        raise background.QueueUnavailable(message) from exc
+    """Publish the run's job (``background.send_or_fail``: a broker still unreachable after a
+    brief retry fails the run with the reason and raises QueueUnavailable)."""
+    result = background.send_or_fail(
+        EXECUTE_RUN_TASK,
+        run.pk,
+        queue=run.queue,
+        what=f"run {run.pk}",
+        fail=lambda message: fail_run(run_id=run.pk, error=message, log_tail=""),
+    )
     TrainingRun.objects.filter(pk=run.pk).update(celery_task_id=result.id or "")
 
 

@@ -107,7 +107,15 @@ def create_snapshot(
     )
     if inline:
         return build_snapshot(snapshot_id=snapshot.pk)
-    transaction.on_commit(partial(background.send, "annotation.build_snapshot", snapshot.pk))
+    transaction.on_commit(
+        partial(
+            background.send_or_fail,
+            "annotation.build_snapshot",
+            snapshot.pk,
+            what=f"snapshot {snapshot.pk}",
+            fail=partial(_fail, snapshot.pk),
+        )
+    )
     return snapshot
 
 

@@ -90,7 +90,9 @@ def test_valid_upload_is_queued_then_succeeds_at_100_percent(
     )  # fmt: skip
     job = ImportJob.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/imports/{job.pk}/"
-    queued.assert_called_once_with("annotation.run_import_job", args=(job.pk,))
+    queued.assert_called_once_with(
+        "annotation.run_import_job", args=(job.pk,), retry=True, retry_policy=mock.ANY
+    )
     assert job.status == "queued" and not Task.objects.exists()
 
     page = staff_client.get(reverse("import-job", args=[job.pk]), **HTMX).content.decode()

@@ -113,7 +113,9 @@ def test_a_crafted_file_imported_by_the_worker_fails_its_job(
         response = post(api, project, name, content, fmt)
     assert response.status_code == 202
     job_id = response.json()["id"]
-    send.assert_called_once_with("annotation.run_import_job", args=(job_id,))
+    send.assert_called_once()
+    assert send.call_args.args == ("annotation.run_import_job",)
+    assert send.call_args.kwargs["args"] == (job_id,)
     assert tasks.run_import_job(job_id)["status"] == "failed"  # the Celery task's body
     assert_failed_cleanly(ImportJob.objects.get(pk=job_id), name, says, unexpected, settings)
     job = api.get(V1 + f"import-jobs/{job_id}/").json()

@@ -9,7 +9,6 @@ import json
 import time
 
 import pytest
-from celery import current_app
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from rest_framework.test import APIClient
@@ -20,7 +19,6 @@ from training import services
 from training.models import TrainingRun
 
 URL = "/api/v1/training-runs/"
-CLOSED_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
 
 @pytest.fixture(autouse=True)
@@ -263,22 +261,6 @@ def test_train_command_takes_the_same_validator(snapshot, args, message):
     with pytest.raises(CommandError, match=message):
         call_command("train", "reward", "--snapshot", str(snapshot.pk), *args)
     assert not TrainingRun.objects.exists()
-
-
-@pytest.fixture
-def broker_down(settings):
-    """The Celery app publishes to a closed port (its connection pools rebuilt for it)."""
-    app = current_app
-    before = app.conf.broker_url
-
-    def use(url: str) -> None:
-        app.conf.broker_url = url
-        app._pool = None
-        app.amqp._producer_pool = None
-
-    use(CLOSED_BROKER)
-    yield
-    use(before)
 
 
 @pytest.mark.django_db(transaction=True)

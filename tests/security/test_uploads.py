@@ -254,7 +254,9 @@ def test_a_gzip_bomb_is_not_imported_inline_and_its_job_fails_naming_the_ratio(
         )
     assert response.status_code == 202, response.content[:300]  # measured decompressed
     job_id = response.json()["id"]
-    queued_sends.assert_called_once_with("annotation.run_import_job", args=(job_id,))
+    queued_sends.assert_called_once_with(
+        "annotation.run_import_job", args=(job_id,), retry=True, retry_policy=mock.ANY
+    )
     tracemalloc.start()
     try:
         result = tasks.run_import_job(job_id)

@@ -179,8 +179,21 @@ def start_import_job(job: ImportJob, *, size: int) -> ImportJob:
             size = decompressed_size(path, fmt, stop_after=limit)
     if size <= limit:
         return run_import_job(job_id=job.pk)
-    transaction.on_commit(partial(background.send, "annotation.run_import_job", job.pk))
+    transaction.on_commit(partial(_queue, job))
     return job
+
+
+def _queue(job: ImportJob) -> None:
+    background.send_or_fail(
+        "annotation.run_import_job", job.pk, what=f"import job {job.pk}", fail=partial(_fail, job)
+    )
+
+
+def _fail(job: ImportJob, message: str, trace: str = "") -> None:
+    ImportJob.objects.filter(pk=job.pk).update(
+        status=ImportJob.Status.FAILED, stage="failed", error=message[:5000], traceback=trace,
+        finished_at=timezone.now(),
+    )  # fmt: skip
 
 
 def run_import_job(*, job_id: int) -> ImportJob:
@@ -201,11 +214,8 @@ def run_import_job(*, job_id: int) -> ImportJob:
             )
     except Exception as exc:  # any failure ends the job (never left running)
         message = failure_message(exc, path).replace(str(path), job.original_name or path.name)
-        ImportJob.objects.filter(pk=job.pk).update(
-            status=ImportJob.Status.FAILED, stage="failed", error=message[:5000],
-            traceback="" if isinstance(exc, DomainError) else traceback.format_exc()[-8000:],
-            finished_at=timezone.now(),
-        )  # fmt: skip
+        trace = "" if isinstance(exc, DomainError) else traceback.format_exc()[-8000:]
+        _fail(job, message, trace)
     else:
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.SUCCEEDED, stage="done", progress=1.0, task_count=tasks,
