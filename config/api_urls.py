@@ -1,8 +1,10 @@
 """``/api/v1/``: the one REST API router. Each app registers its own viewsets
 (``<app>.api.register``). Token: ``POST /api/v1/auth/token/``."""
 
+from axes.helpers import get_cool_off, get_lockout_message
 from django.urls import include, path
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.routers import DefaultRouter
 
@@ -15,10 +17,27 @@ from common.limits import DepthLimitedJSONParser
 
 
 class TokenView(ObtainAuthToken):
-    """Exchange a username and password for an API token (``Authorization: Token <key>``)."""
+    """Exchange a username and password for an API token (``Authorization: Token <key>``).
 
+    The request is never authenticated (a token it carries does not lift the anonymous
+    throttle); the password check goes through ``authenticate(request=...)``, where django-axes
+    counts failures per username: a locked-out username gets 429 until the cool-off ends."""
+
+    authentication_classes = []
     throttle_classes = [ApiAnonThrottle]
     parser_classes = [FormParser, MultiPartParser, DepthLimitedJSONParser]  # JSON_MAX_DEPTH
+
+    def post(self, request, *args, **kwargs):
+        try:
+            return super().post(request, *args, **kwargs)
+        except ValidationError:
+            if not getattr(request, "axes_locked_out", False):  # set by django-axes
+                raise
+            cool_off = get_cool_off(request)
+            raise Throttled(
+                wait=cool_off.total_seconds() if cool_off else None,
+                detail=str(get_lockout_message()),
+            ) from None
 
 
 router = DefaultRouter()
