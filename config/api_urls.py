@@ -2,7 +2,10 @@
 (``<app>.api.register``). Token: ``POST /api/v1/auth/token/``."""
 
 from axes.helpers import get_cool_off, get_lockout_message
+from django.contrib.auth import get_user_model
 from django.urls import include, path
+from rest_framework import serializers
+from rest_framework.authtoken import serializers as authtoken
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
@@ -16,16 +19,28 @@ from common.api import ApiAnonThrottle
 from common.limits import DepthLimitedJSONParser
 
 
+class AuthTokenSerializer(authtoken.AuthTokenSerializer):
+    """A username and password in, an API token out (a username longer than any user's is
+    refused before it is checked)."""
+
+    username = serializers.CharField(
+        label="Username",
+        write_only=True,
+        max_length=get_user_model()._meta.get_field("username").max_length,
+    )
+
+
 class TokenView(ObtainAuthToken):
     """Exchange a username and password for an API token (``Authorization: Token <key>``).
 
-    The request is never authenticated (a token it carries does not lift the anonymous
-    throttle); the password check goes through ``authenticate(request=...)``, where django-axes
-    counts failures per username: a locked-out username gets 429 until the cool-off ends."""
+    Throttled as anonymous whatever the request carries (it is never authenticated). Repeated
+    failed passwords lock the username out (django-axes, through ``authenticate(request=...)``):
+    429 with ``Retry-After`` until the cool-off ends."""
 
     authentication_classes = []
     throttle_classes = [ApiAnonThrottle]
     parser_classes = [FormParser, MultiPartParser, DepthLimitedJSONParser]  # JSON_MAX_DEPTH
+    serializer_class = AuthTokenSerializer
 
     def post(self, request, *args, **kwargs):
         try:

@@ -89,6 +89,12 @@ def test_a_token_carrying_request_is_throttled_as_anonymous(settings, token_carr
     assert codes == [400] * 5 + [429]
 
 
+def test_an_overlong_username_is_refused_before_it_is_counted(db):
+    reply = APIClient().post(TOKEN_URL, {"username": "x" * 300, "password": "y"}, format="json")
+    assert reply.status_code == 400 and "username" in reply.json()
+    assert not AccessAttempt.objects.exists()
+
+
 def test_a_right_password_resets_the_count(client, make_user):
     make_user("forgetful")
     for _ in range(2):
