@@ -154,8 +154,11 @@ def test_every_main_page_runs_under_the_policy(browser, live_server, world):
     annotator.visit("/projects/hh-harmless/guidelines/")
 
     def workspace_works(page) -> None:
+        page.wait_for_selector("[data-start] button:focus")
+        page.evaluate("window.__sameDocument = true")
+        page.keyboard.press("Enter")  # htmx POSTs the start form and swaps the task in
         page.wait_for_selector('form[data-kind="compare"]')
-        assert page.evaluate("typeof htmx") == "object"
+        assert page.evaluate("window.__sameDocument") is True
         page.keyboard.press("?")  # workspace.js: the help overlay
         assert page.locator("#help").is_visible()
         page.keyboard.press("Escape")
