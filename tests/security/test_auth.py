@@ -137,7 +137,7 @@ def test_x_forwarded_for_counts_only_behind_a_configured_proxy(
     assert codes == ([400] * 3 + [429] if num_proxies == 0 else [400] * 4)
 
 
-def test_the_proxy_count_defaults_to_none():
+def test_the_proxy_count_defaults_to_zero():
     assert django_settings.NUM_PROXIES == 0
     assert django_settings.REST_FRAMEWORK["NUM_PROXIES"] == 0
 
