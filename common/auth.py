@@ -10,6 +10,9 @@ user a token names for ``TOKEN_CACHE_SECONDS``, under a digest of the key (never
 cache read per request. Saving or deleting a token, or saving its user, drops the entry
 (``signals``), so a deleted or rotated token, or a deactivated user, is refused on the next
 request in every process.
+
+``client_address`` is the one reading of a request's client address (``NUM_PROXIES``): DRF's
+throttles and django-axes' lockouts (``AXES_CLIENT_IP_CALLABLE``) key on it.
 """
 
 from __future__ import annotations
@@ -20,12 +23,21 @@ import hashlib
 from django.conf import settings
 from django.contrib.auth.backends import ModelBackend
 from django.core.cache import cache
+from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.throttling import BaseThrottle
 
 USER_CACHE_SECONDS = 300
 TOKEN_CACHE_SECONDS = 300
+
+
+def client_address(request: HttpRequest) -> str | None:
+    """The client's address as DRF's throttles see it: ``REMOTE_ADDR`` when no proxy is
+    configured (``NUM_PROXIES`` 0: a client's own ``X-Forwarded-For`` is ignored), else the
+    ``NUM_PROXIES``-th entry from the right of ``X-Forwarded-For``."""
+    return BaseThrottle().get_ident(request)
 
 
 def user_cache_key(user_id: object) -> str:

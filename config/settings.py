@@ -6,9 +6,11 @@ SQLite-backed Celery broker under ``DATA_DIR``. ``DJANGO_ENV=production`` requir
 """
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -140,7 +142,6 @@ if CACHE_URL:
         }
     }
     SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
-    AUTHENTICATION_BACKENDS = ["common.auth.CachedModelBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -269,6 +270,49 @@ EXPORT_STREAM_MAX_JUDGMENTS = int(os.environ.get("EXPORT_STREAM_MAX_JUDGMENTS", 
 # Judgments per read batch of a snapshot build (memory against round trips; the tests use 1 to
 # make a build last long enough to kill its worker mid-way).
 SNAPSHOT_BATCH_JUDGMENTS = int(os.environ.get("SNAPSHOT_BATCH_JUDGMENTS", "4000"))
+
+# --- auth (issue 17): brute force, proxies, API docs, Content-Security-Policy
+# Proxies trusted only when configured: the client is the NUM_PROXIES-th address from the right
+# of X-Forwarded-For, and with 0 (no proxy) the header is ignored (REMOTE_ADDR). DRF's throttles
+# and django-axes' lockouts read it the same way (common.auth.client_address).
+NUM_PROXIES = int(os.environ.get("NUM_PROXIES", "0"))
+REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
+INSTALLED_APPS += ["axes", "csp"]
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "csp.middleware.CSPMiddleware",
+)
+MIDDLEWARE.append("axes.middleware.AxesMiddleware")  # last, as django-axes asks
+# Every password entry point (/login/, /admin/login/, the API's token endpoint) goes through
+# authenticate(request=...), where django-axes refuses a locked-out username before any check.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "common.auth.CachedModelBackend" if CACHE_URL else "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "10"))
+AXES_COOLOFF_TIME = timedelta(minutes=int(os.environ.get("LOGIN_COOLOFF_MINUTES", "15")))
+AXES_LOCKOUT_PARAMETERS = ["username", ["ip_address", "username"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "common.auth.client_address"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# The OpenAPI schema and its docs: public in development, signed-in users only in production.
+API_DOCS_PUBLIC = env_bool("API_DOCS_PUBLIC", not PRODUCTION)
+# Scripts only from our origin or with the response's nonce; inline <style> likewise. Style
+# attributes stay allowed (computed bar widths and heat-map colours, matplotlib's SVG).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, UNSAFE_INLINE],  # browsers without -elem / -attr fall back here
+        "style-src-elem": [SELF, NONCE],
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "frame-ancestors": [NONE],
+        "form-action": [SELF],
+    }
+}
 
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -8,6 +8,7 @@ strings (usernames, principle keys), escaped by matplotlib's SVG writer.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 
 import matplotlib
@@ -20,6 +21,7 @@ from matplotlib.figure import Figure
 ACCENT = "#2f5bd3"
 MUTED = "#5b6478"
 CATEGORY_COLORS = {"consensus": "#3b8b5a", "conflict": "#c2563a", "indifference": "#b9bfcc"}
+STYLE_ELEMENT = re.compile(r"<style[^>]*>.*?</style>", re.DOTALL)
 RC = {
     "svg.fonttype": "none",
     "svg.hashsalt": "quality",
@@ -34,10 +36,12 @@ RC = {
 
 
 def _svg(fig: Figure) -> str:
+    """The figure as inline SVG, without matplotlib's ``<style>`` element (the page's CSP admits
+    only nonced style elements; its rule is in ``quality/_style.html``)."""
     buf = io.StringIO()
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buf.getvalue()
-    return text[text.index("<svg") :]
+    return STYLE_ELEMENT.sub("", text[text.index("<svg") :], count=1)
 
 
 def category_bar(categories: dict[str, int]) -> str:

@@ -7,6 +7,7 @@ import re
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.http import HttpRequest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -85,7 +86,8 @@ def test_token_and_session_authentication(world):
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert client.get(V1 + "me/").json()["role"] == "viewer"
     session = APIClient(enforce_csrf_checks=True)
-    assert session.login(username="api-manager", password="pw-for-tests-1")
+    # django-axes needs the request: Client.login passes none unless told
+    assert session.login(request=HttpRequest(), username="api-manager", password="pw-for-tests-1")
     assert session.get(V1 + "me/").json()["role"] == "manager"
     assert session.post(V1 + "projects/", {}, format="json").status_code == 403  # no CSRF token
     anonymous = APIClient().get(V1 + "me/")
@@ -400,7 +402,8 @@ def test_openapi_schema_and_offline_docs_are_served(client):
     assert "/api/v1/assignments/{id}/submit/" in paths and "/api/v1/snapshots/" in paths
     docs = client.get("/api/docs/")
     assert docs.status_code == 200
-    # offline: every script, stylesheet and icon comes from this server, none from a CDN
+    # offline: every script, stylesheet and icon comes from this server, none from a CDN (the
+    # start-up script too: /api/docs/?script=, a file rather than inline code, for the CSP)
     assets = re.findall(r'(?:src|href)="([^"]+)"', docs.content.decode())
-    assert assets and all(url.startswith("/static/") for url in assets), assets
+    assert assets and all(url.startswith(("/static/", "/api/docs/")) for url in assets), assets
     assert "swagger-ui-bundle.js" in " ".join(assets)
