@@ -242,6 +242,11 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
 
+# --- webhooks: SSRF, Redis down (issue 17)
+# Hooks reach public hosts only (common.outbound); these names, addresses or networks
+# (e.g. "hooks.internal,10.0.0.0/8") are let through for closed deployments.
+WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", "")
+
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
