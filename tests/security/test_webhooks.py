@@ -209,9 +209,7 @@ def test_redirects_are_not_followed(receivers, settings):
     first = receivers(status=302)
     first.location = f"http://127.0.0.1:{target.port}/steal"
     settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
-    webhook_services.create_webhook(
-        url=f"http://127.0.0.1:{first.port}/h", events=["run.finished"]
-    )
+    webhook_services.create_webhook(url=f"http://127.0.0.1:{first.port}/h", events=["run.finished"])
     (delivery_id,) = webhook_services.emit("run.finished", {"run_id": 1})
     assert deliver_webhook.apply(args=(delivery_id,)).get() == {"delivered": False}
     delivery = WebhookDelivery.objects.get(pk=delivery_id)
