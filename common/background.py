@@ -9,6 +9,7 @@ import time
 from celery import current_app
 from celery.result import AsyncResult
 from django.conf import settings
+from kombu.exceptions import OperationalError
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +26,8 @@ def send(
     """Queue the task registered as ``name`` with ``args`` (``options`` as for ``apply_async``:
     ``countdown``, ``queue`` …). With ``fail_silently`` a broker outage is logged and ``None``
     returned, so that the request that asked neither fails nor waits: one attempt (no publish
-    retries), and for ``BROKER_RETRY_AFTER_S`` after a failure the next silent sends of this
-    process skip the broker at once."""
+    retries), and for ``BROKER_RETRY_AFTER_S`` after the broker could not be reached the next
+    silent sends of this process skip it at once."""
     if fail_silently:
         if time.monotonic() < _Outage.until:
             logger.warning("broker unreachable: %s%r not queued", name, args)
@@ -34,9 +35,10 @@ def send(
         options.setdefault("retry", False)
     try:
         return current_app.send_task(name, args=args, **options)
-    except Exception:
+    except Exception as exc:
         if not fail_silently:
             raise
-        _Outage.until = time.monotonic() + settings.BROKER_RETRY_AFTER_S
+        if isinstance(exc, OperationalError):  # unreachable (kombu's connection error)
+            _Outage.until = time.monotonic() + settings.BROKER_RETRY_AFTER_S
         logger.exception("could not queue %s%r", name, args)
         return None

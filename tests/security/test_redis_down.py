@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -33,24 +34,23 @@ from django.conf import settings as django_settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.sessions.backends.db import SessionStore
 from django.db.models import Count
+from django.utils import timezone
+from kombu.exceptions import OperationalError
 from rest_framework.authtoken.models import Token
 
 from annotation.datasets import bulk
-from annotation.models import Judgment, WebhookDelivery
+from annotation.models import Judgment, MetricsReport, WebhookDelivery
 from annotation.projects import services as project_services
+from annotation.quality import reports as quality_reports
 from annotation.specs import PromptSpec, ResponseSpec
 from annotation.webhooks import services as webhook_services
+from config.celery import app as celery_app
 from tests.support import REPO, test_database_url
 
 REDIS_PORT = int(os.environ.get("OWN_REDIS_PORT", "6391"))
 OUTAGE_S = float(os.environ.get("REDIS_OUTAGE_S", "30"))
 ANNOTATORS = 8
 REQUEST_TIMEOUT_S = 30  # a request that hangs this long fails the test
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("redis-server") is None, reason="no redis-server binary on this machine"
-)
-
 
 def start_redis() -> subprocess.Popen:
     process = subprocess.Popen(
@@ -83,6 +83,8 @@ def end(process: subprocess.Popen) -> None:
 @pytest.fixture
 def redis_server():
     """``holder["process"]``: the current redis-server (the test replaces it)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("no redis-server binary on this machine")
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", REDIS_PORT)) == 0:
             pytest.fail(f"port {REDIS_PORT} is taken: set OWN_REDIS_PORT to a free one")
@@ -309,3 +311,30 @@ def test_a_delete_lost_in_an_outage_is_sent_when_redis_answers_again(redis_serve
     assert cache.get("auth:user:1") is None  # the remembered delete went first
     cache.set("y", 2)
     assert cache.get("y") == 2
+
+
+@pytest.mark.django_db
+def test_a_metrics_refresh_lost_in_an_outage_is_queued_again(
+    project, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The refresh a judgment asks for could not be queued (broker down): its reports stay due.
+    Before, every later request saw "a refresh is already due" and queued nothing, forever."""
+    settings.BROKER_RETRY_AFTER_S = 0
+    sent = []
+
+    def broker_down(name, args=(), **options):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(celery_app, "send_task", broker_down)
+    with django_capture_on_commit_callbacks(execute=True):
+        quality_reports.request_metrics_refresh(project.pk)
+    assert MetricsReport.objects.filter(project=project, refresh_due_at__isnull=False).exists()
+    monkeypatch.setattr(celery_app, "send_task", lambda name, args=(), **o: sent.append(name))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert quality_reports.request_metrics_refresh(project.pk) is False  # due soon: wait
+    assert sent == []
+    later = timezone.now() - timedelta(seconds=quality_reports.OVERDUE_S + 60)
+    MetricsReport.objects.filter(project=project).update(refresh_due_at=later)  # time passed
+    with django_capture_on_commit_callbacks(execute=True):
+        assert quality_reports.request_metrics_refresh(project.pk) is True
+    assert sent == ["annotation.refresh_metrics"]
