@@ -108,7 +108,10 @@ class Policy:
             raise RefusedURLError(f"invalid URL: {exc}") from None
         if parts.scheme.lower() not in {"http", "https"}:
             raise RefusedURLError("only http and https URLs are allowed")
-        host = (parts.hostname or "").rstrip(".")
+        try:  # the name a resolver looks up: "ⓛocalhost" is "localhost"
+            host = (parts.hostname or "").encode("idna").decode("ascii").lower().rstrip(".")
+        except UnicodeError:
+            raise RefusedURLError("invalid host name") from None
         if not host:
             raise RefusedURLError("the URL has no host")
         if host in self.names:
@@ -162,7 +165,8 @@ def post(
     addresses = policy.resolve(host, port)
     https = parts.scheme.lower() == "https"
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    headers = {**headers, "Host": parts.netloc.rpartition("@")[2]}
+    name = f"[{host}]" if ":" in host else host
+    headers = {**headers, "Host": f"{name}:{parts.port}" if parts.port else name}
 
     def send(address: Address) -> Answer:
         options = {"server_hostname": host, "assert_hostname": host} if https else {}

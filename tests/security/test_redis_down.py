@@ -52,6 +52,7 @@ OUTAGE_S = float(os.environ.get("REDIS_OUTAGE_S", "30"))
 ANNOTATORS = 8
 REQUEST_TIMEOUT_S = 30  # a request that hangs this long fails the test
 
+
 def start_redis() -> subprocess.Popen:
     process = subprocess.Popen(
         ["redis-server", "--port", str(REDIS_PORT), "--bind", "127.0.0.1", "--save", "",

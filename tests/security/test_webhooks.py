@@ -19,6 +19,7 @@ REFUSED = [
     "http://localhost:6379/",
     "http://LOCALHOST./x",
     "http://api.localhost/x",
+    "http://\u24dbocalhost/x",  # "ⓛocalhost": IDNA maps it to localhost
     "http://metadata.google.internal/computeMetadata/v1/",
     "http://[::1]:8000/",
     "http://127.0.0.1/",
