@@ -215,3 +215,26 @@ def test_no_server_errors_for_hostile_payloads(make_user, principle_set, project
                 f"{(body or b'')[:100]!r}"
             )
     assert not failures, f"{len(failures)} of {len(requests)} answered 5xx:\n" + "\n".join(failures)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("post", "projects/", '{"name": "P2", "slug": "p2", "principle_set": 1e999}'),
+        ("patch", "projects/{w.project.pk}/", '{"principle_set": 1e999}'),
+        ("post", "snapshots/", '{"project": 1e999, "kind": "preference"}'),
+        ("post", "webhooks/", '{"url": "https://example.org/h", "events": ["run.finished"], '
+                              '"project": 1e999}'),
+        ("patch", "webhooks/{w.hook.pk}/", '{"project": 1e999}'),
+    ],
+)  # fmt: skip
+def test_an_id_that_json_reads_as_infinity_is_an_unknown_id(world, method, path, body):
+    """``1e999`` parses as infinity, which no id column holds: 400, not an OverflowError."""
+    client = client_for(world, "admin")
+    client.raise_request_exception = False
+    response = client.generic(
+        method.upper(), V1 + path.format(w=world), body, content_type="application/json"
+    )
+    assert response.status_code == 400, response.content
+    assert "does not exist" in json.dumps(response.json())
