@@ -175,8 +175,9 @@ def post(
                         **options) as pool:  # fmt: skip
             response = pool.urlopen(
                 "POST", target, body=body, headers=headers, redirect=False, retries=False,
-                assert_same_host=False,
+                assert_same_host=False, preload_content=False,
             )  # fmt: skip
+            response.close()  # the status is the answer: the body is never read
             return Answer(response.status, response.headers.get("Location", ""))
 
     for address in addresses[:-1]:  # the next address when one cannot be reached
