@@ -23,6 +23,15 @@ class ImportFileError(DomainError):
         return {**super().body(), "line": self.line}
 
 
+class UploadTooLargeError(DomainError):
+    """An uploaded file is larger than ``UPLOAD_MAX_BYTES``."""
+
+    http_status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"upload larger than {limit} bytes (UPLOAD_MAX_BYTES)")
+
+
 # ---- assignment engine (workspace)
 
 
@@ -46,6 +55,12 @@ class AlreadySubmittedError(DomainError):
 
 class IdempotencyConflictError(DomainError):
     """The idempotency key was already used for a different assignment or annotator."""
+
+    http_status = 409
+
+
+class ProjectInactiveError(DomainError):
+    """The project was deactivated: its live leases take no more submissions."""
 
     http_status = 409
 

@@ -641,6 +641,8 @@ class ImportJob(models.Model):
     task_count = models.PositiveIntegerField(default=0)
     judgment_count = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    # An unexpected failure's traceback, for staff (``error`` says it in words).
+    traceback = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )

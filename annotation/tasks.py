@@ -2,6 +2,8 @@
 by name (``common.background.send``), so this module is the top of the import graph."""
 
 from celery import shared_task
+from celery.signals import worker_ready
+from django.db import connections
 
 from annotation.datasets import snapshots
 from annotation.datasets.importers import jobs
@@ -29,6 +31,15 @@ def refresh_metrics(project_id: int) -> dict:
 def build_snapshot(snapshot_id: int) -> dict:
     snapshot = snapshots.build_snapshot(snapshot_id=snapshot_id)
     return {"status": snapshot.status, "rows": snapshot.row_count, "sha256": snapshot.sha256}
+
+
+@worker_ready.connect
+def fail_orphaned_snapshots(**_) -> None:
+    """A worker starting: snapshots whose building process died are marked failed. (A pool
+    process that dies while its worker lives gets its task handed again, acks late and reject
+    on worker lost: that build starts the snapshot again.)"""
+    snapshots.fail_orphaned_builds()
+    connections.close_all()  # the worker's main process: no connection for forked children
 
 
 @shared_task(name="annotation.run_import_job")

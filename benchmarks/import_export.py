@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/import_export.py [--database-url postgres://…/bench_io]
         [--tasks 20000] [--judgments 1000000] [--skip-import] [--skip-export]
         [--kinds preference] [--formats jsonl,parquet] [--reuse]
+    .venv/bin/python benchmarks/import_export.py --export-memory 4000 [--database-url …]
 
 1. **Import**: a JSONL file of ``--tasks`` compare tasks (a prompt + 2 responses of 300–1,500
    characters) through ``import_prompts`` (parse, validate every line, write in one transaction)
@@ -13,6 +14,13 @@
    exported by ``snapshots.build_snapshot`` as TRL preference JSONL and Parquet, each in a fresh
    process whose peak RSS growth is measured (after loading the Arrow/Parquet code once).
    Target ≥ 50,000 rows/s, RSS growth ≤ 100 MB. ``SNAPSHOT_WORKERS=N`` tries N processes.
+
+3. **Streamed export memory** (``--export-memory N``, issue 17): N generated judgments are
+   exported through the real WSGI stack (gunicorn with ``config/gunicorn.py``, one process) by
+   ``GET /api/v1/projects/{id}/export/`` as JSONL and as CSV; the client reads the stream while
+   the web process's RSS is sampled. Printed: peak growth during the stream and what stays
+   after it, over the RSS after a warm-up export of 1,000 judgments (the code and one read
+   batch resident). Target ≤ 30 MiB at any N.
 
 A CPU reference (``cpu_reference.py``) is printed first and after each figure: this machine's
 speed drifts, and only figures taken at a similar reference compare.
@@ -27,6 +35,7 @@ import io
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -163,7 +172,9 @@ def copy_rows(cursor, table: str, columns: list[str], rows) -> None:
             copy.write_row(row)
 
 
-def generate_judgments(judgments: int, tasks: int, folder: Path) -> tuple[int, int]:
+def generate_judgments(
+    judgments: int, tasks: int, folder: Path, slug: str = "bench-export"
+) -> tuple[int, int]:
     """A project of ``tasks`` compare tasks, each judged by ``judgments // tasks`` annotators
     (ordering, strength, rationale, 3 principle verdicts, 1 decisive principle)."""
     from django.db import connection, transaction
@@ -173,13 +184,13 @@ def generate_judgments(judgments: int, tasks: int, folder: Path) -> tuple[int, i
     from annotation.models import Judgment, Principle, PrincipleVerdict, Task, TaskResponse
     from annotation.projects import services as project_services
 
-    path = folder / "export-prompts.jsonl"
+    path = folder / f"{slug}-prompts.jsonl"
     write_prompt_file(path, tasks, seed=7)
-    project = make_project("bench-export")
+    project = make_project(slug)
     import_prompts(project=project, path=path)
     per_task = max(judgments // tasks, 1)
     annotators = [
-        project_services.create_user(username=f"bench-annotator-{i}", password=None).pk
+        project_services.create_user(username=f"{slug}-annotator-{i}", password=None).pk
         for i in range(per_task)
     ]
     principles = list(
@@ -243,25 +254,31 @@ def generate_judgments(judgments: int, tasks: int, folder: Path) -> tuple[int, i
 # ---------------------------------------------------------------- export (own process)
 
 
-class PeakRss:
-    """Samples this process's resident set size every 20 ms."""
+def process_rss(pid: int | str = "self") -> int:
+    """Resident set size of process ``pid`` (this one by default) in bytes."""
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
-    def __init__(self) -> None:
-        self.peak = self.current()
+
+class PeakRss:
+    """Samples a process's resident set size (this one's by default) every 20 ms."""
+
+    def __init__(self, pid: int | str = "self") -> None:
+        self.pid = pid
+        self.peak = self.current(pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     @staticmethod
-    def current() -> int:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        return 0
+    def current(pid: int | str = "self") -> int:
+        return process_rss(pid)
 
     def _run(self) -> None:
         while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.current())
+            self.peak = max(self.peak, self.current(self.pid))
 
     def __enter__(self):
         self._thread.start()
@@ -270,7 +287,7 @@ class PeakRss:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.current())
+        self.peak = max(self.peak, self.current(self.pid))
 
 
 def export_once(project_id: int, fmt: str, kind: str) -> dict:
@@ -317,6 +334,99 @@ def run_child(url: str, project_id: int, fmt: str, kind: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# ---------------------------------------------------------------- streamed export over HTTP
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_web(url: str, port: int) -> subprocess.Popen:
+    """gunicorn as production runs it (``config/gunicorn.py``), one worker process."""
+    env = {**os.environ, "DATABASE_URL": url, "DEBUG": "0", "BIND": "127.0.0.1",
+           "PORT": str(port), "WEB_WORKERS": "1", "WEB_ACCESS_LOG": ""}  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def web_worker_pid(master: int) -> int:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.1)
+    raise RuntimeError("gunicorn started no worker")
+
+
+def stream_export(port: int, project_id: int, token: str, fmt: str) -> tuple[int, int]:
+    """Read one streamed export to its end in 1 MiB reads: (lines, bytes)."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/projects/{project_id}/export/?file_format={fmt}",
+        headers={"Authorization": f"Token {token}"},
+    )  # fmt: skip
+    lines = size = 0
+    with urllib.request.urlopen(request, timeout=600) as response:
+        while chunk := response.read(1 << 20):
+            lines += chunk.count(b"\n")
+            size += len(chunk)
+    return lines, size
+
+
+def bench_export_memory(url: str, judgments: int, export_tasks: int, folder: Path) -> None:
+    """Stream ``judgments`` generated judgments through gunicorn; print RSS growth per format."""
+    from rest_framework.authtoken.models import Token
+
+    from annotation.projects import services as project_services
+
+    started = time.perf_counter()
+    project_id, count = generate_judgments(judgments, min(export_tasks, judgments), folder)
+    print(f"(generated {count:,} judgments in {time.perf_counter() - started:.0f} s)")
+    warm_id, _ = generate_judgments(1000, 1000, folder, slug="bench-warm-up")
+    staff = project_services.create_user(username="bench-staff", password=None, role="admin")
+    token = Token.objects.create(user=staff).key
+    port = free_port()
+    web = start_web(url, port)
+    try:
+        worker = web_worker_pid(web.pid)
+        deadline = time.monotonic() + 60
+        while True:  # until the worker answers
+            try:
+                stream_export(port, warm_id, token, "jsonl")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        for fmt in ("jsonl", "csv"):
+            stream_export(port, warm_id, token, fmt)  # code and one batch resident
+            baseline = process_rss(worker)
+            with PeakRss(worker) as rss:
+                begun = time.perf_counter()
+                lines, size = stream_export(port, project_id, token, fmt)
+                seconds = time.perf_counter() - begun
+            peak = rss.peak
+            time.sleep(0.5)
+            after = process_rss(worker)
+            rows = lines - (1 if fmt == "csv" else 0)  # the CSV header
+            print(
+                f"stream  {rows:>9,} preference rows as {fmt:<5} over HTTP in {seconds:.2f} s "
+                f"= {rows / seconds:,.0f} rows/s, {size / 2**20:,.0f} MiB; web process RSS "
+                f"peak +{(peak - baseline) / 2**20:.1f} MiB, after +"
+                f"{(after - baseline) / 2**20:.1f} MiB [target ≤ 30 MiB]"
+            )
+            print(f"        then {cpu_reference.describe()}", flush=True)
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -334,6 +444,10 @@ def main() -> None:
         "--reuse", action="store_true",
         help="keep the database and its generated judgments from the previous run",
     )  # fmt: skip
+    parser.add_argument(
+        "--export-memory", type=int, metavar="N",
+        help="only stream an export of N judgments over HTTP and measure the web process's RSS",
+    )  # fmt: skip
     parser.add_argument("--child-export", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not args.database_url.startswith("postgres"):
@@ -349,6 +463,14 @@ def main() -> None:
 
     from annotation.models import Judgment, Project
 
+    if args.export_memory:
+        recreate_database(args.database_url)
+        connection.close()
+        call_command("migrate", verbosity=0, stdout=io.StringIO())
+        print(cpu_reference.describe(), flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_export_memory(args.database_url, args.export_memory, args.export_tasks, Path(tmp))
+        return
     reused = None
     if args.reuse:
         reused = Project.objects.filter(slug="bench-export").first()

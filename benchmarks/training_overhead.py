@@ -612,7 +612,8 @@ def main() -> int:
               f"threads={args.threads} rows={args.rows} cpus={os.cpu_count()}")  # fmt: skip
         print(f"start: {load_line()}")
         rows = preference_rows(args.rows)
-        base = tmp / "base-model"
+        base = data_dir / "models" / "base-model"  # under the default model root (MODEL_ROOTS)
+        base.parent.mkdir()
         params = build_base_model(base, rows, env)
         print(f"base model: GPT-2 {MODEL}, tiny BPE tokenizer, {params / 1e6:.2f} M parameters")
         setup_platform(data_dir, env)

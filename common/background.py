@@ -11,6 +11,8 @@ from celery.result import AsyncResult
 from django.conf import settings
 from kombu.exceptions import OperationalError
 
+from common.errors import DomainError
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,3 +44,22 @@ def send(
             _Outage.until = time.monotonic() + settings.BROKER_RETRY_AFTER_S
         logger.exception("could not queue %s%r", name, args)
         return None
+
+
+class QueueUnavailable(DomainError):
+    """The broker did not take a job that a request asked for (the API answers 503)."""
+
+    http_status = 503
+
+
+def short_retry_policy() -> dict:
+    """A publish retry policy for jobs a person is waiting on: ``LAUNCH_PUBLISH_RETRIES`` tries
+    ``LAUNCH_PUBLISH_RETRY_INTERVAL`` seconds apart, so a broker that is down fails the request
+    in about a second instead of hanging it."""
+    interval = settings.LAUNCH_PUBLISH_RETRY_INTERVAL
+    return {
+        "max_retries": settings.LAUNCH_PUBLISH_RETRIES,
+        "interval_start": 0,
+        "interval_step": interval,
+        "interval_max": interval,
+    }

@@ -3,6 +3,7 @@
 
 from django.urls import include, path
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.routers import DefaultRouter
 
 import annotation.api
@@ -10,12 +11,14 @@ import models_registry.api
 import training.api
 from annotation.projects.api import MeView
 from common.api import ApiAnonThrottle
+from common.limits import DepthLimitedJSONParser
 
 
 class TokenView(ObtainAuthToken):
     """Exchange a username and password for an API token (``Authorization: Token <key>``)."""
 
     throttle_classes = [ApiAnonThrottle]
+    parser_classes = [FormParser, MultiPartParser, DepthLimitedJSONParser]  # JSON_MAX_DEPTH
 
 
 router = DefaultRouter()

@@ -213,7 +213,6 @@ SPECTACULAR_SETTINGS = {
 # Data in and out (annotation.datasets.importers.jobs, annotation.snapshots).
 IMPORT_INLINE_MAX_BYTES = int(os.environ.get("IMPORT_INLINE_MAX_BYTES", 2 * 1024 * 1024))
 SNAPSHOT_INLINE_MAX_JUDGMENTS = int(os.environ.get("SNAPSHOT_INLINE_MAX_JUDGMENTS", 20_000))
-EXPORT_STREAM_MAX_JUDGMENTS = int(os.environ.get("EXPORT_STREAM_MAX_JUDGMENTS", 50_000))
 # Large PostgreSQL exports split into this many processes (1 = one process; more only pays
 # where cores are idle: on a 2-core box the database already needs one).
 SNAPSHOT_WORKERS = int(os.environ.get("SNAPSHOT_WORKERS", "1"))
@@ -241,6 +240,35 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
+
+# --- uploads and request limits (issue 17)
+# common.limits: the cap on uploads (checked while the body streams in), the largest
+# non-file request body (a 10,000-record bulk import of 1,500-character texts, prompt and two
+# responses each, is ~46 MB of JSON), JSON nesting depth (API bodies and imported files), and
+# the decompressed size of imports (annotation.files).
+UPLOAD_MAX_BYTES = int(os.environ.get("UPLOAD_MAX_BYTES", 2 * 1024**3))
+DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DATA_UPLOAD_MAX_MEMORY_SIZE", 64 * 1024**2))
+JSON_MAX_DEPTH = int(os.environ.get("JSON_MAX_DEPTH", 64))
+IMPORT_MAX_DECOMPRESSED_BYTES = int(os.environ.get("IMPORT_MAX_DECOMPRESSED_BYTES", 4 * 1024**3))
+IMPORT_MAX_COMPRESSION_RATIO = int(os.environ.get("IMPORT_MAX_COMPRESSION_RATIO", 100))
+FILE_UPLOAD_HANDLERS = [
+    "common.limits.UploadCapHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+MIDDLEWARE.insert(1, "common.limits.RequestLimitsMiddleware")  # after the health probe
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "common.limits.DepthLimitedJSONParser",
+    "rest_framework.parsers.FormParser",
+    "rest_framework.parsers.MultiPartParser",
+]
+
+# --- exports (issue 17): streamed exports and snapshot jobs
+# Records a streamed export (GET projects/<id>/export/) may read; 0 = no limit (memory is flat).
+EXPORT_STREAM_MAX_JUDGMENTS = int(os.environ.get("EXPORT_STREAM_MAX_JUDGMENTS", "0"))
+# Judgments per read batch of a snapshot build (memory against round trips; the tests use 1 to
+# make a build last long enough to kill its worker mid-way).
+SNAPSHOT_BATCH_JUDGMENTS = int(os.environ.get("SNAPSHOT_BATCH_JUDGMENTS", "4000"))
 
 # --- webhooks: SSRF, Redis down (issue 17)
 # Hooks reach public hosts only (common.outbound); these names, addresses or networks
@@ -285,3 +313,22 @@ if PRODUCTION:
         "anon": os.environ.get("THROTTLE_ANON", "60/min"),
         "user": os.environ.get("THROTTLE_USER", "6000/min"),
     }
+
+# --- launch (issue 17): what a training launch may ask for (training.validation), and how long
+# queueing a run may keep trying a broker that is down before the launch fails (HTTP 503).
+TRAINING_MAX_STEPS = int(os.environ.get("TRAINING_MAX_STEPS", "1000000"))
+TRAINING_MAX_BATCH_SIZE = int(os.environ.get("TRAINING_MAX_BATCH_SIZE", "4096"))
+TRAINING_MAX_GRADIENT_ACCUMULATION = int(
+    os.environ.get("TRAINING_MAX_GRADIENT_ACCUMULATION", "1024")
+)
+TRAINING_MAX_LENGTH = int(os.environ.get("TRAINING_MAX_LENGTH", "131072"))
+TRAINING_MAX_LEARNING_RATE = float(os.environ.get("TRAINING_MAX_LEARNING_RATE", "1.0"))
+TRAINING_MAX_PROCESSES = int(os.environ.get("TRAINING_MAX_PROCESSES", "8"))
+# Local base models are accepted only inside these directories (os.pathsep-separated).
+MODEL_ROOTS = [
+    Path(root).resolve()
+    for root in os.environ.get("MODEL_ROOTS", str(DATA_DIR / "models")).split(os.pathsep)
+    if root
+]
+LAUNCH_PUBLISH_RETRIES = int(os.environ.get("LAUNCH_PUBLISH_RETRIES", "2"))
+LAUNCH_PUBLISH_RETRY_INTERVAL = float(os.environ.get("LAUNCH_PUBLISH_RETRY_INTERVAL", "0.2"))

@@ -14,6 +14,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
+from django.utils import timezone
 
 from annotation.models import DatasetSnapshot, PrincipleSet, Project
 from common import background
@@ -312,8 +313,24 @@ def request_generation(
     job.model_versions.set(versions)
 
     def send() -> None:
-        task_id = background.send("training.generate_candidates", job.pk, queue=queue).id or ""
-        GenerationJob.objects.filter(pk=job.pk).update(celery_task_id=task_id)
+        try:
+            result = background.send(
+                "training.generate_candidates",
+                job.pk,
+                queue=queue,
+                retry=True,
+                retry_policy=background.short_retry_policy(),
+            )
+        except Exception as exc:  # never left queued with no message behind it
+            message = (
+                f"could not queue generation job {job.pk}: the task broker is unreachable "
+                f"({type(exc).__name__}: {exc})"
+            )
+            GenerationJob.objects.filter(pk=job.pk).update(
+                status=GenerationJob.Status.FAILED, error=message, finished_at=timezone.now()
+            )
+            raise background.QueueUnavailable(message) from exc
+        GenerationJob.objects.filter(pk=job.pk).update(celery_task_id=result.id or "")
 
     transaction.on_commit(send)
     return job

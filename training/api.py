@@ -16,7 +16,7 @@ from annotation.models import DatasetSnapshot
 from annotation.permissions import READERS, STAFF
 from common.api import ApiViewSet
 from models_registry.models import ModelVersion
-from training import services, trainers
+from training import services, trainers, validation
 from training.models import RunMetric, TrainingRun
 
 
@@ -51,7 +51,9 @@ class LaunchSerializer(serializers.Serializer):
         queryset=ModelVersion.objects.all(), required=False, allow_null=True
     )
     queue = serializers.ChoiceField(choices=TrainingRun.Queue.choices, default="cpu")
-    num_processes = serializers.IntegerField(min_value=1, default=1)
+    num_processes = serializers.IntegerField(
+        default=1, help_text="torchrun processes, 1 to TRAINING_MAX_PROCESSES."
+    )
     name = serializers.CharField(required=False, default="", max_length=200)
 
 
@@ -60,6 +62,8 @@ class ConfigFieldSerializer(serializers.Serializer):
     type = serializers.CharField()
     default = serializers.JSONField()
     help = serializers.CharField()
+    minimum = serializers.FloatField(allow_null=True)
+    maximum = serializers.FloatField(allow_null=True)
 
 
 class TrainingRunFilter(df.FilterSet):
@@ -81,7 +85,9 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
 
     @extend_schema(request=LaunchSerializer, responses={201: TrainingRunSerializer})
     def create(self, request):
-        """Launch a run: the config is validated and completed with the kind's defaults."""
+        """Launch a run: every input is checked by ``training.validation`` (400 naming the
+        field and the limit) and the config completed with the kind's defaults; 503 when the
+        broker cannot take the job (the run is then stored as failed)."""
         data = LaunchSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         run = services.launch_run(**data.validated_data, created_by=request.user)
@@ -105,7 +111,8 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
         kind = request.query_params.get("kind", "")
         if kind not in trainers.KINDS:
             raise ValidationError({"kind": f"choose one of {', '.join(trainers.KINDS)}"})
-        return Response(ConfigFieldSerializer(trainers.describe_fields(kind), many=True).data)
+        fields = trainers.describe_fields(kind, validation.limits())
+        return Response(ConfigFieldSerializer(fields, many=True).data)
 
     @extend_schema(responses=RunMetricSerializer(many=True))
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)

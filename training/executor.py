@@ -79,10 +79,12 @@ def execute(run_id: int) -> None:
         finished = services.finish_run(run_id=run.pk, result=result, log_tail=tail.text)
         if finished.output_model_version_id:  # the model's own discretion (never raises)
             profile_version_safely(finished.output_model_version_id)
-    except Exception:
-        error = traceback.format_exc()
-        tail.add(error)
-        services.fail_run(run_id=run.pk, error=error, log_tail=tail.text)
+    except Exception as exc:
+        trace = traceback.format_exc()
+        tail.add(trace)
+        services.fail_run(
+            run_id=run.pk, error=services.failure_text(exc, trace), log_tail=tail.text
+        )
     finally:
         root.removeHandler(tail)
 

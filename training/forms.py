@@ -9,7 +9,7 @@ from django import forms
 
 from annotation.models import DatasetSnapshot
 from models_registry.models import ModelVersion
-from training import trainers
+from training import trainers, validation
 from training.models import TrainingRun
 
 TRI_STATE = [("", "auto"), ("true", "on"), ("false", "off")]
@@ -35,10 +35,11 @@ def _config_field(spec: dict) -> forms.Field:
                 **{**common, "initial": {True: "true", False: "false"}.get(default, "")},
             )
         return forms.BooleanField(**common)
+    bounds = {"min_value": spec["minimum"], "max_value": spec["maximum"]}
     if base == "int":
-        return forms.IntegerField(**common)
+        return forms.IntegerField(**bounds, **common)
     if base == "float":
-        return forms.FloatField(**common)
+        return forms.FloatField(**bounds, **common)
     return forms.CharField(**common)
 
 
@@ -52,7 +53,9 @@ class LaunchForm(forms.Form):
     base_model = forms.CharField(
         required=False,
         initial="builtin:tiny",
-        help_text="A hub id, a local path, or builtin:tiny. Ignored when a version is chosen.",
+        max_length=validation.BASE_MODEL_MAX_CHARS,
+        help_text="builtin:tiny, a registered name@version, a hub id (org/name) or a path under "
+        "a model root. Ignored when a version is chosen.",
     )
     base_model_version = forms.ModelChoiceField(
         queryset=ModelVersion.objects.select_related("registered_model"), required=False
@@ -70,9 +73,14 @@ class LaunchForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.kind = kind
         self.config_names = []
-        for spec in trainers.describe_fields(kind):
+        for spec in trainers.describe_fields(kind, validation.limits()):
             self.fields[f"config_{spec['name']}"] = _config_field(spec)
             self.config_names.append(spec["name"])
+
+    def reject(self, error: validation.LaunchRejected) -> None:
+        """Show a rejected launch beside the field it names (``config.x.y`` → ``config_x``)."""
+        name = error.field.replace("config.", "config_", 1).split(".")[0]
+        self.add_error(name if name in self.fields else None, str(error))
 
     def config(self) -> dict:
         """Config values the user set (empty fields fall back to the schema's defaults)."""

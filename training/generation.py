@@ -30,6 +30,7 @@ from django.utils import timezone
 from annotation.models import Project, Prompt, Response, Task, TaskResponse
 from models_registry import profiles
 from models_registry.models import GenerationJob, ModelVersion, RegisteredModel
+from training.services import failure_text
 
 log = logging.getLogger(__name__)
 BATCH = 8
@@ -295,10 +296,10 @@ def execute_generation(job_id: int) -> None:
         return
     try:
         _generate(job)
-    except Exception:
+    except Exception as exc:
         GenerationJob.objects.filter(pk=job.pk).update(
             status=GenerationJob.Status.FAILED,
-            error=traceback.format_exc()[-8000:],
+            error=failure_text(exc, traceback.format_exc()),
             finished_at=timezone.now(),
         )
 

@@ -25,51 +25,26 @@ from common import background, events
 from common.errors import DomainError
 from models_registry.models import ModelVersion
 from models_registry.services import register_model_version
-from training import trainers
+from training import trainers, validation
 from training.models import RunMetric, TrainingRun
 
 Status = TrainingRun.Status
 LOG_TAIL_CHARS = 20_000
 # A run whose holder has not reported for this long is presumed dead (another machine's worker).
 STALE_AFTER = timedelta(seconds=int(os.environ.get("RUN_STALE_SECONDS", "900")))
-SNAPSHOT_KIND_FOR = {
-    "reward": "preference",
-    "dpo": "preference",
-    "sft": "sft",
-    "grpo": None,  # any snapshot with prompts
-    "ppo": None,
-}
 
 
 def run_dirs(run: TrainingRun) -> tuple[Path, Path]:
     """(final artifact directory, work directory holding checkpoints)."""
-    root = Path(settings.ARTIFACT_ROOT) / "runs" / str(run.pk)
+    root = run_root(run)
     return root / "model", root / "work"
 
 
-def _validate_inputs(
-    kind: str,
-    snapshot: DatasetSnapshot | None,
-    reward_model_version: ModelVersion | None,
-    config: trainers.RunConfig,
-) -> None:
-    if snapshot is None:
-        raise DomainError(f"a {kind} run needs a dataset snapshot")
-    if snapshot.status != DatasetSnapshot.Status.READY:
-        raise DomainError(f"snapshot {snapshot.pk} is {snapshot.status}, not ready")
-    wanted = SNAPSHOT_KIND_FOR[kind]
-    if wanted and snapshot.kind != wanted:
-        raise DomainError(f"a {kind} run needs a {wanted} snapshot, not {snapshot.kind}")
-    uses_reward_model = kind == "ppo" or any(
-        spec.get("type") == "reward_model" for spec in getattr(config, "rewards", []) or []
-    )
-    if uses_reward_model and reward_model_version is None:
-        raise DomainError(f"this {kind} run needs a reward model version")
-    if reward_model_version and reward_model_version.registered_model.kind != "reward":
-        raise DomainError(f"{reward_model_version} is not a reward model")
+def run_root(run: TrainingRun) -> Path:
+    """Everything a run writes lives under this directory."""
+    return Path(settings.ARTIFACT_ROOT) / "runs" / str(run.pk)
 
 
-@transaction.atomic
 def launch_run(
     *,
     kind: str,
@@ -83,34 +58,37 @@ def launch_run(
     name: str = "",
     created_by=None,
 ) -> TrainingRun:
-    """Validate the config for ``kind`` (defaults filled in), store the run, enqueue it."""
-    if kind not in TrainingRun.Kind.values:
-        raise DomainError(f"unknown run kind {kind!r}; choose from {TrainingRun.Kind.values}")
-    if queue not in TrainingRun.Queue.values:
-        raise DomainError(f"unknown queue {queue!r}; choose from {TrainingRun.Queue.values}")
-    if num_processes < 1:
-        raise DomainError("num_processes must be at least 1")
-    try:
-        validated = trainers.from_dict(kind, config or {}, world_size=num_processes)
-    except ValueError as exc:
-        raise DomainError(str(exc)) from exc
-    _validate_inputs(kind, snapshot, reward_model_version, validated)
-    if not (base_model or base_model_version):
-        raise DomainError("give a base model (hub id, local path or builtin:tiny) or a version")
-    run = TrainingRun.objects.create(
+    """Validate the launch (``training.validation``: config bounded and completed with the
+    kind's defaults, base model, inputs), store the run, enqueue it after the commit.
+
+    Raises ``LaunchRejected`` for a bad request, ``background.QueueUnavailable`` (503) when the
+    broker refuses the job (the run is then stored as failed, never left queued)."""
+    launch = validation.validate_launch(
         kind=kind,
-        name=name or f"{snapshot.project.slug}-{kind}",
-        config=validated.to_dict(),
+        config=config,
         snapshot=snapshot,
-        base_model="" if base_model_version else base_model,
+        base_model=base_model,
         base_model_version=base_model_version,
         reward_model_version=reward_model_version,
         queue=queue,
         num_processes=num_processes,
-        max_steps=validated.max_steps,
-        created_by=created_by,
+        name=name,
     )
-    transaction.on_commit(lambda: enqueue(run))
+    with transaction.atomic():
+        run = TrainingRun.objects.create(
+            kind=launch.kind,
+            name=launch.name or f"{launch.snapshot.project.slug}-{launch.kind}",
+            config=launch.config.to_dict(),
+            snapshot=launch.snapshot,
+            base_model=launch.base_model,
+            base_model_version=launch.base_model_version,
+            reward_model_version=launch.reward_model_version,
+            queue=launch.queue,
+            num_processes=launch.num_processes,
+            max_steps=launch.config.max_steps,
+            created_by=created_by,
+        )
+        transaction.on_commit(lambda: enqueue(run))
     return run
 
 
@@ -119,7 +97,23 @@ EXECUTE_RUN_TASK = "training.execute_run"
 
 
 def enqueue(run: TrainingRun) -> None:
-    result = background.send(EXECUTE_RUN_TASK, run.pk, queue=run.queue)
+    """Publish the run's job, retrying briefly (``LAUNCH_PUBLISH_RETRIES``); a broker that is
+    still unreachable fails the run with the reason and raises QueueUnavailable."""
+    try:
+        result = background.send(
+            EXECUTE_RUN_TASK,
+            run.pk,
+            queue=run.queue,
+            retry=True,
+            retry_policy=background.short_retry_policy(),
+        )
+    except Exception as exc:
+        message = (
+            f"could not queue run {run.pk}: the task broker is unreachable "
+            f"({type(exc).__name__}: {exc}); launch it again when the broker is back"
+        )
+        fail_run(run_id=run.pk, error=message, log_tail="")
+        raise background.QueueUnavailable(message) from exc
     TrainingRun.objects.filter(pk=run.pk).update(celery_task_id=result.id or "")
 
 
@@ -220,23 +214,42 @@ def finish_run(*, run_id: int, result: trainers.TrainingResult, log_tail: str) -
         status=run.status,
         output_model_version_id=run.output_model_version_id,
     )
-    _, work_dir = run_dirs(run)
-    if run.status == Status.SUCCEEDED:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    if run.status == Status.SUCCEEDED:  # keep the model; drop checkpoints and launch files
+        model_dir, root = run_dirs(run)[0], run_root(run)
+        for path in root.iterdir() if root.is_dir() else ():
+            if path != model_dir:
+                shutil.rmtree(path, ignore_errors=True)
     return run
 
 
 def fail_run(*, run_id: int, error: str, log_tail: str) -> None:
-    """Mark a run failed with its traceback; drop its checkpoints (it will not resume)."""
+    """Mark a run failed with its reason and traceback; remove everything it wrote (checkpoints,
+    launch files, a model directory no version points to): a failed run does not resume."""
     TrainingRun.objects.filter(pk=run_id).update(
         status=Status.FAILED,
-        error=error[-LOG_TAIL_CHARS:],
-        log_tail=log_tail[-LOG_TAIL_CHARS:],
+        error=_storable(error),
+        log_tail=_storable(log_tail),
         finished_at=timezone.now(),
     )
     run = TrainingRun.objects.get(pk=run_id)
     events.publish("run.finished", run_id=run.pk, kind=run.kind, status=run.status)
-    shutil.rmtree(run_dirs(run)[1], ignore_errors=True)
+    if run.output_model_version_id is None:
+        shutil.rmtree(run_root(run), ignore_errors=True)
+    else:
+        shutil.rmtree(run_dirs(run)[1], ignore_errors=True)
+
+
+def failure_text(exc: BaseException, trace: str) -> str:
+    """A failed job's ``error``: one readable line (type and message), then the traceback."""
+    summary = (
+        f"{type(exc).__name__}: {exc}".splitlines()[0][:1000] if str(exc) else type(exc).__name__
+    )
+    return _storable(f"{summary}\n\n{trace[-(LOG_TAIL_CHARS - len(summary) - 2) :]}")
+
+
+def _storable(text: str) -> str:
+    """The tail of ``text`` that any database column takes (PostgreSQL refuses NUL)."""
+    return text.replace("\x00", "\ufffd")[-LOG_TAIL_CHARS:]
 
 
 def _holder_is_dead(worker: str) -> bool:

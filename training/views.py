@@ -15,6 +15,7 @@ from training import selectors, services, trainers
 from training.charts import charts_for
 from training.forms import LaunchForm
 from training.models import TrainingRun
+from training.validation import LaunchRejected
 
 
 def _staff(request: HttpRequest) -> None:
@@ -56,6 +57,8 @@ def launch(request: HttpRequest, kind: str) -> HttpResponse:
                 name=data["name"],
                 created_by=request.user,
             )
+        except LaunchRejected as exc:
+            form.reject(exc)
         except DomainError as exc:
             form.add_error(None, str(exc))
         else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.http import FileResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -35,6 +34,14 @@ from common.errors import DomainError
 
 EXPORT_PARAMETERS = [
     OpenApiParameter("kind", str, enum=list(DatasetSnapshot.Kind.values), default="preference"),
+    OpenApiParameter(
+        "file_format",
+        str,
+        enum=list(snapshots.STREAM_FORMATS),
+        default="jsonl",
+        description="csv: one header row, the kind's snapshot columns; nested values as JSON "
+        "text; text cells starting with = + - @ (a spreadsheet formula) prefixed with '",
+    ),
     OpenApiParameter("aggregation", str, enum=["raw", "majority", "bradley_terry"]),
     OpenApiParameter("style", str, enum=["conversational", "text"]),
     OpenApiParameter("prompt_style", str, enum=["explicit", "implicit"]),
@@ -122,7 +129,7 @@ class ImportJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiView
 
 
 class ProjectDataActions:
-    """A project's data actions (``ProjectViewSet``): bulk prompts, file upload, JSONL export."""
+    """A project's data actions (``ProjectViewSet``): bulk prompts, file upload, streamed export."""
 
     @extend_schema(
         request=project_serializers.BulkPromptsSerializer,
@@ -131,11 +138,14 @@ class ProjectDataActions:
     @action(detail=True, methods=["post"], url_path="prompts")
     def bulk_prompts(self, request, pk=None):
         """Create prompts with their responses and one task each, all or nothing. Records use
-        the JSONL import format; an error names the record (1-based)."""
+        the JSONL import format; an error names the record (1-based). Answers the task count
+        and the new task ids, in the records' order."""
         project = self.get_object()
         validated(project_serializers.BulkPromptsSerializer, request.data)
-        count = prompts.import_records(project=project, records=request.data["records"])
-        return ApiResponse({"tasks": count}, status=status.HTTP_201_CREATED)
+        task_ids = prompts.import_records(project=project, records=request.data["records"])
+        return ApiResponse(
+            {"tasks": len(task_ids), "task_ids": task_ids}, status=status.HTTP_201_CREATED
+        )
 
     @extend_schema(
         request={"multipart/form-data": serializers.ImportUploadSerializer},
@@ -170,12 +180,15 @@ class ProjectDataActions:
 
     @extend_schema(
         parameters=EXPORT_PARAMETERS,
-        responses={(200, "application/x-ndjson"): OpenApiTypes.STR},
+        responses={
+            (200, "application/x-ndjson"): OpenApiTypes.STR,
+            (200, "text/csv"): OpenApiTypes.STR,
+        },
     )
     @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
     def export(self, request, pk=None):
-        """Stream a small export as JSON Lines (no snapshot recorded). Exports reading more
-        than ``EXPORT_STREAM_MAX_JUDGMENTS`` records must be snapshots."""
+        """Stream an export of any size as JSON Lines or CSV (``file_format``), no snapshot
+        recorded. ``EXPORT_STREAM_MAX_JUDGMENTS`` (0: none) caps the records it reads."""
         project = self.get_object()
         params = request.query_params
         kind = params.get("kind", "preference")
@@ -188,19 +201,15 @@ class ProjectDataActions:
                 raise DomainError("min_agreement must be a number") from exc
         if params.get("annotator_kinds"):
             filters["annotator_kinds"] = params["annotator_kinds"].split(",")
-        aggregation = params.get("aggregation", "raw")
-        limit = int(getattr(settings, "EXPORT_STREAM_MAX_JUDGMENTS", 50_000))
-        if snapshots.count_for_export(project=project, kind=kind, filters=filters) > limit:
-            raise DomainError(f"more than {limit} records: create a snapshot instead")
-        lines = snapshots.export_lines(
-            project=project, kind=kind, aggregation=aggregation, filters=filters
+        fmt = params.get("file_format", "jsonl")
+        chunks = snapshots.export_stream(
+            project=project,
+            kind=kind,
+            aggregation=params.get("aggregation", "raw"),
+            filters=filters,
+            fmt=fmt,
         )
-        first = next(lines, b"")  # surfaces option errors before the response starts
-
-        def body():
-            yield first
-            yield from lines
-
-        response = StreamingHttpResponse(body(), content_type="application/x-ndjson")
-        response["Content-Disposition"] = f'attachment; filename="{project.slug}-{kind}.jsonl"'
+        content_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+        response = StreamingHttpResponse(chunks, content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="{project.slug}-{kind}.{fmt}"'
         return response

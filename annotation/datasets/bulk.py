@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import random
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 
 from django.db import transaction
 
@@ -38,18 +42,54 @@ def create_tasks(
 ) -> int:
     """Store prompts, responses and one task per prompt in bulk; returns the task count.
 
-    ``on_batch(specs, task_ids, response_ids)`` runs after each batch (response ids per task in
-    position order), e.g. to attach imported judgments in the same transaction. ``specs`` may be
-    lazy (a file being parsed); on PostgreSQL a worker thread advances it, so it must not use
-    the database."""
+    Each task's responses are stored (ids and positions) in a seeded random order of their own
+    (``stored_order``), so that neither a response id nor a position tells which one the source
+    listed first (e.g. the dataset's "chosen" reply). ``on_batch(specs, task_ids,
+    response_ids)`` runs after each batch with the response ids per task in the *spec's* order
+    (``spec.responses[i]`` is ``response_ids[k][i]``), e.g. to attach imported judgments in the
+    same transaction. ``specs`` may be lazy (a file being parsed); on PostgreSQL a worker
+    thread advances it, so it must not use the database."""
     batch_size = batch_size or (5000 if pg.enabled() else 2000)
-    batches = _batches(specs, batch_size)
+    shuffled = (
+        replace(spec, responses=[spec.responses[i] for i in stored_order(project.pk, spec)])
+        for spec in specs
+    )
+
+    def in_spec_order(stored_specs, task_ids, stored_ids) -> None:
+        if on_batch is None:
+            return
+        originals, by_spec = [], []
+        for spec, ids in zip(stored_specs, stored_ids, strict=True):
+            # the same permutation: the seed does not depend on the responses' order
+            slot = {
+                original: stored for stored, original in enumerate(stored_order(project.pk, spec))
+            }
+            by_spec.append([ids[slot[i]] for i in range(len(ids))])
+            originals.append(
+                replace(spec, responses=[spec.responses[slot[i]] for i in range(len(ids))])
+            )
+        on_batch(originals, task_ids, by_spec)
+
+    batches = _batches(shuffled, batch_size)
     if pg.enabled():
-        total = pg.copy_tasks(project, batches, task_kind_for, on_batch)
+        total = pg.copy_tasks(project, batches, task_kind_for, in_spec_order)
     else:
-        total = sum(_create_task_batch(project, batch, on_batch) for batch in batches)
+        total = sum(_create_task_batch(project, batch, in_spec_order) for batch in batches)
     Project.objects.filter(pk=project.pk).update(task_count=project.tasks.count())
     return total
+
+
+def stored_order(project_id: int, spec: PromptSpec) -> list[int]:
+    """The order ``spec.responses`` are stored in: a permutation of their indexes seeded by the
+    task's stable identity (project, then external id or else the prompt and the responses'
+    texts, in any order), so that a re-import stores the same order."""
+    identity = spec.external_id or json.dumps(
+        [spec.messages, sorted(r.text for r in spec.responses)], sort_keys=True, default=str
+    )
+    digest = hashlib.sha256(f"{project_id}\0{identity}".encode()).digest()
+    order = list(range(len(spec.responses)))
+    random.Random(int.from_bytes(digest[:8], "big")).shuffle(order)
+    return order
 
 
 def _batches(items: Iterable, size: int) -> Iterator[list]:

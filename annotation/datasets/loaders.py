@@ -32,6 +32,9 @@ from annotation.models import (
 )
 
 BATCH_JUDGMENTS = 4000  # judgments per read batch: bounded memory, few round trips
+# An export streamed over HTTP reads smaller batches, in the request's thread: a web process
+# serves several requests at once and keeps the memory a batch costs (allocator arenas).
+STREAM_BATCH_JUDGMENTS = 500
 
 
 DEMO_BATCH = 2000
@@ -234,8 +237,13 @@ class RowStream:
         options: ExportOptions,
         f: SnapshotFilters,
         task_range: tuple[int, int | None] = (0, None),
+        *,
+        target: int = BATCH_JUDGMENTS,
+        prefetch: bool = True,
     ) -> None:
         self.project = project
+        self.target = target
+        self.prefetch = prefetch
         self.options = options
         self.filters = f
         self.task_range = task_range
@@ -251,7 +259,9 @@ class RowStream:
 
     def __iter__(self) -> Iterator[list[dict]]:
         if self.shaper is None:
-            for demos in iter_demo_batches(self.project, self.filters):
+            for demos in iter_demo_batches(
+                self.project, self.filters, batch=min(DEMO_BATCH, self.target)
+            ):
                 rows = [
                     sft_row(d, style=self.options.style, spec_version=self.options.spec_version)
                     for d in demos
@@ -267,11 +277,13 @@ class RowStream:
         shaper = self.shaper
         full = self.options.kind == "raw"
         after, until = self.task_range
-        batches = prefetched(
-            lambda: iter_task_batches(
-                self.project, self.filters, full=full, after=after, until=until
+
+        def read():
+            return iter_task_batches(
+                self.project, self.filters, target=self.target, full=full, after=after, until=until
             )
-        )
+
+        batches = prefetched(read) if self.prefetch else read()
         for task_batch in batches:
             rows = []
             for task, judgments in task_batch:

@@ -64,8 +64,8 @@ class ImportJobSerializer(serializers.ModelSerializer):
     class Meta:
         model = ImportJob
         fields = ["id", "project", "format", "original_name", "options", "status", "stage",
-                  "progress", "task_count", "judgment_count", "error", "created_by",
-                  "created_at", "finished_at"]  # fmt: skip
+                  "progress", "task_count", "judgment_count", "error", "traceback",
+                  "created_by", "created_at", "finished_at"]  # fmt: skip
         read_only_fields = fields
 
 

@@ -106,6 +106,9 @@ class BulkPromptsSerializer(serializers.Serializer):
 
 class BulkResultSerializer(serializers.Serializer):
     tasks = serializers.IntegerField()
+    task_ids = serializers.ListField(
+        child=serializers.IntegerField(), help_text="The created tasks, in the records' order."
+    )
 
 
 class TaskResponseSerializer(serializers.Serializer):

@@ -30,9 +30,10 @@ from annotation.permissions import (
     STAFF,
     is_staff,
 )
-from annotation.vocabulary import SLOT_LETTERS, names_no_response
+from annotation.vocabulary import names_no_response
 from annotation.workspace import demonstrations, judging, leasing, serializers
 from annotation.workspace import selectors as workspace_selectors
+from annotation.workspace.serializers import slot_to_id
 from common.api import ApiViewSet, validated
 from common.errors import DomainError
 
@@ -55,22 +56,10 @@ class OwnRowsForAnnotators:
         return queryset
 
 
-def _slot_to_id(value, display_order: list[int], where: str):
-    """A slot letter (``"A"`` …) of ``display_order`` or a response id → the response id."""
-    if isinstance(value, bool):
-        raise DomainError(f"{where}: expected a slot letter or a response id")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and len(value) == 1 and value.upper() in SLOT_LETTERS:
-        index = SLOT_LETTERS.index(value.upper())
-        if index < len(display_order):
-            return display_order[index]
-    raise DomainError(f"{where}: {value!r} is not a slot of this task or a response id")
-
-
 def _judgment_arguments(data: dict, display_order: list[int]) -> dict:
+    """A judgment's API input (slot letters) as the service takes it (response ids)."""
     ordering = [
-        [_slot_to_id(item, display_order, "ordering") for item in bucket]
+        [slot_to_id(item, display_order, "ordering") for item in bucket]
         for bucket in data["ordering"]
     ]
     verdicts = {}
@@ -78,7 +67,7 @@ def _judgment_arguments(data: dict, display_order: list[int]) -> dict:
         if names_no_response(value):
             verdicts[key] = value.lower()
         else:
-            verdicts[key] = _slot_to_id(value, display_order, f"verdict {key!r}")
+            verdicts[key] = slot_to_id(value, display_order, f"verdict {key!r}")
     return {
         "ordering": ordering,
         "strength": data["strength"],
@@ -94,7 +83,7 @@ def _judgment_arguments(data: dict, display_order: list[int]) -> dict:
 
 
 def _judgments_queryset():
-    return Judgment.objects.select_related("task").prefetch_related(
+    return Judgment.objects.select_related("task", "assignment").prefetch_related(
         Prefetch("verdicts", queryset=PrincipleVerdict.objects.select_related("principle")),
         "decisive_principles",
     )
@@ -147,7 +136,7 @@ class AssignmentViewSet(
         if judgment.written_verdicts is None:  # a retry: the stored judgment, read back
             body = serializers.JudgmentSerializer(_judgments_queryset().get(pk=judgment.pk)).data
         else:
-            body = serializers.judgment_body(judgment)
+            body = serializers.judgment_body(judgment, assignment.display_order)
         return ApiResponse(body, status=status.HTTP_201_CREATED)
 
     def _own_assignment(self, pk: str) -> Assignment:
@@ -195,6 +184,11 @@ class JudgmentViewSet(
     default_roles = ANNOTATING
     action_roles = {"flag": STAFF}
 
+    def get_serializer_class(self):
+        if is_staff(self.request.user):
+            return serializers.StaffJudgmentSerializer
+        return serializers.JudgmentSerializer
+
     @extend_schema(
         request=serializers.EditJudgmentSerializer,
         responses=serializers.JudgmentSerializer,
@@ -209,13 +203,14 @@ class JudgmentViewSet(
             annotator=request.user,
             **_judgment_arguments(data, display_order),
         )
+        # only its annotator edits a judgment (the service refuses anyone else): the blind answer
         return ApiResponse(
             serializers.JudgmentSerializer(_judgments_queryset().get(pk=edited.pk)).data
         )
 
     @extend_schema(
         request=serializers.FlagJudgmentSerializer,
-        responses=serializers.JudgmentSerializer,
+        responses=serializers.StaffJudgmentSerializer,
     )
     @action(detail=True, methods=["post"])
     def flag(self, request, pk=None):
@@ -227,7 +222,7 @@ class JudgmentViewSet(
             reason=data["reason"],
         )  # fmt: skip
         return ApiResponse(
-            serializers.JudgmentSerializer(_judgments_queryset().get(pk=judgment.pk)).data
+            serializers.StaffJudgmentSerializer(_judgments_queryset().get(pk=judgment.pk)).data
         )
 
 
@@ -245,6 +240,23 @@ class DemonstrationViewSet(
     filterset_class = DemonstrationFilter
     default_roles = ANNOTATING
 
+    def get_serializer_class(self):
+        if is_staff(self.request.user):
+            return serializers.StaffDemonstrationSerializer
+        return serializers.DemonstrationSerializer
+
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        if page is not None and not is_staff(self.request.user):
+            self._orders = serializers.shown_orders(self.request.user.pk, [d.task_id for d in page])
+        return page
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        if getattr(self, "_orders", None) is not None:
+            context["orders"] = self._orders
+        return context
+
     @extend_schema(
         request=serializers.DemonstrationCreateSerializer,
         responses={201: serializers.DemonstrationSerializer},
@@ -255,13 +267,11 @@ class DemonstrationViewSet(
         if task is None:
             raise DomainError(f"no task {data['task']}")
         based_on = data["based_on"]
+        order: list[int] = []
         if based_on is not None:
             mine = Assignment.objects.filter(task=task, annotator=request.user).first()
             order = mine.display_order if mine else []
-            response_id = _slot_to_id(based_on, order, "based_on")
-            based_on = Response.objects.filter(pk=response_id).first()
-            if based_on is None:
-                raise DomainError("based_on must be one of this task's responses")
+            based_on = Response(pk=slot_to_id(based_on, order, "based_on"))
         demonstration = demonstrations.create_demonstration(
             annotator=request.user,
             task=task,
@@ -272,10 +282,10 @@ class DemonstrationViewSet(
             time_spent_ms=data["time_spent_ms"],
         )
         demonstration = self.queryset.get(pk=demonstration.pk)
-        return ApiResponse(
-            serializers.DemonstrationSerializer(demonstration).data,
-            status=status.HTTP_201_CREATED,
-        )
+        body = serializers.DemonstrationSerializer(
+            demonstration, context={"orders": {task.pk: order}} if order else {}
+        ).data
+        return ApiResponse(body, status=status.HTTP_201_CREATED)
 
 
 class ProjectWorkActions:

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from annotation.errors import NotYourAssignmentError
+from annotation.errors import NotYourAssignmentError, ProjectInactiveError
 from annotation.models import (
     Assignment,
     Demonstration,
@@ -18,6 +18,7 @@ from annotation.models import (
 )
 from annotation.principles import selectors as principle_selectors
 from annotation.workspace.submission import (
+    INACTIVE,
     MAX_TEXT,
     claim_lease,
     clean_key,
@@ -60,6 +61,8 @@ def create_demonstration(
     try:
         with transaction.atomic():
             locked_task = lock_task(task.pk)
+            if not locked_task.project.is_active:
+                raise ProjectInactiveError(INACTIVE)
             assignment = (
                 Assignment.objects.select_for_update()
                 .filter(task=locked_task, annotator=annotator)

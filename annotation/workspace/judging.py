@@ -11,7 +11,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotation.errors import EditWindowClosedError, NotYourAssignmentError
+from annotation.errors import (
+    EditWindowClosedError,
+    NotYourAssignmentError,
+    ProjectInactiveError,
+)
 from annotation.models import (
     Assignment,
     Judgment,
@@ -27,6 +31,7 @@ from annotation.vocabulary import is_not_applicable
 from annotation.workspace import pg
 from annotation.workspace.leasing import LEASED, SUBMITTED
 from annotation.workspace.submission import (
+    INACTIVE,
     MAX_TEXT,
     claim_lease,
     clean_key,
@@ -248,9 +253,13 @@ def submit_judgment(
             Task.objects.filter(pk=task.pk).update(submitted_count=F("submitted_count") + 1)
             now = timezone.now()
             claimed = Assignment.objects.filter(
-                pk=assignment.pk, annotator_id=annotator.pk, state=LEASED, leased_until__gt=now
+                pk=assignment.pk,
+                annotator_id=annotator.pk,
+                state=LEASED,
+                leased_until__gt=now,
+                task__project__is_active=True,
             ).update(state=SUBMITTED, submitted_at=now)
-            if not claimed:  # a retry, an expired lease, or not a lease at all
+            if not claimed:  # a retry, an expired lease, a deactivated project, not a lease
                 _claim_slowly(assignment, annotator, task, key, now)
             judgment = Judgment.objects.create(
                 task=task,
@@ -315,6 +324,8 @@ def _claim_slowly(assignment: Assignment, annotator: User, task: Task, key, now)
     replay = stored_under_key(Judgment, key, annotator=annotator, assignment_id=locked.pk)
     if replay is not None:
         raise _Replay(replay)
+    if not Project.objects.filter(pk=task.project_id, is_active=True).exists():
+        raise ProjectInactiveError(INACTIVE)
     # the count already includes this submission (incremented above)
     submitted = Task.objects.filter(pk=task.pk).values_list("submitted_count", flat=True).get()
     claim_lease(locked, task, now, submitted=submitted - 1)

@@ -161,6 +161,26 @@ def _grant_lease(
     )
 
 
+def _live_lease(annotator: User, project: Project, now) -> Assignment | None:
+    return (
+        Assignment.objects.filter(
+            annotator=annotator, task__project=project, state=LEASED, leased_until__gt=now
+        )
+        .order_by("leased_at", "id")
+        .first()
+    )
+
+
+def live_lease(*, annotator: User, project: Project) -> Assignment | None:
+    """The annotator's live lease in ``project``, or ``None``: a read that leases nothing
+    (what the workspace shows on a GET). On PostgreSQL it comes with its task content."""
+    if not project.is_active:
+        return None
+    if pg.enabled():
+        return pg.live_lease(annotator, project, timezone.now())
+    return _live_lease(annotator, project, timezone.now())
+
+
 def next_task(*, annotator: User, project: Project) -> Assignment | None:
     """The annotator's live lease in ``project`` if any, else a new lease, else ``None``.
 
@@ -186,13 +206,7 @@ def next_task(*, annotator: User, project: Project) -> Assignment | None:
         if not project.is_active:
             return None
         now = timezone.now()
-        live = (
-            Assignment.objects.filter(
-                annotator=annotator, task__project=project, state=LEASED, leased_until__gt=now
-            )
-            .order_by("leased_at", "id")
-            .first()
-        )
+        live = _live_lease(annotator, project, now)
         if live is not None:
             return live
         pools = [False]

@@ -301,6 +301,15 @@ class _NoLease(Exception):
     """A lease try that leased nothing: roll it back, releasing its row locks."""
 
 
+def live_lease(annotator: User, project: Project, now) -> Assignment | None:
+    """The annotator's live lease in ``project`` with its task content, or ``None`` (a read)."""
+    params = {"me": annotator.pk, "project": project.pk, "now": now}
+    with prepared_cursor() as cursor:
+        cursor.execute(_PG_LIVE, params, prepare=True)  # a read: no transaction needed
+        row = cursor.fetchone()
+    return None if row is None else _lease_from_row(row, project)
+
+
 def next_task(
     annotator: User, project: Project, pools: list[bool], now, *, tries: int, candidates: int
 ) -> Assignment | None:
@@ -311,11 +320,9 @@ def next_task(
         "now": now,
         "until": now + timedelta(seconds=project.lease_seconds),
     }
-    with prepared_cursor() as cursor:
-        cursor.execute(_PG_LIVE, params, prepare=True)  # a read: no transaction needed
-        row = cursor.fetchone()
-    if row is not None:
-        return _lease_from_row(row, project)
+    live = live_lease(annotator, project, now)
+    if live is not None:
+        return live
     shuffle = "random()" if project.randomize_positions else "tr.position"
     for gold in pools:
         room = "" if gold else f"AND t.submitted_count < p.annotations_per_task AND {_PG_HAS_ROOM}"
@@ -359,10 +366,12 @@ _JD = Judgment.decisive_principles.through._meta.db_table
 # One statement: lock the task row (the lock every lease takes, first, as everywhere), claim
 # the live lease, count the submission only if the claim succeeded (the task row is already
 # ours, so this update never waits), and insert the judgment, its verdicts and decisive
-# principles. Nothing is written when the lease is not live.
+# principles. Nothing is written when the lease is not live or the project was deactivated
+# (read from the project row: the general path then says which).
 _PG_SUBMIT = f"""
     WITH task AS (
-        SELECT id FROM {_T} WHERE id = %(task)s FOR NO KEY UPDATE
+        SELECT t.id FROM {_T} t JOIN {_P} p ON p.id = t.project_id
+        WHERE t.id = %(task)s AND p.is_active FOR NO KEY UPDATE OF t
     ), claim AS (
         UPDATE {_A} a SET state = 'submitted', submitted_at = %(now)s
         FROM task

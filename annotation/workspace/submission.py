@@ -20,6 +20,9 @@ User = get_user_model()
 MAX_TEXT = 20_000
 
 
+INACTIVE = "this project was deactivated and takes no more submissions; nothing was saved"
+
+
 def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -127,19 +127,39 @@ def _workspace_context(project: Project, assignment: Assignment | None, **extra)
 
 
 @annotator_required
-@require_GET
+@require_http_methods(["GET", "POST"])
 def work(request: HttpRequest, slug: str) -> HttpResponse:
-    """Lease (or resume) the annotator's next task in ``slug`` and show it."""
+    """GET shows the annotator's live lease in ``slug``, else a button to start; POST leases
+    (or resumes) the next task. Leasing writes, so only a POST (CSRF-checked) leases: a link
+    from another site leases nothing. Without htmx a POST redirects to the GET."""
     project = _project_or_404(slug)
-    assignment = leasing.next_task(annotator=request.user, project=project)
+    if request.method == "POST":
+        assignment = leasing.next_task(annotator=request.user, project=project)
+        if not request.htmx:
+            return redirect(_work_url(project, assignment, request.GET.get("done", "")))
+    else:
+        assignment = leasing.live_lease(annotator=request.user, project=project)
     if assignment is not None:
         assignment = workspace_selectors.with_task(assignment, project)
     context = _workspace_context(
-        project, assignment, flash=DONE_MESSAGES.get(request.GET.get("done", ""), "")
+        project,
+        assignment,
+        flash=DONE_MESSAGES.get(request.GET.get("done", ""), ""),
+        # a GET without a lease offers to start, unless a lease was just tried for nothing
+        start=request.method == "GET" and "empty" not in request.GET,
     )
     if request.htmx:
         return _partial(request, "annotation/_workspace.html", context)
     return render(request, "annotation/workspace.html", context)
+
+
+def _work_url(project: Project, assignment: Assignment | None, done: str = "") -> str:
+    """The workspace's GET after a lease try: it shows the lease, or that nothing is left."""
+    query = [f"done={done}"] if done in DONE_MESSAGES else []
+    if assignment is None:
+        query.append("empty=1")
+    url = reverse("workspace", args=[project.slug])
+    return url + ("?" + "&".join(query) if query else "")
 
 
 def _partial(request: HttpRequest, template: str, context: dict, status: int = 200):
@@ -150,14 +170,17 @@ def _partial(request: HttpRequest, template: str, context: dict, status: int = 2
 
 
 def _done(request: HttpRequest, project: Project, what: str, pk: int) -> HttpResponse:
-    next_url = reverse("workspace", args=[project.slug]) + f"?done={what}"
+    """After a submission (a POST): with htmx a fragment that POSTs for the next task; without,
+    the next task is leased here and the redirect shows it (no extra round trip either way)."""
     if request.htmx:
+        next_url = reverse("workspace", args=[project.slug]) + f"?done={what}"
         return _partial(
             request,
             "annotation/_done.html",
             {"what": what, "pk": pk, "next_url": next_url, "message": DONE_MESSAGES[what]},
         )
-    return redirect(next_url)
+    assignment = leasing.next_task(annotator=request.user, project=project)
+    return redirect(_work_url(project, assignment, what))
 
 
 def _refused(

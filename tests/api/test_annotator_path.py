@@ -86,7 +86,7 @@ def statements():
 
 def htmx_cycle(client, project) -> tuple[list[str], list[str]]:
     with statements() as work:
-        page = client.get(reverse("workspace", args=[project.slug]), **HX)
+        page = client.post(reverse("workspace", args=[project.slug]), **HX)  # leasing is a POST
     html = page.content.decode()
     pk = int(re.search(r'data-assignment="(\d+)"', html).group(1))
     key = re.search(r'name="idempotency_key" value="([0-9a-f]+)"', html).group(1)

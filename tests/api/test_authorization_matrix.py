@@ -215,9 +215,8 @@ def body_for(body, world, role):
     if body == "TOKEN":
         user = world.users["annotator"]
         return {"username": user.username, "password": "pw-for-tests-1"}
-    if body in ("EDIT", "EDIT2"):
-        judgment = world.j1 if body == "EDIT" else world.j2
-        return {"ordering": list(reversed(judgment.ordering)), "strength": 1}
+    if body in ("EDIT", "EDIT2"):  # the judgments were A ≻ B: reversed, by slot letter
+        return {"ordering": [["B"], ["A"]], "strength": 1}
     return fill(body() if callable(body) else body, world)
 
 

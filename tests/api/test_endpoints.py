@@ -69,7 +69,7 @@ def test_viewers_read_responses_without_sources_staff_with(world):
     viewer = client_for(world, "viewer").get(V1 + f"tasks/{world.tasks[0].pk}/").json()
     assert "source" not in viewer["responses"][0]
     staff = client_for(world, "manager").get(V1 + f"tasks/{world.tasks[0].pk}/").json()
-    assert staff["responses"][0]["source"] == "model:a@1"
+    assert {r["source"] for r in staff["responses"]} == {"model:a@1", "model:b@1"}
     prompt = client_for(world, "viewer").get(V1 + f"prompts/{world.prompt.pk}/").json()
     assert "source" not in prompt["responses"][0]
 
@@ -116,9 +116,10 @@ def test_submit_by_slot_is_idempotent_and_emits_a_webhook(
     judgment = Judgment.objects.get(pk=first.json()["id"])
     a, b = lease.display_order
     assert judgment.ordering == [[b], [a]] and judgment.origin == "api"
-    assert {v["principle"]: v["preferred_response"] for v in first.json()["verdicts"]}[
-        "harmless"
-    ] == b
+    # blind: the answer names responses by the slots the annotator was shown, never by id
+    assert first.json()["ordering"] == [["B"], ["A"]]
+    verdicts = {v["principle"]: v["preferred_slot"] for v in first.json()["verdicts"]}
+    assert verdicts["harmless"] == "B" and verdicts["honest"] is None
     delivery = WebhookDelivery.objects.get(event="judgment.created")
     assert queued == [delivery.pk]
     assert delivery.payload["judgment_id"] == judgment.pk
@@ -159,7 +160,8 @@ def test_bulk_prompts_are_all_or_nothing_naming_the_record(world):
         },
         format="json",
     )
-    assert good.status_code == 201 and good.json() == {"tasks": 1}
+    created = Task.objects.get(prompt__external_id="n1", project=world.project)
+    assert good.status_code == 201 and good.json() == {"tasks": 1, "task_ids": [created.pk]}
     assert (
         client.post(
             url,

@@ -199,7 +199,7 @@ def test_sft_snapshot_from_demonstrations(project, compare_tasks, make_user, pri
 
 @pytest.mark.django_db
 def test_streamed_export_matches_snapshot_rows(project, judged):
-    streamed = b"".join(snapshots.export_lines(project=project, kind="preference"))
+    streamed = b"".join(snapshots.export_stream(project=project, kind="preference"))
     snapshot = snapshots.create_snapshot(project=project, kind="preference")
     assert streamed == snapshots.artifact_file(snapshot).read_bytes()
 

@@ -64,13 +64,20 @@ def _stored(project: Project) -> list[tuple]:
     return [
         (task.prompt.external_id, task.kind, [(tr.position, tr.response.text) for tr in links])
         for task in Task.objects.filter(project=project).select_related("prompt").order_by("id")
-        for links in [TaskResponse.objects.filter(task=task).select_related("response")]
+        for links in [
+            TaskResponse.objects.filter(task=task).select_related("response").order_by("position")
+        ]
     ]
 
 
-def _expected(specs: list[PromptSpec]) -> list[tuple]:
+def _expected(project: Project, specs: list[PromptSpec]) -> list[tuple]:
+    """Each task's responses at their positions: in the seeded order ``bulk`` stores them."""
     return [
-        (s.external_id, bulk.task_kind_for(s), [(i, r.text) for i, r in enumerate(s.responses)])
+        (
+            s.external_id,
+            bulk.task_kind_for(s),
+            [(p, s.responses[i].text) for p, i in enumerate(bulk.stored_order(project.pk, s))],
+        )
         for s in specs
     ]
 
@@ -86,7 +93,7 @@ def test_a_privileged_role_copies_without_per_row_checks_and_every_key_holds(pro
         # the project row is locked once, as each row's check would have locked it
         locked = f"SELECT xmax <> 0 FROM {Project._meta.db_table} WHERE id = %s"
         assert _fetch(locked, [project.pk]) == [(True,)]
-    assert _stored(project) == _expected(specs)
+    assert _stored(project) == _expected(project, specs)
     assert _dangling_references() == []
 
 
@@ -106,7 +113,7 @@ def test_a_role_that_may_not_switch_triggers_off_gets_per_row_checks(project, po
         assert _prompts_locked_row_by_row() == 25
         assert _dangling_references() == []
         connection.cursor().execute("RESET ROLE")
-    assert _stored(project) == _expected(specs)
+    assert _stored(project) == _expected(project, specs)
 
 
 def test_writes_after_the_copy_in_the_same_transaction_are_checked(project, postgres):

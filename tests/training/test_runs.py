@@ -110,12 +110,15 @@ def test_cancel_stops_within_a_step_and_leaves_no_artifact(worker, preference_sn
     assert not services.run_dirs(run)[0].exists()
 
 
-def test_crashing_run_is_failed_with_traceback_and_no_artifact(worker, preference_snapshot):
+def test_crashing_run_is_failed_with_traceback_and_no_artifact(
+    worker, preference_snapshot, settings, tmp_path
+):
+    settings.MODEL_ROOTS = [tmp_path]  # a path a launch accepts, where no model is
     run = services.launch_run(
         kind="reward",
         snapshot=preference_snapshot,
         config=FAST,
-        base_model="/nonexistent/model/path",
+        base_model=str(tmp_path / "nonexistent" / "model"),
     )
     run = _finished(run, worker)
     assert run.status == "failed"

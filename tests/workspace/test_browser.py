@@ -107,13 +107,21 @@ def keys(page, *sequence: str) -> None:
         page.keyboard.press(key)
 
 
+def start_work(page, project) -> None:
+    """Open the workspace and take a task by keyboard: a GET leases nothing, the focused start
+    button POSTs (htmx swaps the task in)."""
+    page.goto(f"/projects/{project.slug}/work/")
+    page.wait_for_selector("[data-start] button:focus")
+    keys(page, "Enter")
+
+
 def test_keyboard_only_pairwise_judgment(page, make_project):
     project = make_project(tasks=2, guidelines="Prefer **safe** answers.")
     page.goto("/")
     shot(page, "01-home-queue")
     page.goto(f"/projects/{project.slug}/guidelines/")
     shot(page, "02-guidelines")
-    page.goto(f"/projects/{project.slug}/work/")
+    start_work(page, project)
     page.wait_for_selector('form[data-kind="compare"]')
     page.evaluate("window.__sameDocument = true")
     assignment = current_assignment(page)
@@ -164,7 +172,7 @@ def test_keyboard_only_pairwise_judgment(page, make_project):
 
 def test_rank_four_responses_with_a_tie(page, make_project):
     project = make_project(tasks=1, responses=4)
-    page.goto(f"/projects/{project.slug}/work/")
+    start_work(page, project)
     page.wait_for_selector('form[data-kind="rank"] .chip')
     ids = current_assignment(page).display_order
     # keys: pick B, move it up once → tied with A
@@ -189,7 +197,7 @@ def test_rank_four_responses_with_a_tie(page, make_project):
 
 def test_demonstration_by_editing_a_response(page, make_project):
     project = make_project(tasks=1, responses=2, kind="demonstrate")
-    page.goto(f"/projects/{project.slug}/work/")
+    start_work(page, project)
     page.wait_for_selector('form[data-kind="demonstrate"]')
     assignment = current_assignment(page)
     original = Response.objects.get(pk=assignment.display_order[0]).text
@@ -213,7 +221,7 @@ def test_demonstration_by_editing_a_response(page, make_project):
 
 def test_skip_with_a_reason(page, make_project):
     project = make_project(tasks=2)
-    page.goto(f"/projects/{project.slug}/work/")
+    start_work(page, project)
     page.wait_for_selector("form[data-ws]")
     assignment = current_assignment(page)
     keys(page, "x")
@@ -240,7 +248,7 @@ def test_hostile_markdown_renders_inert(page, make_project):
     Response.objects.filter(pk=second.pk).update(
         text="Here is `code` and a [safe link](https://example.org)."
     )
-    page.goto(f"/projects/{project.slug}/work/")
+    start_work(page, project)
     page.wait_for_selector('form[data-kind="compare"]')
     page.wait_for_timeout(300)
     shot(page, "11-hostile-markdown")

@@ -22,7 +22,8 @@ def alice(annotators, client):
 
 
 def lease_via_page(client, project, **headers):
-    page = client.get(reverse("workspace", args=[project.slug]), **headers)
+    """Lease through the page: a POST (a GET leases nothing), followed to the task."""
+    page = client.post(reverse("workspace", args=[project.slug]), follow=True, **headers)
     assert page.status_code == 200
     html = page.content.decode()
     match = re.search(r'data-assignment="(\d+)"', html)
@@ -87,7 +88,7 @@ def test_htmx_submit_maps_slots_to_responses_and_loads_the_next_task(client, ali
     assert again.status_code == 200 and f'data-pk="{judgment.pk}"' in again.content.decode()
     assert Judgment.objects.count() == 1
     # the next task follows, with the flash
-    nxt = client.get(reverse("workspace", args=[project.slug]) + "?done=judgment", **HX)
+    nxt = client.post(reverse("workspace", args=[project.slug]) + "?done=judgment", **HX)
     assert "Saved." in nxt.content.decode() and "<html" not in nxt.content.decode()
 
 

@@ -8,8 +8,11 @@ where the device is known.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+import typing
 from dataclasses import dataclass, field
+from types import UnionType
 from typing import Any, ClassVar, Literal
 
 KINDS = ("reward", "sft", "dpo", "grpo", "ppo")
@@ -24,11 +27,46 @@ SCHEDULERS = (
     "inverse_sqrt",
 )  # fmt: skip
 REWARD_TYPES = ("reward_model", "principles", "length", "strings", "regex", "json")
+INT64_MAX = 2**63 - 1
+SEED_MAX = 2**32 - 1  # numpy's seed range (transformers.set_seed seeds numpy)
+LIST_MAX_ITEMS = 32  # loss types, loss weights, rewards, reward model names, strings
+TEXT_MAX_CHARS = 1000  # one string inside a config (a reward's pattern, a required string)
 
 
-def _f(default: Any, help: str) -> Any:
-    """A dataclass field with an immutable default and help text."""
-    return field(default=default, metadata={"help": help})
+class ConfigError(ValueError):
+    """A config value that cannot work; ``field`` names it (None: a rule over several fields)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds a deployment allows at launch (each read from a setting; see
+    ``training.validation.limits``). Without limits only a field's own range applies (workers
+    re-validate what the web process accepted)."""
+
+    max_steps: int = INT64_MAX
+    batch_size: int = INT64_MAX
+    gradient_accumulation_steps: int = INT64_MAX
+    max_length: int = INT64_MAX
+    learning_rate: float = math.inf
+
+    #: the setting that holds each limit, named in error messages
+    SETTINGS: ClassVar[dict[str, str]] = {
+        "max_steps": "TRAINING_MAX_STEPS",
+        "batch_size": "TRAINING_MAX_BATCH_SIZE",
+        "gradient_accumulation_steps": "TRAINING_MAX_GRADIENT_ACCUMULATION",
+        "max_length": "TRAINING_MAX_LENGTH",
+        "learning_rate": "TRAINING_MAX_LEARNING_RATE",
+    }
+
+
+def _f(default: Any, help: str, low: float | None = None, high: float | str | None = None) -> Any:
+    """A dataclass field with an immutable default and help text; a number's inclusive bounds
+    ``low``/``high``, where ``high`` may name a :class:`Limits` attribute."""
+    return field(default=default, metadata={"help": help, "low": low, "high": high})
 
 
 @dataclass(kw_only=True)
@@ -37,28 +75,34 @@ class RunConfig:
 
     kind: ClassVar[str]
 
-    max_steps: int = _f(100, "Optimizer steps to train for.")
-    batch_size: int = _f(8, "Rows per device per step (GRPO: completions; PPO: rollouts).")
-    gradient_accumulation_steps: int = _f(1, "Micro-batches accumulated per optimizer step.")
-    learning_rate: float = _f(1e-5, "Peak learning rate.")
+    max_steps: int = _f(100, "Optimizer steps to train for.", 1, "max_steps")
+    batch_size: int = _f(
+        8, "Rows per device per step (GRPO: completions; PPO: rollouts).", 1, "batch_size"
+    )
+    gradient_accumulation_steps: int = _f(
+        1, "Micro-batches accumulated per optimizer step.", 1, "gradient_accumulation_steps"
+    )
+    learning_rate: float = _f(1e-5, "Peak learning rate.", 0, "learning_rate")
     lr_scheduler_type: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
         "constant_with_warmup", "inverse_sqrt",
     ] = _f("linear", "Learning-rate schedule (transformers' names).")  # fmt: skip
-    warmup_steps: int = _f(0, "Linear warm-up steps.")
-    max_grad_norm: float = _f(1.0, "Global gradient-norm clip.")
-    seed: int = _f(0, "Seed for model init, data order and sampling.")
-    max_length: int = _f(512, "Longest sequence in tokens (prompt + completion).")
-    logging_steps: int = _f(1, "Report metrics every N steps.")
+    warmup_steps: int = _f(0, "Linear warm-up steps.", 0, "max_steps")
+    max_grad_norm: float = _f(1.0, "Global gradient-norm clip (0 = off).", 0, 1e6)
+    seed: int = _f(0, "Seed for model init, data order and sampling.", 0, SEED_MAX)
+    max_length: int = _f(512, "Longest sequence in tokens (prompt + completion).", 1, "max_length")
+    logging_steps: int = _f(1, "Report metrics every N steps.", 1, "max_steps")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = _f(
         "auto", "auto = bf16 on a GPU that supports it, else fp32 (always fp32 on CPU)."
     )
     activation_checkpointing: bool | None = _f(
         None, "Recompute activations to save memory; None = on for GPU, off on CPU."
     )
-    save_steps: int = _f(100, "Write a resumable checkpoint every N steps (0 = never).")
-    save_total_limit: int = _f(2, "Checkpoints kept on disk.")
-    eval_fraction: float = _f(0.1, "Share of rows held out for evaluation (0 = none).")
+    save_steps: int = _f(
+        100, "Write a resumable checkpoint every N steps (0 = never).", 0, "max_steps"
+    )
+    save_total_limit: int = _f(2, "Checkpoints kept on disk.", 1, 1000)
+    eval_fraction: float = _f(0.1, "Share of rows held out for evaluation (0 = none).", 0, 1)
 
     def validate(self, world_size: int = 1) -> None:
         """Raise ValueError with a readable message when the settings cannot work."""
@@ -86,9 +130,11 @@ class RewardConfig(RunConfig):
     """Bradley-Terry reward model on preference pairs (TRL RewardTrainer)."""
 
     kind: ClassVar[str] = "reward"
-    learning_rate: float = _f(1e-4, "Peak learning rate (TRL's reward default).")
+    learning_rate: float = _f(
+        1e-4, "Peak learning rate (TRL's reward default).", 0, "learning_rate"
+    )
     center_rewards_coefficient: float | None = _f(
-        None, "Penalty pulling mean reward to 0 (0.01 is typical); None = off."
+        None, "Penalty pulling mean reward to 0 (0.01 is typical); None = off.", 0, 1e3
     )
 
     def validate(self, world_size: int = 1) -> None:
@@ -101,9 +147,13 @@ class RewardConfig(RunConfig):
 class PolicyConfig(RunConfig):
     """Settings shared by the kinds that train a policy (generation budget, evaluation)."""
 
-    max_completion_length: int = _f(128, "Most new tokens per completion (training and eval).")
-    eval_prompts: int = _f(16, "Held-out prompts used to compare the policy with its reference.")
-    num_samples: int = _f(4, "Sample completions included in the evaluation report.")
+    max_completion_length: int = _f(
+        128, "Most new tokens per completion (training and eval).", 1, "max_length"
+    )
+    eval_prompts: int = _f(
+        16, "Held-out prompts used to compare the policy with its reference.", 0, 100_000
+    )
+    num_samples: int = _f(4, "Sample completions included in the evaluation report.", 0, 1000)
 
     def validate(self, world_size: int = 1) -> None:
         super().validate(world_size)
@@ -116,7 +166,7 @@ class SFTConfig(PolicyConfig):
     """Supervised fine-tuning on chat ``messages`` (TRL SFTTrainer)."""
 
     kind: ClassVar[str] = "sft"
-    learning_rate: float = _f(2e-5, "Peak learning rate (TRL's SFT default).")
+    learning_rate: float = _f(2e-5, "Peak learning rate (TRL's SFT default).", 0, "learning_rate")
     assistant_only_loss: bool | None = _f(
         None, "Loss on assistant tokens only; None = when the chat template marks them."
     )
@@ -128,17 +178,18 @@ class DPOConfig(PolicyConfig):
     """Direct preference optimisation (TRL DPOTrainer)."""
 
     kind: ClassVar[str] = "dpo"
-    learning_rate: float = _f(1e-6, "Peak learning rate (TRL's DPO default).")
+    learning_rate: float = _f(1e-6, "Peak learning rate (TRL's DPO default).", 0, "learning_rate")
     loss_type: list[str] = field(
         default_factory=lambda: ["sigmoid"],
         metadata={"help": f"One or more of: {', '.join(DPO_LOSS_TYPES)}."},
     )
     loss_weights: list[float] | None = field(
-        default=None, metadata={"help": "Weights when several loss types are combined."}
+        default=None,
+        metadata={"help": "Weights when several loss types are combined.", "low": 0, "high": 1e3},
     )
-    beta: float = _f(0.1, "Strength of the implicit KL to the reference model.")
+    beta: float = _f(0.1, "Strength of the implicit KL to the reference model.", 0, 1e3)
     label_smoothing: float = _f(
-        0.0, "Label noise; for 'robust' the assumed preference flip rate, in [0, 0.5)."
+        0.0, "Label noise; for 'robust' the assumed preference flip rate, in [0, 0.5).", 0, 0.5
     )
 
     def validate(self, world_size: int = 1) -> None:
@@ -162,7 +213,7 @@ class DPOConfig(PolicyConfig):
 class OnlineRLConfig(PolicyConfig):
     """Settings shared by GRPO and PPO: sampling and the reward specification."""
 
-    temperature: float = _f(1.0, "Sampling temperature for rollouts.")
+    temperature: float = _f(1.0, "Sampling temperature for rollouts.", 0, 100)
     rewards: list[dict[str, Any]] = field(
         default_factory=lambda: [{"type": "reward_model"}],
         metadata={
@@ -188,10 +239,12 @@ class GRPOConfig(OnlineRLConfig):
     """Group-relative policy optimisation (TRL GRPOTrainer)."""
 
     kind: ClassVar[str] = "grpo"
-    learning_rate: float = _f(1e-6, "Peak learning rate (TRL's GRPO default).")
-    num_generations: int = _f(8, "Completions sampled per prompt (at least 2).")
-    beta: float = _f(0.0, "KL coefficient to the reference (0 = no reference model).")
-    num_iterations: int = _f(1, "Optimisation passes per generation batch (>1 = clipped reuse).")
+    learning_rate: float = _f(1e-6, "Peak learning rate (TRL's GRPO default).", 0, "learning_rate")
+    num_generations: int = _f(8, "Completions sampled per prompt (at least 2).", 2, "batch_size")
+    beta: float = _f(0.0, "KL coefficient to the reference (0 = no reference model).", 0, 1e3)
+    num_iterations: int = _f(
+        1, "Optimisation passes per generation batch (>1 = clipped reuse).", 1, 100
+    )
     loss_type: str = _f("dapo", f"One of: {', '.join(GRPO_LOSS_TYPES)}.")
 
     def validate(self, world_size: int = 1) -> None:
@@ -215,21 +268,23 @@ class PPOConfig(OnlineRLConfig):
     """The project's PPO with the PPO-max choices (see training/trainers/ppo.py)."""
 
     kind: ClassVar[str] = "ppo"
-    learning_rate: float = _f(1e-6, "Policy learning rate.")
-    value_learning_rate: float = _f(5e-6, "Value model learning rate.")
-    ppo_epochs: int = _f(2, "Optimisation passes over each rollout batch.")
-    num_mini_batches: int = _f(1, "Mini-batches per pass (must divide batch_size).")
-    kl_coef: float = _f(0.05, "Per-token KL penalty to the reference policy.")
-    gamma: float = _f(1.0, "Discount factor.")
-    lam: float = _f(0.95, "GAE lambda.")
-    cliprange: float = _f(0.2, "Policy ratio clip.")
-    cliprange_value: float = _f(0.2, "Value prediction clip around the rollout values.")
-    reward_clip: float = _f(5.0, "Clip normalised rewards to [-reward_clip, reward_clip].")
+    learning_rate: float = _f(1e-6, "Policy learning rate.", 0, "learning_rate")
+    value_learning_rate: float = _f(5e-6, "Value model learning rate.", 0, "learning_rate")
+    ppo_epochs: int = _f(2, "Optimisation passes over each rollout batch.", 1, 100)
+    num_mini_batches: int = _f(
+        1, "Mini-batches per pass (must divide batch_size).", 1, "batch_size"
+    )
+    kl_coef: float = _f(0.05, "Per-token KL penalty to the reference policy.", 0, 1e3)
+    gamma: float = _f(1.0, "Discount factor.", 0, 1)
+    lam: float = _f(0.95, "GAE lambda.", 0, 1)
+    cliprange: float = _f(0.2, "Policy ratio clip.", 0, 1e3)
+    cliprange_value: float = _f(0.2, "Value prediction clip around the rollout values.", 0, 1e3)
+    reward_clip: float = _f(5.0, "Clip normalised rewards to [-reward_clip, reward_clip].", 0, 1e6)
     normalize_rewards: bool = _f(True, "Normalise rewards by running mean and std.")
     whiten_advantages: bool = _f(True, "Normalise advantages within each batch.")
-    entropy_coef: float = _f(0.0, "Entropy bonus (PPO-max leaves it at 0; always logged).")
-    top_k: int = _f(0, "Sampling top-k (0 = off).")
-    top_p: float = _f(1.0, "Sampling nucleus probability.")
+    entropy_coef: float = _f(0.0, "Entropy bonus (PPO-max leaves it at 0; always logged).", 0, 1e3)
+    top_k: int = _f(0, "Sampling top-k (0 = off).", 0, 1_000_000)
+    top_p: float = _f(1.0, "Sampling nucleus probability.", 0, 1)
     value_init: Literal["policy", "reward_model"] = _f(
         "policy", "Initialise the value model from the policy or from the (single) reward model."
     )
@@ -257,6 +312,8 @@ class PPOConfig(OnlineRLConfig):
             raise ValueError("gamma must be in (0, 1] and lam in [0, 1].")
         if self.cliprange <= 0 or self.cliprange_value <= 0 or self.reward_clip <= 0:
             raise ValueError("cliprange, cliprange_value and reward_clip must be positive.")
+        if self.top_p <= 0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
         if self.value_init not in ("policy", "reward_model"):
             raise ValueError("value_init must be 'policy' or 'reward_model'.")
 
@@ -267,9 +324,12 @@ CONFIGS: dict[str, type[RunConfig]] = {
 
 
 def validate_reward_spec(spec: dict[str, Any]) -> None:
-    """Check one entry of ``rewards`` (see OnlineRLConfig.rewards)."""
+    """Check one entry of ``rewards`` (see OnlineRLConfig.rewards): its keys, and every value's
+    type and range (numbers finite, lists and strings bounded)."""
     if not isinstance(spec, dict) or spec.get("type") not in REWARD_TYPES:
-        raise ValueError(f"Each reward needs a 'type' in {REWARD_TYPES}, got {spec!r}.")
+        raise ConfigError(
+            f"Each reward needs a 'type' in {REWARD_TYPES}, got {spec!r:.200}.", "rewards"
+        )
     kind = spec["type"]
     allowed = {
         "reward_model": {"model"},
@@ -281,76 +341,209 @@ def validate_reward_spec(spec: dict[str, Any]) -> None:
     }[kind] | {"type", "weight"}
     extra = set(spec) - allowed
     if extra:
-        raise ValueError(f"Unknown keys {sorted(extra)} for reward type {kind!r}.")
-    if not isinstance(spec.get("weight", 1.0), int | float):
-        raise ValueError(f"Reward weight must be a number, got {spec.get('weight')!r}.")
-    if kind == "length" and not (isinstance(spec.get("target"), int) and spec["target"] > 0):
-        raise ValueError("Reward 'length' needs a positive integer 'target' (characters).")
-    if kind == "strings" and not (spec.get("required") or spec.get("forbidden")):
-        raise ValueError("Reward 'strings' needs 'required' and/or 'forbidden' lists.")
+        raise ConfigError(f"Unknown keys {sorted(extra)} for reward type {kind!r}.", "rewards")
+    _number(spec.get("weight", 1.0), "rewards.weight", low=-1e3, high=1e3)
+    if kind == "length":
+        target = spec.get("target")
+        if not isinstance(target, int) or isinstance(target, bool) or not 1 <= target <= 1_000_000:
+            raise ConfigError(
+                "Reward 'length' needs a positive integer 'target' (characters), at most 1000000.",
+                "rewards.target",
+            )
+    if kind == "reward_model" and "model" in spec:
+        _text(spec["model"], "rewards.model")
+    if kind == "strings":
+        if not (spec.get("required") or spec.get("forbidden")):
+            raise ConfigError(
+                "Reward 'strings' needs 'required' and/or 'forbidden' lists.", "rewards"
+            )
+        for key in ("required", "forbidden"):
+            _texts(spec.get(key, []), f"rewards.{key}")
     if kind == "regex":
+        pattern = spec.get("pattern", "")
+        _text(pattern, "rewards.pattern")
         try:
-            re.compile(spec.get("pattern", ""))
-        except (re.error, TypeError) as exc:
-            raise ValueError(f"Reward 'regex' has an invalid pattern: {exc}") from exc
-        if not spec.get("pattern"):
-            raise ValueError("Reward 'regex' needs a non-empty 'pattern'.")
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(
+                f"Reward 'regex' has an invalid pattern: {exc}", "rewards.pattern"
+            ) from exc
+        if not pattern:
+            raise ConfigError("Reward 'regex' needs a non-empty 'pattern'.", "rewards.pattern")
     if kind == "principles":
+        _texts(spec.get("models", []), "rewards.models")
         if "weights" in spec and "priorities" in spec:
-            raise ValueError("Reward 'principles' takes 'weights' or 'priorities', not both.")
-        priorities = spec.get("priorities", {})
-        if any(not isinstance(p, int) or p < 1 for p in priorities.values()):
-            raise ValueError("Principle priorities must be integers >= 1 (1 = highest).")
+            raise ConfigError(
+                "Reward 'principles' takes 'weights' or 'priorities', not both.", "rewards"
+            )
+        for key, low in (("weights", -1e3), ("priorities", 1)):
+            values = spec.get(key, {})
+            if not isinstance(values, dict) or len(values) > LIST_MAX_ITEMS:
+                raise ConfigError(
+                    f"rewards.{key} must be an object of at most {LIST_MAX_ITEMS} entries.",
+                    f"rewards.{key}",
+                )
+            _texts(list(values), f"rewards.{key}")
+            for value in values.values():
+                if key == "priorities" and (not isinstance(value, int) or isinstance(value, bool)):
+                    raise ConfigError(
+                        "Principle priorities must be integers >= 1 (1 = highest).",
+                        "rewards.priorities",
+                    )
+                _number(value, f"rewards.{key}", low=low, high=1e3)
 
 
-def from_dict(kind: str, values: dict[str, Any] | None = None, *, world_size: int = 1) -> RunConfig:
-    """Build and validate the config of ``kind`` from plain values, filling defaults."""
+def from_dict(
+    kind: str,
+    values: dict[str, Any] | None = None,
+    *,
+    world_size: int = 1,
+    limits: Limits | None = None,
+) -> RunConfig:
+    """Build and validate the config of ``kind`` from plain values, filling defaults.
+
+    Every value is checked against its declared type and bounds (``limits``: the deployment's
+    caps; numbers are finite, integers fit 64 bits) before any rule over several fields runs,
+    so no value can reach arithmetic, the database or a trainer unchecked. Raises ConfigError.
+    """
     if kind not in CONFIGS:
-        raise ValueError(f"Unknown training kind {kind!r}; choose from {KINDS}.")
+        raise ConfigError(f"Unknown training kind {kind!r}; choose from {KINDS}.")
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError("config must be an object of field values.")
     cls = CONFIGS[kind]
     values = dict(values or {})
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields), key=str)
     if unknown:
-        raise ValueError(f"Unknown {kind} config fields: {unknown}.")
+        raise ConfigError(f"Unknown {kind} config fields: {unknown}.")
+    hints = typing.get_type_hints(cls)
+    limits = limits or Limits()
+    checked = {
+        name: _checked(value, fields[name], hints[name], limits) for name, value in values.items()
+    }
+    config = cls(**checked)
     try:
-        config = cls(**values)
-    except TypeError as exc:
-        raise ValueError(str(exc)) from exc
-    _check_types(config)
-    config.validate(world_size)
+        config.validate(world_size)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # a rule's message starts with the field it is mostly about
+        first = re.match(r"\w+", str(exc))
+        raise ConfigError(
+            str(exc), first and first[0] if first and first[0] in fields else None
+        ) from exc
     return config
 
 
-def _check_types(config: RunConfig) -> None:
-    """Reject wrong scalar types from forms and JSON (e.g. "8" for max_steps); 8.0 becomes 8."""
-    for f in dataclasses.fields(config):
-        value, default = getattr(config, f.name), f.default
-        if default is dataclasses.MISSING or default is None or value is None:
-            continue
-        if isinstance(default, bool) != isinstance(value, bool):
-            raise ValueError(f"{f.name} must be a boolean, got {value!r}.")
-        if isinstance(default, int | float) and not isinstance(value, int | float):
-            raise ValueError(f"{f.name} must be a number, got {value!r}.")
-        if isinstance(default, int) and not isinstance(default, bool):
-            if value != int(value):
-                raise ValueError(f"{f.name} must be an integer, got {value!r}.")
-            setattr(config, f.name, int(value))
-        if isinstance(default, str) and not isinstance(value, str):
-            raise ValueError(f"{f.name} must be a string, got {value!r}.")
+def _checked(value: Any, spec: dataclasses.Field, hint: Any, limits: Limits) -> Any:
+    """``value`` for ``spec`` if it has the declared type and lies within the bounds (an integral
+    float for an int becomes an int), else ConfigError naming the field and the limit."""
+    name, optional = spec.name, False
+    if isinstance(hint, UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional, hint = True, args[0]
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name} must not be null.", name)
+    low, high = spec.metadata.get("low"), spec.metadata.get("high")
+    setting = None
+    if isinstance(high, str):
+        setting, high = Limits.SETTINGS[high], getattr(limits, high)
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        options = typing.get_args(hint)
+        if value not in options or not isinstance(value, str):
+            raise ConfigError(
+                f"{name} must be one of {', '.join(options)}, got {value!r:.100}.", name
+            )
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be a boolean, got {value!r:.100}.", name)
+        return value
+    if hint is int or hint is float:
+        number = _number(value, name, low=low, high=high, setting=setting, integer=hint is int)
+        return int(number) if hint is int else float(number)
+    if hint is str:
+        return _text(value, name)
+    if origin is list:
+        if not isinstance(value, list) or len(value) > LIST_MAX_ITEMS:
+            raise ConfigError(f"{name} must be a list of at most {LIST_MAX_ITEMS} entries.", name)
+        (item,) = typing.get_args(hint)
+        if item is str:
+            return _texts(value, name)
+        if item is float:
+            return [float(_number(v, name, low=low, high=high)) for v in value]
+        if not all(isinstance(v, dict) for v in value):
+            raise ConfigError(f"{name} must be a list of objects.", name)
+        return value
+    raise ConfigError(f"{name} has an unsupported type.", name)  # pragma: no cover
 
 
-def describe_fields(kind: str) -> list[dict[str, Any]]:
-    """``[{name, type, default, help}]`` for ``kind``, in declaration order (forms, API docs)."""
+def _number(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    setting: str | None = None,
+    integer: bool = False,
+) -> int | float:
+    """A finite int or float within [low, high] (an integer when ``integer``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number, got {value!r:.100}.", name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value}.", name)
+    if integer and value != int(value):
+        raise ConfigError(f"{name} must be an integer, got {value!r}.", name)
+    high = INT64_MAX if high is None and integer else high
+    if high is not None and value > high:
+        where = f" ({setting})" if setting else ""
+        raise ConfigError(f"{name} must be at most {high}{where}, got {_show(value)}.", name)
+    if low is not None and value < low:
+        raise ConfigError(f"{name} must be at least {low}, got {_show(value)}.", name)
+    return value
+
+
+def _show(value: int | float) -> str:
+    """A number for a message (an integer of any size never becomes a float or a huge text)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit integer"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or len(value) > TEXT_MAX_CHARS:
+        raise ConfigError(f"{name} must be a string of at most {TEXT_MAX_CHARS} characters.", name)
+    return value
+
+
+def _texts(values: Any, name: str) -> list[str]:
+    if not isinstance(values, list) or len(values) > LIST_MAX_ITEMS:
+        raise ConfigError(f"{name} must be a list of at most {LIST_MAX_ITEMS} strings.", name)
+    return [_text(v, name) for v in values]
+
+
+def describe_fields(kind: str, limits: Limits | None = None) -> list[dict[str, Any]]:
+    """``[{name, type, default, help, minimum, maximum}]`` for ``kind``, in declaration order
+    (forms, API docs); the bounds of numbers under ``limits`` (None where there is none)."""
     if kind not in CONFIGS:
-        raise ValueError(f"Unknown training kind {kind!r}; choose from {KINDS}.")
-    defaults = CONFIGS[kind]()
-    return [
-        {
-            "name": f.name,
-            "type": str(f.type),
-            "default": getattr(defaults, f.name),
-            "help": f.metadata.get("help", ""),
-        }
-        for f in dataclasses.fields(defaults)
-    ]
+        raise ConfigError(f"Unknown training kind {kind!r}; choose from {KINDS}.")
+    defaults, limits = CONFIGS[kind](), limits or Limits()
+    described = []
+    for f in dataclasses.fields(defaults):
+        high = f.metadata.get("high")
+        high = getattr(limits, high) if isinstance(high, str) else high
+        described.append(
+            {
+                "name": f.name,
+                "type": str(f.type),
+                "default": getattr(defaults, f.name),
+                "help": f.metadata.get("help", ""),
+                "minimum": f.metadata.get("low"),
+                "maximum": high
+                if high is not None and math.isfinite(high) and high < INT64_MAX
+                else None,
+            }
+        )
+    return described

@@ -1,9 +1,12 @@
-"""JSONL and Parquet writers that hash what they write. Pure (pyarrow, no Django)."""
+"""JSONL and Parquet writers that hash what they write, and CSV for streamed exports. Pure
+(pyarrow, no Django)."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import queue
 import threading
 from collections.abc import Sequence
@@ -176,6 +179,55 @@ def encode_lines(rows: Sequence[dict], *, consume: bool = False) -> bytes:
         lines.append(dumps(out))
     lines.append(b"")  # the trailing newline, without copying the joined batch again
     return b"\n".join(lines)
+
+
+# A text cell starting with one of these is a formula to a spreadsheet (CSV injection): model
+# output is untrusted, so such cells are prefixed with a quote (OWASP's advice).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_columns(schema: pa.Schema) -> list[str]:
+    """A CSV export's header: the kind's schema columns, in order (one flat column each)."""
+    return list(schema.names)
+
+
+def csv_cell(value: object) -> str | int | float:
+    """One CSV cell: numbers as they are, booleans ``true``/``false``, None empty, nested values
+    (messages, lists, principle verdicts) as compact JSON; text starting like a formula is
+    prefixed with ``'``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return value
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def encode_csv(rows: Sequence[dict], columns: Sequence[str], *, header: bool = False) -> bytes:
+    """Rows as CSV (RFC 4180 quoting, CRLF line ends, UTF-8) with the given columns; a column a
+    row lacks is empty. Rows of a task share their prompt and completion objects: each distinct
+    object becomes a cell once."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    if header:
+        writer.writerow(columns)
+    heavy = frozenset(HEAVY_COLUMNS).intersection(columns)
+    cells: dict[int, str | int | float] = {}
+    for row in rows:
+        out = []
+        for name in columns:
+            value = row.get(name)
+            if name in heavy:
+                cell = cells.get(id(value))
+                if cell is None:
+                    cell = cells[id(value)] = csv_cell(value)
+            else:
+                cell = csv_cell(value)
+            out.append(cell)
+        writer.writerow(out)
+    return buffer.getvalue().encode()
 
 
 class _Sink:

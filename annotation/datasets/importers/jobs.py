@@ -2,15 +2,17 @@
 
 Progress: the parse-and-validate pass reports 0 → 0.5 by line; the write happens in one
 transaction (stage ``writing``), then 1.0. Nothing is written if any record is malformed; the
-job's error names ``<original file name>:<line>``.
+job's error names ``<original file name>:<line>``. Any other exception fails the job too, with a
+readable message (its traceback kept on the job for staff): a job never stays running.
 """
 
 from __future__ import annotations
 
-import gzip
 import re
+import traceback
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 
@@ -22,12 +24,14 @@ from annotation.datasets import bulk
 from annotation.datasets.importers import preferences
 from annotation.datasets.importers.checks import check_external_ids
 from annotation.datasets.importers.prompts import parse_prompt_file
-from annotation.datasets.importers.tabular import detect_format
-from annotation.errors import ImportFileError
+from annotation.datasets.importers.tabular import decompressed_size, detect_format
+from annotation.errors import ImportFileError, UploadTooLargeError
+from annotation.files import open_binary
 from annotation.models import AnnotatorProfile, ImportJob, Project
 from common import background
 from common.errors import DomainError
 from common.gc_pause import cyclic_gc_paused
+from common.limits import upload_max_bytes
 
 PROMPT_FORMATS = ("jsonl", "json", "csv", "parquet")
 FORMATS = ("prompts", *preferences.FORMATS)
@@ -69,16 +73,25 @@ def validate_options(fmt: str, options: dict) -> dict:
 def create_import_job(
     *, project: Project, upload, fmt: str, options: dict | None = None, created_by=None
 ) -> ImportJob:
-    """Store the uploaded file under ``MEDIA_ROOT/imports`` and record a queued job."""
+    """Store the uploaded file under ``MEDIA_ROOT/imports`` and record a queued job. A file
+    larger than ``UPLOAD_MAX_BYTES`` is refused (413) as it is copied, leaving nothing behind."""
     options = validate_options(fmt, dict(options or {}))
     original = Path(getattr(upload, "name", "upload") or "upload").name
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", original)[-120:] or "upload"
     relative = Path("imports") / f"{uuid.uuid4().hex}-{safe}"
     target = Path(settings.MEDIA_ROOT) / relative
     target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("wb") as handle:
-        for chunk in upload.chunks():
-            handle.write(chunk)
+    limit, written = upload_max_bytes(), 0
+    try:
+        with target.open("wb") as handle:
+            for chunk in upload.chunks():
+                written += len(chunk)
+                if written > limit:
+                    raise UploadTooLargeError(limit)
+                handle.write(chunk)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
     return ImportJob.objects.create(
         project=project,
         format=fmt,
@@ -97,14 +110,10 @@ def _count_lines(path: Path, fmt: str) -> int:
             return max(pq.ParquetFile(path).metadata.num_rows, 1)
         except Exception:
             return 1
-    opener = gzip.open if path.suffix == ".gz" else open
     lines = 0
-    try:
-        with opener(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                lines += chunk.count(b"\n")
-    except OSError:
-        return 1
+    with open_binary(path) as handle:  # a bad or oversized .gz fails here, naming the limit
+        while chunk := handle.read(1 << 20):
+            lines += chunk.count(b"\n")
     return max(lines, 1)
 
 
@@ -158,10 +167,17 @@ def import_file(*, project: Project, path: str | Path, fmt: str, options: dict, 
 
 
 def start_import_job(job: ImportJob, *, size: int) -> ImportJob:
-    """Import an upload of ``size`` bytes now when it is small (``inline_limit``: the caller
-    gets the finished job), else queue ``annotation.run_import_job`` for a worker once the
-    caller's transaction commits (the job stays queued)."""
-    if size <= inline_limit():
+    """Import an upload of ``size`` bytes now when it is small (``inline_limit``, measured on
+    what it decompresses to: the caller gets the finished job), else queue
+    ``annotation.run_import_job`` for a worker once the caller's transaction commits (the job
+    stays queued)."""
+    limit = inline_limit()
+    if size <= limit:
+        path = Path(settings.MEDIA_ROOT) / job.file_path
+        fmt = job.options.get("file_format") or detect_format(path)
+        with suppress(ImportFileError):  # unreadable: the import fails at once, naming why
+            size = decompressed_size(path, fmt, stop_after=limit)
+    if size <= limit:
         return run_import_job(job_id=job.pk)
     transaction.on_commit(partial(background.send, "annotation.run_import_job", job.pk))
     return job
@@ -183,10 +199,11 @@ def run_import_job(*, job_id: int) -> ImportJob:
             tasks, judgments = import_file(
                 project=job.project, path=path, fmt=job.format, options=job.options, report=report
             )
-    except DomainError as exc:
-        message = str(exc).replace(str(path), job.original_name or path.name)
+    except Exception as exc:  # any failure ends the job (never left running)
+        message = failure_message(exc, path).replace(str(path), job.original_name or path.name)
         ImportJob.objects.filter(pk=job.pk).update(
             status=ImportJob.Status.FAILED, stage="failed", error=message[:5000],
+            traceback="" if isinstance(exc, DomainError) else traceback.format_exc()[-8000:],
             finished_at=timezone.now(),
         )  # fmt: skip
     else:
@@ -198,3 +215,21 @@ def run_import_job(*, job_id: int) -> ImportJob:
         path.unlink(missing_ok=True)
     job.refresh_from_db()
     return job
+
+
+def failure_message(exc: Exception, path: Path) -> str:
+    """What a failed import tells its user: a domain error's own message, else the kind of
+    problem in words, naming the file (the traceback is kept apart, for staff)."""
+    if isinstance(exc, DomainError):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        reason = "nested too deeply to read"
+    elif isinstance(exc, UnicodeEncodeError):
+        reason = f"holds text that cannot be stored as UTF-8 ({exc.reason})"
+    elif isinstance(exc, UnicodeError):
+        reason = f"not UTF-8 text ({exc})"
+    elif isinstance(exc, MemoryError):
+        reason = "too large to import in memory"
+    else:
+        reason = f"the import failed unexpectedly ({type(exc).__name__}: {exc})"
+    return f"{path}: {reason}"

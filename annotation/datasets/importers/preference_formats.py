@@ -167,7 +167,7 @@ def parse_arena(path: Path, line: int, record: object) -> PreferenceSpec:
         if not isinstance(record.get(key), str) or not record[key].strip():
             raise ImportFileError(path, line, f"'{key}' must be a non-empty string")
     winner = record.get("winner")
-    if winner not in ARENA_WINNERS:
+    if not isinstance(winner, str) or winner not in ARENA_WINNERS:
         raise ImportFileError(
             path, line, f"'winner' must be one of {sorted(ARENA_WINNERS)}; got {winner!r}"
         )

@@ -48,7 +48,7 @@ def _response(path: Path, line: int, index: int, item: object) -> ResponseSpec:
     if not isinstance(item, dict) or not isinstance(item.get("text"), str):
         raise ImportFileError(path, line, f"response {index} must be a string or {{'text': str}}")
     label = item.get("label", "")
-    if label not in LABELS:
+    if not isinstance(label, str) or label not in LABELS:
         raise ImportFileError(path, line, f"response {index}: unknown label {label!r}")
     return ResponseSpec(
         text=item["text"],
@@ -72,7 +72,7 @@ def parse_record(path: Path, line: int, record: object) -> PromptSpec:
         raise ImportFileError(path, line, "'responses' must be a list")
     responses = [_response(path, line, i, item) for i, item in enumerate(raw)]
     kind = record.get("kind", "")
-    if kind and kind not in KINDS:
+    if kind and (not isinstance(kind, str) or kind not in KINDS):
         raise ImportFileError(path, line, f"unknown task kind {kind!r}")
     spec = PromptSpec(
         messages=messages,
@@ -124,9 +124,14 @@ def import_prompts(*, project: Project, path: str | Path, fmt: str | None = None
 
 
 @transaction.atomic
-def import_records(*, project: Project, records: list) -> int:
+def import_records(*, project: Project, records: list) -> list[int]:
     """Create prompts, responses and a task each from records in the JSONL import format (the
-    API's bulk endpoint), all or nothing; an error names the record (1-based)."""
+    API's bulk endpoint), all or nothing; an error names the record (1-based). Returns the
+    new task ids in the records' order."""
     specs = [parse_record("record", n, record) for n, record in enumerate(records, start=1)]
     check_external_ids(project, "record", list(enumerate(specs, start=1)))
-    return bulk.create_tasks(project=project, specs=specs)
+    task_ids: list[int] = []
+    bulk.create_tasks(
+        project=project, specs=specs, on_batch=lambda _specs, ids, _responses: task_ids.extend(ids)
+    )
+    return task_ids

@@ -10,13 +10,20 @@ is line 1), for Parquet the 1-based row number. Every decoding problem is an
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from annotation.errors import ImportFileError
-from annotation.files import json_lines, open_text
+from annotation.files import (
+    checked_file,
+    content_size,
+    decompressed_limit,
+    json_lines,
+    open_text,
+    read_bytes,
+)
+from common.limits import too_deep
 
 FORMATS = ("jsonl", "json", "csv", "parquet")
 # CSV cells that hold JSON (lists / objects) rather than plain text.
@@ -39,13 +46,10 @@ def detect_format(path: str | Path) -> str:
 
 
 def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise ImportFileError(path, None, "file not found")
-    if path.suffix == ".gz":
-        with gzip.open(path, "rb") as handle:
-            raw = handle.read()
-    else:
-        raw = path.read_bytes()
+    """The whole file as text, refused when nested deeper than ``JSON_MAX_DEPTH``."""
+    raw = read_bytes(path)
+    if (reason := too_deep(raw)) is not None:
+        raise ImportFileError(path, None, reason)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -105,6 +109,8 @@ def _array_elements(path, text, start, decoder, line_at):
             value, end = decoder.raw_decode(text, index)
         except json.JSONDecodeError as exc:
             raise ImportFileError(path, exc.lineno, f"invalid JSON: {exc.msg}") from exc
+        except RecursionError as exc:  # depth is checked first; a fallback
+            raise ImportFileError(path, line_at(index), "JSON nested too deeply") from exc
         yield line_at(index), value
         index = end
         expect_value = False
@@ -155,6 +161,9 @@ def _decode_cell(path: Path, line: int, name: str, cell: str):
             except json.JSONDecodeError as exc:
                 reason = f"column {name!r}: invalid JSON: {exc.msg}"
                 raise ImportFileError(path, line, reason) from exc
+            except RecursionError as exc:
+                reason = f"column {name!r}: JSON nested too deeply"
+                raise ImportFileError(path, line, reason) from exc
     return cell
 
 
@@ -163,13 +172,14 @@ def parquet_records(path: str | Path, batch_size: int = 2048) -> Iterator[tuple[
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    if not path.is_file():
-        raise ImportFileError(path, None, "file not found")
+    path = checked_file(path)
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ImportFileError(path, None, f"not a Parquet file: {exc}") from exc
+    limit, why = decompressed_limit(path)
+    if parquet_size(parquet) > limit:
+        raise ImportFileError(path, None, f"decompresses to {why}")
     row = 0
     try:
         for batch in parquet.iter_batches(batch_size=batch_size):
@@ -178,6 +188,27 @@ def parquet_records(path: str | Path, batch_size: int = 2048) -> Iterator[tuple[
                 yield row, record
     except (pa.ArrowInvalid, OSError) as exc:
         raise ImportFileError(path, row + 1, f"unreadable Parquet data: {exc}") from exc
+
+
+def parquet_size(parquet) -> int:
+    """The uncompressed size of a Parquet file's data, as its metadata states it."""
+    metadata = parquet.metadata
+    return sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
+
+
+def decompressed_size(path: str | Path, fmt: str, stop_after: int) -> int:
+    """What ``path`` holds once decompressed (Parquet: its metadata's uncompressed size),
+    counted up to just past ``stop_after``."""
+    if fmt != "parquet":
+        return content_size(path, stop_after)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = checked_file(path)
+    try:
+        return parquet_size(pq.ParquetFile(path))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ImportFileError(path, None, f"not a Parquet file: {exc}") from exc
 
 
 def _csv_prompt_record(line: int, record: dict) -> tuple[int, dict]:

@@ -5,20 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import DatasetSnapshot
 from common.errors import DomainError
-from models_registry.models import ModelVersion
-from training import services, trainers
+from training import services, trainers, validation
 from training.models import TrainingRun
-
-
-def model_version(ref: str | None) -> ModelVersion | None:
-    """``name@version`` → that registered version."""
-    if not ref:
-        return None
-    name, _, version = ref.rpartition("@")
-    try:
-        return ModelVersion.objects.get(registered_model__name=name, version=int(version))
-    except (ValueError, ModelVersion.DoesNotExist) as exc:
-        raise CommandError(f"no model version {ref!r} (use name@version)") from exc
 
 
 def progress_bar(run: TrainingRun, width: int = 30) -> str:
@@ -37,7 +25,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--base",
             default="builtin:tiny",
-            help="Hub id, local path, builtin:tiny, or a registered name@version.",
+            help="builtin:tiny, a registered name@version, a hub id (org/name) or a path "
+            "under a model root (MODEL_ROOTS).",
         )
         parser.add_argument("--reward-model", help="Registered reward model name@version.")
         parser.add_argument("--config", default="{}", help="JSON object of config fields.")
@@ -57,20 +46,22 @@ class Command(BaseCommand):
                name, wait, **_):  # fmt: skip
         try:
             values = json.loads(config)
+            if not isinstance(values, dict):
+                raise CommandError("--config must be a JSON object of config fields")
             for item in set:
                 field, _, raw = item.partition("=")
                 values[field] = json.loads(raw) if raw else None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise CommandError(f"config is not valid JSON: {exc}") from exc
-        base_version = model_version(base) if "@" in base and not base.startswith("/") else None
         try:
             run = services.launch_run(
                 kind=kind,
                 config=values,
                 snapshot=DatasetSnapshot.objects.filter(pk=snapshot).first(),
-                base_model="" if base_version else base,
-                base_model_version=base_version,
-                reward_model_version=model_version(reward_model),
+                base_model=base,
+                reward_model_version=validation.registered_version(reward_model, "reward_model")
+                if reward_model
+                else None,
                 queue=queue,
                 num_processes=processes,
                 name=name,
