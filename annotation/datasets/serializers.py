@@ -12,7 +12,6 @@ from annotation.models import (
     ImportJob,
     Project,
 )
-from common.fields import RelatedId
 
 IMPORT_FORMATS = [
     ("prompts", "Prompts with responses"),
@@ -42,7 +41,7 @@ class SnapshotSerializer(serializers.ModelSerializer):
 
 
 class SnapshotCreateSerializer(serializers.Serializer):
-    project = RelatedId(queryset=Project.objects.all())
+    project = serializers.PrimaryKeyRelatedField(queryset=Project.objects.all())
     kind = serializers.ChoiceField(choices=DatasetSnapshot.Kind.choices)
     format = serializers.ChoiceField(
         choices=DatasetSnapshot.Format.choices, default=DatasetSnapshot.Format.JSONL

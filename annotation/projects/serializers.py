@@ -12,7 +12,6 @@ from annotation.models import (
     Response,
     Task,
 )
-from common.fields import RelatedId
 
 User = get_user_model()
 
@@ -30,7 +29,7 @@ class MeSerializer(serializers.Serializer):
 
 
 class ProjectSerializer(serializers.ModelSerializer):
-    principle_set = RelatedId(queryset=PrincipleSet.objects.all())
+    principle_set = serializers.PrimaryKeyRelatedField(queryset=PrincipleSet.objects.all())
     task_kinds = serializers.ListField(
         child=serializers.ChoiceField(choices=Project.TaskKind.choices),
         allow_empty=False,

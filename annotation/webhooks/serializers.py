@@ -9,12 +9,10 @@ from annotation.models import (
     WebhookDelivery,
 )
 from annotation.webhooks import services
-from common.fields import RelatedId
 from common.outbound import RefusedURLError
 
 
 class WebhookSerializer(serializers.ModelSerializer):
-    serializer_related_field = RelatedId
     events = serializers.ListField(
         child=serializers.ChoiceField(choices=Webhook.Event.choices), allow_empty=False,
         max_length=3,
