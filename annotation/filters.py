@@ -19,59 +19,60 @@ from annotation.models import (
     Webhook,
     WebhookDelivery,
 )
+from common.filters import FilterSet, IdFilter, IntegerFilter
 
 
-class ProjectFilter(df.FilterSet):
+class ProjectFilter(FilterSet):
     class Meta:
         model = Project
         fields = ["is_active", "slug", "principle_set"]
 
 
-class PrincipleSetFilter(df.FilterSet):
+class PrincipleSetFilter(FilterSet):
     class Meta:
         model = PrincipleSet
         fields = ["name", "status", "version", "parent"]
 
 
-class PrincipleFilter(df.FilterSet):
+class PrincipleFilter(FilterSet):
     class Meta:
         model = Principle
         fields = ["principle_set", "key", "kind", "authority"]
 
 
-class PromptFilter(df.FilterSet):
+class PromptFilter(FilterSet):
     class Meta:
         model = Prompt
         fields = ["project", "external_id"]
 
 
-class ResponseFilter(df.FilterSet):
-    project = df.NumberFilter(field_name="prompt__project")
+class ResponseFilter(FilterSet):
+    project = IdFilter(field_name="prompt__project")
 
     class Meta:
         model = Response
         fields = ["prompt", "project"]
 
 
-class TaskFilter(df.FilterSet):
-    min_submitted = df.NumberFilter(field_name="submitted_count", lookup_expr="gte")
-    max_submitted = df.NumberFilter(field_name="submitted_count", lookup_expr="lte")
+class TaskFilter(FilterSet):
+    min_submitted = IntegerFilter(field_name="submitted_count", lookup_expr="gte")
+    max_submitted = IntegerFilter(field_name="submitted_count", lookup_expr="lte")
 
     class Meta:
         model = Task
         fields = ["project", "kind", "is_gold", "prompt"]
 
 
-class AssignmentFilter(df.FilterSet):
-    project = df.NumberFilter(field_name="task__project")
+class AssignmentFilter(FilterSet):
+    project = IdFilter(field_name="task__project")
 
     class Meta:
         model = Assignment
         fields = ["project", "task", "state"]
 
 
-class JudgmentFilter(df.FilterSet):
-    project = df.NumberFilter(field_name="task__project")
+class JudgmentFilter(FilterSet):
+    project = IdFilter(field_name="task__project")
     created_after = df.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = df.IsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
     annotator_kind = df.ChoiceFilter(
@@ -84,33 +85,33 @@ class JudgmentFilter(df.FilterSet):
                   "strength", "created_after", "created_before", "annotator_kind"]  # fmt: skip
 
 
-class DemonstrationFilter(df.FilterSet):
-    project = df.NumberFilter(field_name="prompt__project")
+class DemonstrationFilter(FilterSet):
+    project = IdFilter(field_name="prompt__project")
 
     class Meta:
         model = Demonstration
         fields = ["project", "task", "prompt"]
 
 
-class SnapshotFilter(df.FilterSet):
+class SnapshotFilter(FilterSet):
     class Meta:
         model = DatasetSnapshot
         fields = ["project", "kind", "format", "status", "aggregation"]
 
 
-class ImportJobFilter(df.FilterSet):
+class ImportJobFilter(FilterSet):
     class Meta:
         model = ImportJob
         fields = ["project", "status", "format"]
 
 
-class WebhookFilter(df.FilterSet):
+class WebhookFilter(FilterSet):
     class Meta:
         model = Webhook
         fields = ["project", "is_active"]
 
 
-class WebhookDeliveryFilter(df.FilterSet):
+class WebhookDeliveryFilter(FilterSet):
     class Meta:
         model = WebhookDelivery
         fields = ["status", "event"]

@@ -332,3 +332,8 @@ MODEL_ROOTS = [
 ]
 LAUNCH_PUBLISH_RETRIES = int(os.environ.get("LAUNCH_PUBLISH_RETRIES", "2"))
 LAUNCH_PUBLISH_RETRY_INTERVAL = float(os.environ.get("LAUNCH_PUBLISH_RETRY_INTERVAL", "0.2"))
+
+# --- registry filter: query time limit (issue 17)
+# Each statement of a user-built query (the registry's MLflow-style search: API and page) may
+# run this long; PostgreSQL cancels it (statement_timeout), SQLite interrupts it. 0: no limit.
+QUERY_TIME_LIMIT_MS = int(os.environ.get("QUERY_TIME_LIMIT_MS", "5000"))

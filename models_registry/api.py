@@ -9,6 +9,7 @@ from rest_framework.routers import BaseRouter
 
 from annotation.permissions import READERS
 from common.api import ApiViewSet
+from common.filters import FilterSet
 from models_registry.models import ModelParent, ModelVersion, RegisteredModel
 
 
@@ -41,7 +42,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ModelVersionFilter(df.FilterSet):
+class ModelVersionFilter(FilterSet):
     kind = df.ChoiceFilter(
         field_name="registered_model__kind", choices=RegisteredModel._meta.get_field("kind").choices
     )

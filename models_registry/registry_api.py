@@ -22,6 +22,7 @@ from annotation.models import DatasetSnapshot, Project
 from annotation.permissions import READERS, STAFF
 from common.api import ApiMixin
 from common.errors import DomainError
+from common.query_limits import time_limit
 from models_registry import selectors, services
 from models_registry.artifacts import stream_tar
 from models_registry.cards import render_model_card
@@ -275,7 +276,8 @@ class SearchRegisteredModels(RegistryView):
         """Registered models matching an MLflow filter (``name LIKE 'rm-%'``, ``kind = 'sft'``)."""
         data = _query(SearchSerializer, request)
         qs = selectors.search_models(data["filter"], data["order_by"])
-        rows, token = _page(qs, data, model_json)
+        with time_limit():
+            rows, token = _page(qs, data, model_json)
         return Response({"registered_models": rows, "next_page_token": token})
 
 
@@ -331,10 +333,13 @@ class SearchModelVersions(RegistryView):
     def get(self, request):
         """Versions matching an MLflow filter, e.g. ``name = 'rm' AND stage = 'production'``
         (fields: name, kind, version, stage, source, sha256, run_id, dataset_snapshot,
-        principle_set; operators =, !=, LIKE, ILIKE, NOT LIKE, IN)."""
+        principle_set; operators =, !=, LIKE, ILIKE, NOT LIKE, IN). version, run_id and
+        dataset_snapshot take whole numbers (400 otherwise); a search running past
+        ``QUERY_TIME_LIMIT_MS`` is cancelled (503)."""
         data = _query(SearchSerializer, request)
         qs = selectors.search_versions(data["filter"], data["order_by"])
-        rows, token = _page(qs, data, version_json)
+        with time_limit():
+            rows, token = _page(qs, data, version_json)
         return Response({"model_versions": rows, "next_page_token": token})
 
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from annotation.models import (
     AnnotatorProfile,
@@ -21,6 +21,7 @@ from annotation.models import (
 )
 from annotation.principles import selectors as principle_selectors
 from common.errors import DomainError
+from common.lookups import ILike, Like
 from models_registry import arena
 from models_registry.models import GenerationJob, ModelVersion, RegisteredModel, StageChange
 
@@ -467,30 +468,49 @@ ORDER_FIELDS = {
 }
 
 
-def _literal(raw: str) -> Any:
+_ITEM = re.compile(r"""\s*('(?:[^']|'')*'|"(?:[^"]|"")*"|-?\d+)\s*(?:,|$)""")
+# Columns that hold whole numbers, with the largest value each holds (a filter value outside
+# is refused, as is anything but digits: the database would fail on it).
+INTEGER_COLUMNS = {
+    "version": 2**31 - 1,
+    "training_run__id": 2**63 - 1,
+    "dataset_snapshot_id": 2**63 - 1,
+}
+
+
+def _literal(raw: str) -> str | list:
     if raw[0] in "'\"":
         quote = raw[0]
         return raw[1:-1].replace(quote * 2, quote)
     if raw[0] == "(":
-        inner = raw[1:-1].strip()
-        if not inner:
-            return []
-        parts = re.findall(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|-?\d+", inner)
-        return [_literal(p) for p in parts]
-    return int(raw)
+        inner, items, pos = raw[1:-1].strip(), [], 0
+        while pos < len(inner):
+            match = _ITEM.match(inner, pos)
+            if not match:
+                raise DomainError(f"cannot parse the list {raw!r}: write ('a', 'b') or (1, 2)")
+            items.append(_literal(match[1]))
+            pos = match.end()
+        return items
+    return raw  # a number: typed by the column (_typed)
 
 
-def _like(pattern: str) -> str:
-    """SQL LIKE (``%``, ``_``) → an anchored regex (literal elsewhere)."""
-    out = ""
-    for ch in pattern:
-        out += ".*" if ch == "%" else "." if ch == "_" else re.escape(ch)
-    return f"^{out}$"
+def _typed(field: str, column: str, value: Any) -> Any:
+    """``value`` as the column's type: a whole number in range for integer columns (a
+    ``DomainError`` naming the field otherwise), text for the others."""
+    largest = INTEGER_COLUMNS.get(column)
+    if largest is None:
+        return str(value)
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 20 and int(text) <= largest):
+        raise DomainError(f"{field} takes a whole number from 0 to {largest}, not {value!r}")
+    return int(text)
 
 
 def parse_filter(text: str, fields: dict[str, str]) -> Q:
     """MLflow's filter string (``name = 'rm' AND stage = 'production'``; operators =, !=,
-    LIKE, ILIKE, NOT LIKE, IN (…)) → a Q object. Raises ``DomainError`` on anything else."""
+    LIKE, ILIKE, NOT LIKE, IN (…)) → a Q object. Raises ``DomainError`` on anything else,
+    values of the wrong type included. LIKE runs as the database's own LIKE
+    (``common.lookups``), never as a regex."""
     text = (text or "").strip()
     query = Q()
     if not text:
@@ -509,15 +529,17 @@ def parse_filter(text: str, fields: dict[str, str]) -> Q:
         if op == "in":
             if not isinstance(value, list):
                 raise DomainError("IN takes a parenthesized list")
-            clause_q = Q(**{f"{column}__in": value})
+            clause_q = Q(**{f"{column}__in": [_typed(field, column, v) for v in value]})
         elif isinstance(value, list):
             raise DomainError(f"{op} takes a single value")
         elif op in ("=", "!="):
-            clause_q = Q(**{column: value})
+            clause_q = Q(**{column: _typed(field, column, value)})
             clause_q = ~clause_q if op == "!=" else clause_q
+        elif column in INTEGER_COLUMNS:
+            raise DomainError(f"{op.upper()} applies to text fields, not to {field}")
         else:
-            lookup = "iregex" if op == "ilike" else "regex"
-            clause_q = Q(**{f"{column}__{lookup}": _like(str(value))})
+            lookup = ILike if op == "ilike" else Like
+            clause_q = Q(lookup(F(column), str(value)))
             clause_q = ~clause_q if op == "not like" else clause_q
         query &= clause_q
     return query

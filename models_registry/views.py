@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 from annotation.models import Project
 from annotation.roles import is_staff_role
 from common.errors import DomainError
+from common.query_limits import time_limit
 from common.rendering import render_markdown
 from models_registry import selectors, services
 from models_registry.cards import render_model_card
@@ -46,8 +47,9 @@ def index(request: HttpRequest) -> HttpResponse:
     query = request.GET.get("filter", "").strip()
     error = None
     try:
-        found = list(selectors.search_versions(query)[:500])
-    except DomainError as exc:
+        with time_limit():
+            found = list(selectors.search_versions(query)[:500])
+    except DomainError as exc:  # a bad filter, or one that ran past the time limit
         error, found = str(exc), []
     return render(
         request,

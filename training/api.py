@@ -4,7 +4,6 @@ config schema (fields, types, defaults, help). Thin over ``training.services``; 
 
 from __future__ import annotations
 
-import django_filters as df
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers
 from rest_framework.decorators import action
@@ -15,6 +14,7 @@ from rest_framework.routers import BaseRouter
 from annotation.models import DatasetSnapshot
 from annotation.permissions import READERS, STAFF
 from common.api import ApiViewSet
+from common.filters import FilterSet
 from models_registry.models import ModelVersion
 from training import services, trainers, validation
 from training.models import RunMetric, TrainingRun
@@ -66,7 +66,7 @@ class ConfigFieldSerializer(serializers.Serializer):
     maximum = serializers.FloatField(allow_null=True)
 
 
-class TrainingRunFilter(df.FilterSet):
+class TrainingRunFilter(FilterSet):
     class Meta:
         model = TrainingRun
         fields = ["kind", "status", "queue", "snapshot", "output_model_version"]

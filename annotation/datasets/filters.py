@@ -97,7 +97,7 @@ def prepare(
         )
     annotators = filters.get("annotators") or []
     if not isinstance(annotators, list) or not all(
-        isinstance(a, int) and not isinstance(a, bool) for a in annotators
+        isinstance(a, int) and not isinstance(a, bool) and 0 < a < 2**63 for a in annotators
     ):
         raise DomainError("filter 'annotators' must be a list of user ids")
     kinds = filters.get("annotator_kinds") or []
