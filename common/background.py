@@ -4,15 +4,23 @@ it (tasks → services is the only direction)."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from celery import current_app
 from celery.result import AsyncResult
 from django.conf import settings
+from kombu.exceptions import OperationalError
 
 from common.errors import DomainError
 
 logger = logging.getLogger(__name__)
+
+
+class _Outage:
+    """Until when silent sends skip the broker (monotonic time), in this process."""
+
+    until = 0.0
 
 
 def send(
@@ -20,12 +28,21 @@ def send(
 ) -> AsyncResult | None:
     """Queue the task registered as ``name`` with ``args`` (``options`` as for ``apply_async``:
     ``countdown``, ``queue`` …). With ``fail_silently`` a broker outage is logged and ``None``
-    returned, so that the request that asked does not fail."""
+    returned, so that the request that asked neither fails nor waits: one attempt (no publish
+    retries), and for ``BROKER_RETRY_AFTER_S`` after the broker could not be reached the next
+    silent sends of this process skip it at once."""
+    if fail_silently:
+        if time.monotonic() < _Outage.until:
+            logger.warning("broker unreachable: %s%r not queued", name, args)
+            return None
+        options.setdefault("retry", False)
     try:
         return current_app.send_task(name, args=args, **options)
-    except Exception:
+    except Exception as exc:
         if not fail_silently:
             raise
+        if isinstance(exc, OperationalError):  # unreachable (kombu's connection error)
+            _Outage.until = time.monotonic() + settings.BROKER_RETRY_AFTER_S
         logger.exception("could not queue %s%r", name, args)
         return None
 

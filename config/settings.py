@@ -314,6 +314,30 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 
+# --- webhooks: SSRF, Redis down (issue 17)
+# Hooks reach public hosts only (common.outbound); these names, addresses or networks
+# (e.g. "hooks.internal,10.0.0.0/8") are let through for closed deployments.
+WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS", "")
+# Redis down: the cache answers misses (config/cache.py) after at most this socket timeout, and
+# skips Redis for CACHE_RETRY_AFTER_S before trying again; requests are served from the database.
+if CACHE_URL:
+    CACHES["default"]["OPTIONS"] = {
+        "socket_timeout": float(os.environ.get("CACHE_SOCKET_TIMEOUT_S", "0.5")),
+        "socket_connect_timeout": float(os.environ.get("CACHE_SOCKET_TIMEOUT_S", "0.5")),
+        "retry_after": float(os.environ.get("CACHE_RETRY_AFTER_S", "5")),
+    }
+# A hung or down broker fails a publish within these seconds instead of holding the request
+# (forever, without a socket timeout); a request's fire-and-forget sends (webhooks, metrics
+# refresh) then skip the broker for BROKER_RETRY_AFTER_S (common.background).
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    _broker_timeout = float(os.environ.get("BROKER_SOCKET_TIMEOUT_S", "1"))
+    CELERY_BROKER_TRANSPORT_OPTIONS |= {
+        "socket_timeout": _broker_timeout,
+        "socket_connect_timeout": _broker_timeout,
+        "connect_retries_timeout": _broker_timeout,
+    }
+BROKER_RETRY_AFTER_S = float(os.environ.get("BROKER_RETRY_AFTER_S", "10"))
+
 if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)

@@ -39,6 +39,11 @@ DEFAULT_BOOTSTRAP = 200
 KINDS = tuple(MetricsReport.Kind.values)
 
 
+# A refresh still due this long after its time never ran: its task was not queued (the broker
+# was down) or was lost. The next request schedules it again, as if none were due.
+OVERDUE_S = 120
+
+
 def debounce_seconds() -> float:
     return float(getattr(settings, "METRICS_REFRESH_DEBOUNCE_S", 30))
 
@@ -183,12 +188,15 @@ def _default_reports(project_id: int, due) -> list[MetricsReport]:
 def request_metrics_refresh(project_id: int, *, delay: float | None = None) -> bool:
     """Ask for the project's metrics to be recomputed within ``delay`` seconds (default: the
     debounce window). Cheap (one UPDATE); queues the Celery task on commit only when no
-    refresh was already due by then. Returns whether a task was queued."""
+    refresh was already due by then (one overdue by ``OVERDUE_S`` counts as none). Returns
+    whether a task was queued."""
     delay = debounce_seconds() if delay is None else max(float(delay), 0.0)
     _forget_due(project_id)
     due = timezone.now() + timedelta(seconds=delay)
+    overdue = timezone.now() - timedelta(seconds=OVERDUE_S)
     marked = MetricsReport.objects.filter(
-        Q(refresh_due_at__isnull=True) | Q(refresh_due_at__gt=due), project_id=project_id
+        Q(refresh_due_at__isnull=True) | Q(refresh_due_at__gt=due) | Q(refresh_due_at__lt=overdue),
+        project_id=project_id,
     ).update(refresh_due_at=due)
     if not marked:
         if MetricsReport.objects.filter(project_id=project_id).exists():

@@ -8,6 +8,8 @@ from annotation.models import (
     Webhook,
     WebhookDelivery,
 )
+from annotation.webhooks import services
+from common.outbound import RefusedURLError
 
 
 class WebhookSerializer(serializers.ModelSerializer):
@@ -27,8 +29,10 @@ class WebhookSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at"]
 
     def validate_url(self, value: str) -> str:
-        if not value.lower().startswith(("http://", "https://")):
-            raise serializers.ValidationError("webhooks are delivered over http(s) only")
+        try:
+            services.check_url(value)
+        except RefusedURLError as exc:
+            raise serializers.ValidationError(str(exc)) from None
         return value
 
 

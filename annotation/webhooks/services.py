@@ -7,6 +7,11 @@ which POSTs the JSON body and retries with exponential backoff.
 Every request carries ``X-Webhook-Event``, ``X-Webhook-Id`` (the event id; receivers dedupe on
 it) and ``X-Webhook-Signature: t=<unix time>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``;
 ``verify_signature`` is the receiver's check (constant-time, with a replay window).
+
+A hook's URL must reach a public host (``common.outbound``): checked when it is saved, and
+again on every delivery against the addresses its host resolves to then, which are the ones
+connected to. Redirects are not followed (a 3xx is a failed attempt).
+``settings.WEBHOOK_ALLOWED_HOSTS`` lets named internal hosts through.
 """
 
 from __future__ import annotations
@@ -16,8 +21,6 @@ import hmac
 import json
 import logging
 import time
-import urllib.error
-import urllib.request
 import uuid
 from functools import partial
 
@@ -25,10 +28,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from urllib3.exceptions import HTTPError
 
 from annotation.datasets.exports.pseudonyms import Pseudonymizer
 from annotation.models import Webhook, WebhookDelivery
-from common import background
+from common import background, outbound
 
 logger = logging.getLogger(__name__)
 EVENTS = tuple(Webhook.Event.values)
@@ -104,32 +108,29 @@ def deliver(*, delivery_id: int) -> bool:
     if delivery.status == WebhookDelivery.Status.DELIVERED:
         return True
     hook = delivery.webhook
-    if not hook.url.lower().startswith(("http://", "https://")):
-        WebhookDelivery.objects.filter(pk=delivery_id).update(
-            attempts=F("attempts") + 1, last_error="only http(s) URLs are delivered"
-        )
-        return False
     body = body_of(delivery)
-    request = urllib.request.Request(
-        hook.url,
-        data=body,
-        method="POST",
-        headers={
-            "Content-Type": "application/json",
-            "User-Agent": "governing-llms-webhooks/1",
-            "X-Webhook-Event": delivery.event,
-            "X-Webhook-Id": str(delivery.event_id),
-            "X-Webhook-Signature": sign(hook.secret, int(time.time()), body),
-        },
-    )
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "governing-llms-webhooks/1",
+        "X-Webhook-Event": delivery.event,
+        "X-Webhook-Id": str(delivery.event_id),
+        "X-Webhook-Signature": sign(hook.secret, int(time.time()), body),
+    }
     status, error = None, ""
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as answer:
-            status = answer.status
-    except urllib.error.HTTPError as exc:
-        status, error = exc.code, f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        error = str(getattr(exc, "reason", exc))[:1000]
+        answer = outbound.post(
+            hook.url, body, headers, timeout=TIMEOUT_SECONDS, allowed=allowed_hosts()
+        )
+    except outbound.RefusedURLError as exc:
+        error = f"refused: {exc}"
+    except (HTTPError, OSError, ValueError) as exc:
+        error = str(exc)[:1000]
+    else:
+        status = answer.status
+        if 300 <= status < 400:
+            error = f"HTTP {status}: redirect to {answer.location[:500]!r} not followed"
+        elif not 200 <= status < 300:
+            error = f"HTTP {status}"
     ok = status is not None and 200 <= status < 300
     WebhookDelivery.objects.filter(pk=delivery_id).update(
         attempts=F("attempts") + 1,
@@ -139,6 +140,17 @@ def deliver(*, delivery_id: int) -> bool:
         delivered_at=timezone.now() if ok else None,
     )
     return ok
+
+
+def allowed_hosts() -> list[str]:
+    """Internal hosts (names, addresses, networks) hooks may reach: closed deployments."""
+    return settings.WEBHOOK_ALLOWED_HOSTS
+
+
+def check_url(url: str) -> None:
+    """Refuse (``outbound.RefusedURLError``, a 400) a URL that is no http(s) URL to a public
+    or allowed host."""
+    outbound.check_url(url, allowed=allowed_hosts())
 
 
 def give_up(*, delivery_id: int) -> None:
@@ -181,6 +193,7 @@ def create_webhook(
     unknown = set(events) - set(EVENTS)
     if unknown or not events:
         raise ValueError(f"events must be among {', '.join(EVENTS)}")
+    check_url(url)
     return Webhook.objects.create(
         url=url, events=sorted(set(events)), secret=secret or secrets.token_hex(32), name=name,
         project=project, is_active=is_active, created_by=created_by,

@@ -63,7 +63,7 @@ def build_world(make_user, principle_set, project, compare_tasks):
     snapshot = snapshots.create_snapshot(project=project, kind="preference", run="inline")
     assert snapshot.status == "ready", snapshot.error
     job = ImportJob.objects.create(project=project, format="prompts", file_path="imports/x.jsonl")
-    hook = webhook_services.create_webhook(url="http://127.0.0.1:9/hook", events=["snapshot.ready"])
+    hook = webhook_services.create_webhook(url="https://example.org/h", events=["snapshot.ready"])
     run = TrainingRun.objects.create(kind="reward", name="rm-1", snapshot=snapshot)
     RunMetric.objects.create(run=run, step=1, name="loss", value=0.7)
     registered = RegisteredModel.objects.create(name="rm", kind="reward")

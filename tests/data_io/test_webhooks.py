@@ -12,6 +12,13 @@ from annotation.tasks import deliver_webhook
 from annotation.webhooks import services as webhook_services
 
 
+@pytest.fixture(autouse=True)
+def loopback_allowed(settings):
+    """The receivers below listen on loopback: allowed as a closed deployment would allow them
+    (hooks reach public hosts only otherwise: tests/security/test_webhooks.py)."""
+    settings.WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+
+
 @pytest.fixture
 def receiver():
     """A local HTTP endpoint recording requests; answers with ``receiver.status``."""
