@@ -37,7 +37,7 @@ def test_workspace_submission_refreshes_the_quality_page(
     worker = start_worker(settings.CELERY_BROKER_URL)
     try:
         client.force_login(annotator)
-        page = client.get(reverse("workspace", args=[project.slug])).content.decode()
+        page = client.post(reverse("workspace", args=[project.slug]), follow=True).content.decode()
         assignment = Assignment.objects.get(
             pk=int(re.search(r'data-assignment="(\d+)"', page).group(1))
         )
