@@ -23,7 +23,7 @@ def _roundtrip(project, broker_url):
             ).first(),
             timeout=90,
         )
-    except AssertionError as exc:
+    except Exception as exc:  # whatever failed, the worker is stopped
         raise AssertionError(f"{exc}\nworker output:\n{stop(worker)}") from exc
     stop(worker)
     assert refreshed.task_count == 10

@@ -60,7 +60,7 @@ def test_workspace_submission_refreshes_the_quality_page(
             ),
             timeout=120,
         )
-    except AssertionError as exc:
+    except Exception as exc:  # whatever failed, the worker is stopped
         raise AssertionError(f"{exc}\nworker output:\n{stop(worker)}") from exc
     stop(worker)
     assert refreshed
