@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 
 from django.db import transaction
+from django.utils.crypto import salted_hmac
 
 from annotation.datasets import pg
 from annotation.models import (
@@ -82,11 +82,12 @@ def create_tasks(
 def stored_order(project_id: int, spec: PromptSpec) -> list[int]:
     """The order ``spec.responses`` are stored in: a permutation of their indexes seeded by the
     task's stable identity (project, then external id or else the prompt and the responses'
-    texts, in any order), so that a re-import stores the same order."""
+    texts, in any order), so that a re-import stores the same order; keyed with the deployment's
+    secret (an HMAC), so that knowing a task's identity does not tell its order."""
     identity = spec.external_id or json.dumps(
         [spec.messages, sorted(r.text for r in spec.responses)], sort_keys=True, default=str
     )
-    digest = hashlib.sha256(f"{project_id}\0{identity}".encode()).digest()
+    digest = salted_hmac("annotation.stored_order", f"{project_id}\0{identity}").digest()
     order = list(range(len(spec.responses)))
     random.Random(int.from_bytes(digest[:8], "big")).shuffle(order)
     return order

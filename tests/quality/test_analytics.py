@@ -9,11 +9,12 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from annotation.datasets.importers.judgments import import_judgments
-from annotation.models import Assignment, Judgment, Principle, PrincipleVerdict
+from annotation.models import Assignment, Judgment, Principle, PrincipleVerdict, TaskResponse
 from annotation.quality import inputs as quality_inputs
 from annotation.quality import payloads
 from annotation.quality.metrics import agreement as agr
 from annotation.quality.metrics.discretion import discrepancy, discretion_report
+from annotation.vocabulary import SLOT_LETTERS
 
 from .conftest import pair_of
 
@@ -243,9 +244,13 @@ def test_quality_payload(crowd, labelled_project, write_csv):
     assert set(q["annotators"]) == {"alice", "bob", "carol"}
     triples = []
     for row in range(6):
-        task_id, _, _ = pair_of(labelled_project, row)
-        letter = "B" if row == 3 else "A"  # chosen's canonical position
-        other = "A" if row == 3 else "B"
+        task_id, chosen, rejected = pair_of(labelled_project, row)
+        stored = list(  # canonical positions: the import's seeded order, not the file's
+            TaskResponse.objects.filter(task_id=task_id)
+            .order_by("position")
+            .values_list("response_id", flat=True)
+        )
+        letter, other = (SLOT_LETTERS[stored.index(rid)] for rid in (chosen, rejected))
         for name in ("alice", "bob", "carol"):
             chosen_pick = name != "carol" or row < 2
             triples.append((task_id, name, letter if chosen_pick else other))
