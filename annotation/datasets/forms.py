@@ -31,7 +31,8 @@ class SnapshotForm(forms.Form):
     format = forms.ChoiceField(choices=DatasetSnapshot.Format.choices, initial="jsonl")
     aggregation = forms.ChoiceField(choices=_choices(AGGREGATIONS), initial="raw")
     principle_set = forms.ChoiceField(
-        help_text="A snapshot reads the judgments pinned to the project's principle set."
+        required=False,
+        help_text="A snapshot reads the judgments pinned to the project's principle set.",
     )
     annotator_kinds = forms.MultipleChoiceField(
         choices=AnnotatorProfile.Kind.choices,

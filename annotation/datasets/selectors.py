@@ -40,16 +40,14 @@ FILTER_DEFAULTS = {
 
 def project_snapshots(project: Project) -> QuerySet[DatasetSnapshot]:
     return (
-        DatasetSnapshot.objects.filter(project=project)
-        .select_related("created_by", "principle_set")
-        .order_by("-id")
+        DatasetSnapshot.objects.filter(project=project).select_related("created_by").order_by("-id")
     )
 
 
 def snapshot_for_page(pk: int) -> DatasetSnapshot:
-    return DatasetSnapshot.objects.select_related("project", "principle_set", "created_by").get(
-        pk=pk
-    )
+    return DatasetSnapshot.objects.select_related(
+        "project__principle_set", "principle_set", "created_by"
+    ).get(pk=pk)
 
 
 def filters_summary(filters: dict) -> str:

@@ -310,7 +310,7 @@ def judgment_flag(request: HttpRequest, pk: int) -> HttpResponse:
     """Flag or unflag a judgment: GET asks for confirmation (and the reason), POST does it."""
     _staff(request)
     judgment = get_object_or_404(
-        Judgment.objects.select_related("task__project", "annotator"), pk=pk
+        Judgment.objects.select_related("task__project__principle_set", "annotator"), pk=pk
     )
     flagging = not judgment.flagged
     form = FlagForm(request.POST or None, initial={"flagged": "1" if flagging else "0"})

@@ -17,13 +17,15 @@ CATEGORY_NAMES = ("consensus", "conflict", "indifference")
 READ_BATCH_ROWS = 2048
 
 
-def iter_rows(path: Path, fmt: str, columns: list[str] | None = None) -> Iterator[dict]:
+def iter_rows(
+    path: Path, fmt: str, columns: list[str] | None = None, batch_rows: int = READ_BATCH_ROWS
+) -> Iterator[dict]:
     """The file's rows in order, one dict each (Parquet: only ``columns`` when given)."""
     if fmt == "parquet":
         parquet = pq.ParquetFile(path)
         if columns is not None:
             columns = [c for c in columns if c in parquet.schema_arrow.names]
-        for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
             yield from batch.to_pylist()
         return
     with path.open("rb") as lines:
@@ -33,7 +35,7 @@ def iter_rows(path: Path, fmt: str, columns: list[str] | None = None) -> Iterato
 
 
 def first_rows(path: Path, fmt: str, limit: int) -> list[dict]:
-    return list(itertools.islice(iter_rows(path, fmt), limit))
+    return list(itertools.islice(iter_rows(path, fmt, batch_rows=max(limit, 1)), limit))
 
 
 def jsonl_chunks(path: Path, fmt: str, rows_per_chunk: int = 512) -> Iterator[bytes]:
