@@ -431,6 +431,6 @@ def test_lists_run_a_bounded_number_of_queries(
         (reverse("staff-tasks", args=[project.slug]), {"min_agreement": "0.1", "q": "Q1"}),
         (reverse("staff-task", args=[task.pk]), {}),
     ):
-        with django_assert_max_num_queries(12):
+        with django_assert_max_num_queries(8):
             response = client.get(url, params)
         assert response.status_code == 200, url
