@@ -31,9 +31,7 @@ urlpatterns = [
     ),
     path("snapshots/<int:pk>/", dataset_views.snapshot_detail, name="snapshot"),
     path("snapshots/<int:pk>/status/", dataset_views.snapshot_status, name="snapshot-status"),
-    path(
-        "snapshots/<int:pk>/download/", dataset_views.snapshot_download, name="snapshot-download"
-    ),
+    path("snapshots/<int:pk>/download/", dataset_views.snapshot_download, name="snapshot-download"),
     path("projects/<slug:slug>/tasks/", dataset_views.task_list, name="staff-tasks"),
     path("tasks/<int:pk>/", dataset_views.task_detail, name="staff-task"),
     path("judgments/<int:pk>/flag/", dataset_views.judgment_flag, name="judgment-flag"),
