@@ -22,4 +22,17 @@ urlpatterns = [
     # ---- imports (admins and managers)
     path("projects/<slug:slug>/import/", dataset_views.import_upload, name="import-upload"),
     path("imports/<int:pk>/", dataset_views.import_job, name="import-job"),
+    # ---- datasets in the browser: snapshots and the tasks browser (admins and managers)
+    path("projects/<slug:slug>/datasets/", dataset_views.snapshot_list, name="snapshot-list"),
+    path(
+        "projects/<slug:slug>/datasets/new/",
+        dataset_views.snapshot_create,
+        name="snapshot-create",
+    ),
+    path("snapshots/<int:pk>/", dataset_views.snapshot_detail, name="snapshot"),
+    path("snapshots/<int:pk>/status/", dataset_views.snapshot_status, name="snapshot-status"),
+    path("snapshots/<int:pk>/download/", dataset_views.snapshot_download, name="snapshot-download"),
+    path("projects/<slug:slug>/tasks/", dataset_views.task_list, name="staff-tasks"),
+    path("tasks/<int:pk>/", dataset_views.task_detail, name="staff-task"),
+    path("judgments/<int:pk>/flag/", dataset_views.judgment_flag, name="judgment-flag"),
 ]

@@ -381,3 +381,8 @@ LAUNCH_PUBLISH_RETRY_INTERVAL = float(os.environ.get("LAUNCH_PUBLISH_RETRY_INTER
 # Each statement of a user-built query (the registry's MLflow-style search: API and page) may
 # run this long; PostgreSQL cancels it (statement_timeout), SQLite interrupts it. 0: no limit.
 QUERY_TIME_LIMIT_MS = int(os.environ.get("QUERY_TIME_LIMIT_MS", "5000"))
+
+# --- datasets in the browser (issue 16)
+# A snapshot's dataset card reads its file once (cached by content hash) for the mean agreement
+# and the consensus / conflict / indifference split; past this many rows it reads only these.
+DATASET_CARD_SCAN_MAX_ROWS = int(os.environ.get("DATASET_CARD_SCAN_MAX_ROWS", "200000"))

@@ -41,7 +41,9 @@ def launch(request: HttpRequest, kind: str) -> HttpResponse:
     _staff(request)
     if kind not in trainers.KINDS:
         raise Http404("unknown run kind")
-    form = LaunchForm(kind, request.POST or None)
+    snapshot = request.GET.get("snapshot", "")  # "Train on this dataset" on a snapshot's page
+    initial = {"snapshot": int(snapshot)} if snapshot.isdigit() else {}
+    form = LaunchForm(kind, request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:

@@ -1,0 +1,236 @@
+"""Reads for the staff dataset pages: snapshots, their card and preview, and the tasks browser."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, TextField
+from django.db.models.functions import Cast
+
+from annotation.datasets import snapshots
+from annotation.datasets.exports import reading
+from annotation.models import (
+    DatasetSnapshot,
+    Judgment,
+    PrincipleVerdict,
+    Project,
+    Task,
+    TaskResponse,
+)
+
+PREVIEW_ROWS = 20
+PREVIEW_CELL_CHARS = 2000
+#: the columns a preview shows first (the rest follow in file order)
+LEADING_COLUMNS = ("prompt", "chosen", "rejected", "completion", "label", "completions", "messages")
+
+#: a snapshot's filters at their defaults (``filters.frozen_record``): the summary leaves them out
+FILTER_DEFAULTS = {
+    "annotators": [], "annotator_kinds": [], "date_from": None, "date_to": None,
+    "min_agreement": None, "exclude_gold": False, "exclude_flagged": False,
+    "exclude_discretion": False, "exclude_both_bad": False, "tie_policy": "drop",
+    "style": "conversational", "prompt_style": "explicit", "expansion": "all_pairs",
+    "include_rationale": True,
+}  # fmt: skip
+
+
+def project_snapshots(project: Project) -> QuerySet[DatasetSnapshot]:
+    return (
+        DatasetSnapshot.objects.filter(project=project).select_related("created_by").order_by("-id")
+    )
+
+
+def snapshot_for_page(pk: int) -> DatasetSnapshot:
+    return DatasetSnapshot.objects.select_related(
+        "project__principle_set", "principle_set", "created_by"
+    ).get(pk=pk)
+
+
+def filters_summary(filters: dict) -> str:
+    """The filters that differ from the defaults, as ``key=value`` (``—`` when none)."""
+    parts = []
+    for key, default in FILTER_DEFAULTS.items():
+        value = filters.get(key, default)
+        if value != default:
+            shown = ",".join(map(str, value)) if isinstance(value, list) else value
+            parts.append(f"{key}={shown}")
+    return "; ".join(parts) or "—"
+
+
+@dataclass(frozen=True)
+class PreviewRow:
+    number: int
+    cells: list[tuple[str, str]]
+
+
+def _cell(value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, indent=1)
+    if len(text) > PREVIEW_CELL_CHARS:
+        return text[:PREVIEW_CELL_CHARS] + " …"
+    return text
+
+
+def preview(snapshot: DatasetSnapshot, limit: int = PREVIEW_ROWS) -> list[PreviewRow]:
+    """The first rows of a ready snapshot's file, as plain text cells (the template escapes)."""
+    path = snapshots.artifact_file(snapshot)
+    if snapshot.status != DatasetSnapshot.Status.READY or not path.is_file():
+        return []
+    rows = reading.first_rows(path, snapshot.format, limit)
+    out = []
+    for number, row in enumerate(rows, start=1):
+        keys = [k for k in LEADING_COLUMNS if k in row] + [
+            k for k in row if k not in LEADING_COLUMNS
+        ]
+        out.append(PreviewRow(number, [(key, _cell(row[key])) for key in keys]))
+    return out
+
+
+def card_scan_limit() -> int:
+    return int(getattr(settings, "DATASET_CARD_SCAN_MAX_ROWS", 200_000))
+
+
+def card(snapshot: DatasetSnapshot) -> dict:
+    """A ready snapshot's dataset card: its recorded counts and discretion summary, plus the mean
+    agreement and category split read from its file (once per content hash: cached)."""
+    summary = snapshot.discretion_summary or {}
+    decisive = summary.get("decisive_principles") or {}
+    figures = None
+    path = snapshots.artifact_file(snapshot)
+    if snapshot.status == DatasetSnapshot.Status.READY and path.is_file():
+        limit = card_scan_limit()
+        figures = cache.get_or_set(
+            f"snapshot-card:{snapshot.sha256}:{limit}",
+            lambda: reading.card_figures(
+                reading.iter_rows(path, snapshot.format, ["agreement", "principles"]), limit
+            ),
+            timeout=None,
+        )
+    annotators = sorted(
+        (snapshot.per_annotator_counts or {}).items(), key=lambda item: (-item[1], item[0])
+    )
+    return {
+        "summary": summary,
+        "top_decisive": list(decisive.items())[:5],
+        "annotators": annotators[:10],
+        "annotator_total": len(annotators),
+        "figures": figures,
+    }
+
+
+# ---------------------------------------------------------------- tasks browser
+
+TASK_STATUSES = ("open", "partial", "complete")
+
+
+def top_choice_agreement(orderings: Iterable[list]) -> float | None:
+    """Share of a task's judgments that rank the most common first choice first (None with
+    fewer than two judgments)."""
+    tops = Counter(frozenset(ordering[0]) if ordering else frozenset() for ordering in orderings)
+    total = sum(tops.values())
+    if total < 2:
+        return None
+    return tops.most_common(1)[0][1] / total
+
+
+def _agreements(judgments: QuerySet[Judgment]) -> dict[int, float | None]:
+    by_task: dict[int, list] = {}
+    for task_id, ordering in judgments.values_list("task_id", "ordering").iterator(2000):
+        by_task.setdefault(task_id, []).append(ordering)
+    return {task_id: top_choice_agreement(orderings) for task_id, orderings in by_task.items()}
+
+
+def staff_tasks(
+    project: Project,
+    *,
+    status: str = "",
+    flagged: str = "",
+    query: str = "",
+) -> QuerySet[Task]:
+    """A project's tasks filtered by status (by submitted judgments against the project's
+    overlap), flagged judgments ("yes" / "no") and prompt text; with ``has_flag``."""
+    flagged_judgments = Judgment.objects.filter(task=OuterRef("pk"), flagged=True)
+    qs = (
+        Task.objects.filter(project=project)
+        .select_related("prompt")
+        .annotate(has_flag=Exists(flagged_judgments))
+        .order_by("id")
+    )
+    overlap = project.annotations_per_task
+    if status == "open":
+        qs = qs.filter(submitted_count=0)
+    elif status == "partial":
+        qs = qs.filter(submitted_count__gt=0, submitted_count__lt=overlap)
+    elif status == "complete":
+        qs = qs.filter(submitted_count__gte=overlap)
+    if flagged == "yes":
+        qs = qs.filter(has_flag=True)
+    elif flagged == "no":
+        qs = qs.filter(has_flag=False)
+    if query:
+        # the stored JSON text: as typed, or as JSON escapes it (quotes, non-ASCII on SQLite)
+        escaped = json.dumps(query)[1:-1]
+        qs = qs.alias(prompt_json=Cast("prompt__messages", TextField())).filter(
+            Q(prompt_json__icontains=query)
+            | Q(prompt_json__icontains=escaped)
+            | Q(prompt__external_id=query)
+        )
+    return qs
+
+
+def task_ids_by_agreement(
+    tasks: QuerySet[Task], low: float | None, high: float | None
+) -> list[int]:
+    """Ids of ``tasks`` (in id order) whose agreement lies in [low, high]; tasks with fewer than
+    two judgments have none and are left out."""
+    agreements = _agreements(Judgment.objects.filter(task__in=tasks.values("pk")))
+    return sorted(
+        task_id
+        for task_id, value in agreements.items()
+        if value is not None and (low is None or value >= low) and (high is None or value <= high)
+    )
+
+
+def agreements_of(task_ids: list[int]) -> dict[int, float | None]:
+    return _agreements(Judgment.objects.filter(task_id__in=task_ids))
+
+
+def prompt_text(messages: object) -> str:
+    """A prompt's text: its last user turn (or its last turn, or the value itself)."""
+    if isinstance(messages, list) and messages:
+        users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+        last = (users or messages)[-1]
+        return str(last.get("content", "")) if isinstance(last, dict) else str(last)
+    return str(messages or "")
+
+
+def task_for_page(pk: int) -> Task:
+    """A task with its prompt, responses in position order and every judgment with its
+    annotator, verdicts (principles in document order) and decisive principles."""
+    return (
+        Task.objects.select_related("project__principle_set", "prompt")
+        .prefetch_related(
+            Prefetch(
+                "task_responses",
+                queryset=TaskResponse.objects.select_related("response").order_by("position"),
+            ),
+            Prefetch(
+                "judgments",
+                queryset=Judgment.objects.select_related("annotator__profile", "flagged_by")
+                .prefetch_related(
+                    Prefetch(
+                        "verdicts",
+                        queryset=PrincipleVerdict.objects.select_related("principle").order_by(
+                            "principle__position"
+                        ),
+                    ),
+                    "decisive_principles",
+                )
+                .order_by("id"),
+            ),
+        )
+        .get(pk=pk)
+    )
