@@ -35,9 +35,7 @@ class PrincipleRowForm(forms.Form):
     authority = forms.ChoiceField(
         choices=Principle.Authority.choices, initial=Principle.Authority.USER
     )
-    kind = forms.ChoiceField(
-        choices=[("", "from authority"), *Principle.Kind.choices], required=False
-    )
+    kind = forms.ChoiceField(choices=[("", "(auto)"), *Principle.Kind.choices], required=False)
     declared_priority = forms.IntegerField(
         min_value=0,
         max_value=2**31 - 1,

@@ -533,7 +533,8 @@ def test_version_page_lists_principles_and_pinned_projects(
 @pytest.mark.django_db
 def test_quality_pages_link_a_project_to_its_principle_set_version(manager, project):
     link = f'href="{reverse("principle-set", args=[project.principle_set_id])}"'
-    assert link in manager.get(reverse("quality:index")).content.decode()
+    index = manager.get(reverse("quality:index")).content.decode()
+    assert link in index and f'href="{reverse("principles")}"' in index
     assert link in manager.get(reverse("quality:project", args=[project.slug])).content.decode()
 
 
@@ -567,6 +568,9 @@ def test_add_a_row_in_the_browser_then_save(live_server, make_user, monkeypatch)
         page.wait_for_url("**/")
         page.goto(reverse("principle-set-new"))
         page.fill("input[name=name]", "typed-in-chromium")
+        page.press("input[name=name]", "Enter")  # Enter saves (the first button): no row yet
+        assert page.get_by_text("Add at least one principle.").is_visible()
+        assert page.locator("[data-rows] tr").count() == 3
         page.fill("input[name=form-0-key]", "first")
         page.fill("textarea[name=form-0-text]", "The first principle.")
         for _ in range(2):
