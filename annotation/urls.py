@@ -1,6 +1,7 @@
 from django.urls import path
 
 from annotation.datasets import views as dataset_views
+from annotation.principles import views as principle_views
 from annotation.workspace import views as workspace_views
 
 urlpatterns = [
@@ -35,4 +36,13 @@ urlpatterns = [
     path("projects/<slug:slug>/tasks/", dataset_views.task_list, name="staff-tasks"),
     path("tasks/<int:pk>/", dataset_views.task_detail, name="staff-task"),
     path("judgments/<int:pk>/flag/", dataset_views.judgment_flag, name="judgment-flag"),
+    # ---- principle sets in the browser (admins and managers; issue 16, part 3)
+    path("principles/", principle_views.principle_sets, name="principles"),
+    path("principles/new/", principle_views.create_by_rows, name="principle-set-new"),
+    path("principles/paste/", principle_views.create_by_paste, name="principle-set-paste"),
+    path("principles/<int:pk>/", principle_views.principle_set, name="principle-set"),
+    path("principles/<int:pk>/edit/", principle_views.edit, name="principle-set-edit"),
+    path("principles/<int:pk>/publish/", principle_views.publish, name="principle-set-publish"),
+    path("principles/<int:pk>/fork/", principle_views.fork, name="principle-set-fork"),
+    path("principles/<int:pk>/diff/", principle_views.diff, name="principle-set-diff"),
 ]

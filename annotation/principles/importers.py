@@ -2,6 +2,7 @@
 
 import json
 import re
+import tempfile
 from itertools import pairwise
 from pathlib import Path
 
@@ -165,6 +166,25 @@ def parse_principles(
     if fmt == "model-spec":
         return parse_model_spec(path), {}
     return parse_lines(path, Path(titles) if titles else None), {}
+
+
+PASTED = "pasted text"
+SUFFIX_BY_FORMAT = {"yaml": ".yaml", "json": ".json", "lines": ".txt", "model-spec": ".md"}
+
+
+def parse_text(text: str, fmt: str) -> tuple[list[PrincipleSpec], dict]:
+    """Pasted text in one of ``FORMATS``, parsed by the same readers as a file (it is written
+    to a temporary file); errors name the line of the text, not the temporary file."""
+    if fmt not in FORMATS:
+        raise ImportFileError(PASTED, None, f"unknown format {fmt!r}; choose one of {FORMATS}")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"pasted{SUFFIX_BY_FORMAT[fmt]}"
+        path.write_text(text.replace("\r\n", "\n"), encoding="utf-8")
+        try:
+            return parse_principles(path, fmt)
+        except ImportFileError as exc:
+            reason = exc.reason.replace(str(path), PASTED)
+            raise ImportFileError(PASTED, exc.line, reason) from exc
 
 
 @transaction.atomic

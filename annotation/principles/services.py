@@ -110,6 +110,44 @@ def remove_principle(*, principle: Principle) -> None:
 
 
 @transaction.atomic
+def edit_principle_set(
+    *,
+    principle_set: PrincipleSet,
+    principles: Sequence[PrincipleSpec],
+    description: str | None = None,
+) -> PrincipleSet:
+    """Replace a draft's principles with ``principles`` (in that order), matched by key: a kept
+    key keeps its row (updated in place), a new key is added, a missing key is removed.
+    Published sets refuse every edit."""
+    principle_set = PrincipleSet.objects.select_for_update().get(pk=principle_set.pk)
+    _require_draft(principle_set)
+    if not principles:
+        raise DomainError("a principle set needs at least one principle")
+    rows = _principle_rows(principle_set, principles)
+    current = list(principle_set.principles.only("pk", "key", "position"))
+    existing = {p.key: p.pk for p in current}
+    wanted = {row.key for row in rows}
+    principle_set.principles.exclude(key__in=wanted).delete()
+    kept = [row for row in rows if row.key in existing]
+    for row in kept:
+        row.pk = existing[row.key]
+    if kept:
+        # Positions are unique per set: park the kept rows past every position first.
+        start = max(p.position for p in current) + len(rows) + 1
+        parked = [Principle(pk=row.pk, position=start + i) for i, row in enumerate(kept)]
+        Principle.objects.bulk_update(parked, ["position"])
+        Principle.objects.bulk_update(
+            kept,
+            ["title", "text", "section", "kind", "authority", "declared_priority", "position"],
+        )
+    Principle.objects.bulk_create([row for row in rows if row.key not in existing])
+    if description is not None and description != principle_set.description:
+        principle_set.description = description
+        principle_set.save(update_fields=["description"])
+    return principle_set
+
+
+@transaction.atomic
 def publish_principle_set(*, principle_set: PrincipleSet) -> PrincipleSet:
     """Freeze a draft. Publishing twice is refused."""
     principle_set = PrincipleSet.objects.select_for_update().get(pk=principle_set.pk)
