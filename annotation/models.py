@@ -179,9 +179,14 @@ class Project(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     created_at = models.DateTimeField(auto_now_add=True)
-    # Cached counts, refreshed by a Celery task.
+    # Cached counts, recounted after every import and by the debounced metrics refresh
+    # (``projects.services.refresh_project_counts``). The judgments by source add up to
+    # ``judgment_count``: imported (origin ``import:…``), else by a model annotator, else human.
     task_count = models.PositiveIntegerField(default=0)
     judgment_count = models.PositiveIntegerField(default=0)
+    human_judgment_count = models.PositiveIntegerField(default=0)
+    model_judgment_count = models.PositiveIntegerField(default=0)
+    imported_judgment_count = models.PositiveIntegerField(default=0)
     completed_task_count = models.PositiveIntegerField(default=0)
     counts_refreshed_at = models.DateTimeField(null=True, blank=True)
 

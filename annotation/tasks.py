@@ -20,7 +20,9 @@ def refresh_project_counts(project_id: int) -> dict:
 
 @shared_task(name="annotation.refresh_metrics")
 def refresh_metrics(project_id: int) -> dict:
-    """Recompute the project's due quality/discretion reports (debounced: see reports.py)."""
+    """Recount the project's counts and recompute its due quality/discretion reports
+    (debounced: see reports.py; every judgment write requests it)."""
+    project_services.recount_project(project_id=project_id)
     return reports.refresh_due_reports(project_id=project_id)
 
 

@@ -2,6 +2,7 @@ from django.urls import path
 
 from annotation.datasets import views as dataset_views
 from annotation.principles import views as principle_views
+from annotation.projects import views as project_views
 from annotation.workspace import views as workspace_views
 
 urlpatterns = [
@@ -45,4 +46,13 @@ urlpatterns = [
     path("principles/<int:pk>/publish/", principle_views.publish, name="principle-set-publish"),
     path("principles/<int:pk>/fork/", principle_views.fork, name="principle-set-fork"),
     path("principles/<int:pk>/diff/", principle_views.diff, name="principle-set-diff"),
+    # ---- projects in the browser: create, settings, archive (issue 16, part 1)
+    path("projects/new/", project_views.project_new, name="project-new"),
+    path("projects/<slug:slug>/settings/", project_views.project_settings, name="project-settings"),
+    path("projects/<slug:slug>/archive/", project_views.project_archive, name="project-archive"),
+    path(
+        "projects/<slug:slug>/reactivate/",
+        project_views.project_reactivate,
+        name="project-reactivate",
+    ),
 ]

@@ -19,6 +19,7 @@ from annotation.models import (
     TaskResponse,
 )
 from annotation.specs import PromptSpec
+from common import events
 
 
 def task_kind_for(spec: PromptSpec) -> str:
@@ -75,7 +76,8 @@ def create_tasks(
         total = pg.copy_tasks(project, batches, task_kind_for, in_spec_order)
     else:
         total = sum(_create_task_batch(project, batch, in_spec_order) for batch in batches)
-    Project.objects.filter(pk=project.pk).update(task_count=project.tasks.count())
+    if total:  # the project's counts are recounted after the commit
+        events.publish("tasks.created", project_id=project.pk, tasks=total)
     return total
 
 

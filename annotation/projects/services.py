@@ -65,10 +65,16 @@ def create_project(
     created_by: User | None = None,
     **settings: object,
 ) -> Project:
+    """A project over a published principle set; ``settings`` are Project fields."""
     if not principle_set.is_published:
         raise DomainError("a project must use a published principle set")
     project = Project(
-        name=name, slug=slug, principle_set=principle_set, created_by=created_by, **settings
+        name=name,
+        slug=slug,
+        principle_set=principle_set,
+        created_by=created_by,
+        counts_refreshed_at=timezone.now(),  # nothing to count yet: the zeros are true
+        **settings,
     )
     project.full_clean()
     project.save()
@@ -88,8 +94,13 @@ def update_project(*, project: Project, **changes: object) -> Project:
     return project
 
 
-def refresh_project_counts(*, project_id: int) -> Project:
-    """Recompute a project's cached counts (run by a Celery worker)."""
+IMPORTED = Q(origin__startswith="import:")
+
+
+def recount_project(*, project_id: int) -> bool:
+    """Recount a project's cached counts: tasks, complete tasks, and judgments by source
+    (imported, else by a model annotator, else human). Three aggregate queries and an UPDATE;
+    False when there is no such project (any more)."""
     counts = Task.objects.filter(project_id=project_id).aggregate(
         tasks=Count("id"),
         complete=Count(
@@ -101,11 +112,42 @@ def refresh_project_counts(*, project_id: int) -> Project:
             ),
         ),
     )
-    judgments = Judgment.objects.filter(task__project_id=project_id).count()
-    Project.objects.filter(pk=project_id).update(
-        task_count=counts["tasks"],
-        completed_task_count=counts["complete"],
-        judgment_count=judgments,
-        counts_refreshed_at=timezone.now(),
+    judgments = Judgment.objects.filter(task__project_id=project_id)
+    split = judgments.aggregate(total=Count("id"), imported=Count("id", filter=IMPORTED))
+    by_models = (
+        judgments.exclude(IMPORTED)
+        .filter(annotator__profile__kind=AnnotatorProfile.Kind.MODEL)
+        .count()
     )
+    return bool(
+        Project.objects.filter(pk=project_id).update(
+            task_count=counts["tasks"],
+            completed_task_count=counts["complete"],
+            judgment_count=split["total"],
+            imported_judgment_count=split["imported"],
+            model_judgment_count=by_models,
+            human_judgment_count=split["total"] - split["imported"] - by_models,
+            counts_refreshed_at=timezone.now(),
+        )
+    )
+
+
+def refresh_project_counts(*, project_id: int) -> Project:
+    """``recount_project``, then the project as recounted (run by a Celery worker)."""
+    recount_project(project_id=project_id)
     return Project.objects.get(pk=project_id)
+
+
+# Bulk writes recount at once (after their commit); single judgments are recounted by the
+# debounced metrics refresh (``annotation.refresh_metrics``), off the annotators' path.
+RECOUNT_EVENTS = ("tasks.created", "judgments.imported")
+
+
+def recount_after_import(event: str, payload: dict) -> None:
+    """Event-bus handler: recount the project that a bulk write has just changed."""
+    recount_project(project_id=payload["project_id"])
+
+
+def set_project_active(*, project: Project, active: bool) -> Project:
+    """Archive (``active=False``: no leases, submissions refused) or reactivate a project."""
+    return update_project(project=project, is_active=active)

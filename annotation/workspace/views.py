@@ -27,16 +27,14 @@ from common.rendering import render_markdown
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    """The admin/manager dashboard or the annotator's queue, by role."""
-    template = (
-        "annotation/home_staff.html"
-        if is_staff_role(request.user)
-        else ("annotation/home_annotator.html")
-    )
-    context = {"projects": project_selectors.active_projects()}
-    if not is_staff_role(request.user):
-        context["queue"] = project_selectors.annotator_queue(annotator=request.user)
-    return render(request, template, context)
+    """The admin/manager dashboard (every project with its counts, searchable, 50 a page) or
+    the annotator's queue, by role."""
+    if is_staff_role(request.user):
+        query = request.GET.get("q", "").strip()
+        page = project_selectors.staff_projects(query=query, page=request.GET.get("page"))
+        return render(request, "annotation/home_staff.html", {"page": page, "query": query})
+    context = {"queue": project_selectors.annotator_queue(annotator=request.user)}
+    return render(request, "annotation/home_annotator.html", context)
 
 
 # ---- annotator workspace
