@@ -85,6 +85,10 @@ class ProjectCreateForm(ProjectSettingsForm):
 
     class Meta(ProjectSettingsForm.Meta):
         fields = ["name", "slug", "principle_set", *SETTINGS_FIELDS[1:]]
+        widgets = {
+            **ProjectSettingsForm.Meta.widgets,
+            "name": forms.TextInput(attrs={"autofocus": True}),
+        }
         help_texts = {
             **ProjectSettingsForm.Meta.help_texts,
             "slug": "In the project's addresses; letters, digits, - and _; fixed once created.",

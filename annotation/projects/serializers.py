@@ -28,6 +28,10 @@ class MeSerializer(serializers.Serializer):
     kind = serializers.CharField(allow_null=True)
 
 
+# ``judgment_count`` split by source (``projects.services.recount_project``)
+COUNTS_BY_SOURCE = ["human_judgment_count", "imported_judgment_count", "model_judgment_count"]
+
+
 class ProjectSerializer(serializers.ModelSerializer):
     principle_set = serializers.PrimaryKeyRelatedField(queryset=PrincipleSet.objects.all())
     task_kinds = serializers.ListField(
@@ -42,9 +46,11 @@ class ProjectSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "slug", "description", "guidelines", "principle_set", "task_kinds",
                   "annotations_per_task", "lease_seconds", "randomize_positions", "gold_ratio",
                   "both_bad_creates_demonstration", "edit_window_seconds", "is_active",
-                  "created_at", "task_count", "judgment_count", "completed_task_count"]  # fmt: skip
+                  "created_at", "task_count", "judgment_count", "completed_task_count",
+                  *COUNTS_BY_SOURCE, "counts_refreshed_at"]  # fmt: skip
         read_only_fields = ["id", "created_at", "task_count", "judgment_count",
-                            "completed_task_count"]  # fmt: skip
+                            "completed_task_count", *COUNTS_BY_SOURCE,
+                            "counts_refreshed_at"]  # fmt: skip
         extra_kwargs = {
             "annotations_per_task": {"min_value": 1, "max_value": 100},
             "lease_seconds": {"min_value": 1, "max_value": 7 * 24 * 3600},
