@@ -283,7 +283,8 @@ def test_staff_home_counts_imported_judgments_after_an_import(
     assert 'data-count="imported">7<' in row and 'data-count="human">0<' in row
     assert 'data-count="model">0<' in row
     assert "never" not in home and " ago</time>" in row
-    for url in ("project-settings", "import-upload", "quality:project", "quality:discretion"):
+    pages = ("project-settings", "import-upload", "snapshot-list", "quality:project")
+    for url in (*pages, "quality:discretion"):
         assert reverse(url, args=[project.slug]) in row
 
 
