@@ -93,6 +93,7 @@ def test_create_happy_path(client, users, principle_set):
     client.force_login(users["manager"])
     page = client.get(reverse("project-new")).content.decode()
     assert 'name="slug"' in page and f">{principle_set}</option>" in page
+    assert f'hx-post="{reverse("project-new")}"' in page  # the preview button, with htmx
     reply = client.post(reverse("project-new"), form_data(principle_set))
     assert reply.status_code == 302
     assert reply["Location"] == reverse("project-settings", args=["help-harm"])
