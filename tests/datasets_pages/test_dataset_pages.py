@@ -348,6 +348,26 @@ def test_tasks_browser_filters(client, admin_user, project, judged, second_judge
 
 
 @pytest.mark.django_db
+def test_tasks_browser_agreement_counts_a_tie_whatever_its_stored_order(
+    client, admin_user, project, compare_tasks, alice, make_user
+):
+    """The agreement filter reads first buckets as stored text: [[a, b]] and [[b, a]] are the
+    same tie, and a tie is not the same first choice as [[a]]."""
+    bob, carol = make_user("bob"), make_user("carol")
+    same_tie, tie_or_not = compare_tasks[:2]
+    a, b = response_ids(same_tie)
+    judge(same_tie, alice, [[a, b]])
+    judge(same_tie, bob, [[b, a]])
+    a, b = response_ids(tie_or_not)
+    judge(tie_or_not, alice, [[a, b]])
+    judge(tie_or_not, bob, [[a], [b]])
+    judge(tie_or_not, carol, [[b, a]])
+    client.force_login(admin_user)
+    assert listed(client, project, min_agreement="1") == [same_tie.pk]
+    assert listed(client, project, min_agreement="0.6", max_agreement="0.7") == [tie_or_not.pk]
+
+
+@pytest.mark.django_db
 def test_task_page_shows_responses_judgments_and_verdicts(
     client, admin_user, project, judged, second_judge
 ):
