@@ -35,7 +35,7 @@ FILTER_DEFAULTS = {
     "min_agreement": None, "exclude_gold": False, "exclude_flagged": False,
     "exclude_discretion": False, "exclude_both_bad": False, "tie_policy": "drop",
     "style": "conversational", "prompt_style": "explicit", "expansion": "all_pairs",
-    "include_rationale": True,
+    "include_rationale": True, "principle": None,
 }  # fmt: skip
 
 

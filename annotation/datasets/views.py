@@ -21,7 +21,7 @@ from django_htmx.http import HttpResponseClientRefresh
 
 from annotation.datasets import selectors, snapshots
 from annotation.datasets.exports import reading
-from annotation.datasets.forms import FlagForm, SnapshotForm, TaskFilterForm
+from annotation.datasets.forms import EVERY_PRINCIPLE, FlagForm, SnapshotForm, TaskFilterForm
 from annotation.datasets.importers import jobs
 from annotation.datasets.serializers import IMPORT_FORMATS
 from annotation.models import AnnotatorProfile, DatasetSnapshot, ImportJob, Judgment, Project, Task
@@ -140,16 +140,19 @@ def snapshot_create(request: HttpRequest, slug: str) -> HttpResponse:
     form = SnapshotForm(project, request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
+        options = {
+            "project": project,
+            "fmt": data["format"],
+            "aggregation": data["aggregation"],
+            "filters": form.filters(),
+            "name": data["name"],
+            "created_by": request.user,
+        }
         try:
-            snapshot = snapshots.create_snapshot(
-                project=project,
-                kind=data["kind"],
-                fmt=data["format"],
-                aggregation=data["aggregation"],
-                filters=form.filters(),
-                name=data["name"],
-                created_by=request.user,
-            )
+            if data["principle"] == EVERY_PRINCIPLE:
+                snapshots.create_principle_snapshots(**options)
+                return redirect("snapshot-list", slug=project.slug)
+            snapshot = snapshots.create_snapshot(kind=data["kind"], **options)
         except DomainError as exc:
             form.add_error(None, str(exc))
         else:
