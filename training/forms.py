@@ -7,9 +7,11 @@ import re
 
 from django import forms
 
-from annotation.models import DatasetSnapshot
+from annotation.datasets.exports.records import AGGREGATIONS
+from annotation.datasets.forms import user_ids
+from annotation.models import AnnotatorProfile, DatasetSnapshot, Project
 from models_registry.models import ModelVersion
-from training import trainers, validation
+from training import groups, trainers, validation
 from training.models import TrainingRun
 
 TRI_STATE = [("", "auto"), ("true", "on"), ("false", "off")]
@@ -96,3 +98,57 @@ class LaunchForm(forms.Form):
 
     def input_fields(self):
         return [self[name] for name in self.fields if not name.startswith("config_")]
+
+
+class PrincipleRewardsForm(LaunchForm):
+    """ "Reward per principle": the verdict source and the minimum pairs, then a reward run's
+    inputs and config (the snapshot is built per principle, so it is not asked)."""
+
+    project = forms.ModelChoiceField(
+        queryset=Project.objects.filter(is_active=True).select_related("principle_set")
+    )
+    annotator_kinds = forms.MultipleChoiceField(
+        choices=AnnotatorProfile.Kind.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Verdicts from",
+        help_text="Whose principle verdicts label the pairs (none ticked: everyone's), e.g. "
+        "the human annotators, or a model annotator such as a principle oracle.",
+    )
+    annotators = forms.CharField(
+        max_length=2000,
+        required=False,
+        help_text="Only these usernames' verdicts (comma-separated; empty: everyone).",
+    )
+    aggregation = forms.ChoiceField(
+        choices=[(a, a.replace("_", " ")) for a in AGGREGATIONS],
+        initial="raw",
+        help_text="raw: a pair per verdict; majority / bradley terry: one per task, by plurality.",
+    )
+    exclude_flagged = forms.BooleanField(required=False, initial=True)
+    min_pairs = forms.IntegerField(
+        min_value=1,
+        max_value=groups.MIN_PAIRS_MAX,
+        initial=groups.MIN_PAIRS_DEFAULT,
+        help_text="A principle with fewer pairs gets no reward model (the group page says so).",
+    )
+    field_order = ["name", "project", "annotator_kinds", "annotators", "aggregation",
+                   "exclude_flagged", "min_pairs"]  # fmt: skip
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__("reward", *args, **kwargs)
+        del self.fields["snapshot"], self.fields["reward_model_version"]
+        self.order_fields(self.field_order)
+
+    def clean_annotators(self) -> list[int]:
+        return user_ids(self.cleaned_data["annotators"])
+
+    def filters(self) -> dict:
+        """The snapshot filters every principle's snapshot is built with."""
+        data = self.cleaned_data
+        out: dict = {"exclude_flagged": data["exclude_flagged"]}
+        if data["annotator_kinds"]:
+            out["annotator_kinds"] = list(data["annotator_kinds"])
+        if data["annotators"]:
+            out["annotators"] = data["annotators"]
+        return out

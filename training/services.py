@@ -26,7 +26,7 @@ from common.errors import DomainError
 from models_registry.models import ModelVersion
 from models_registry.services import register_model_version
 from training import trainers, validation
-from training.models import RunMetric, TrainingRun
+from training.models import RunGroup, RunMetric, TrainingRun
 
 Status = TrainingRun.Status
 LOG_TAIL_CHARS = 20_000
@@ -57,6 +57,7 @@ def launch_run(
     num_processes: int = 1,
     name: str = "",
     created_by=None,
+    group: RunGroup | None = None,
 ) -> TrainingRun:
     """Validate the launch (``training.validation``: config bounded and completed with the
     kind's defaults, base model, inputs), store the run, enqueue it after the commit.
@@ -87,6 +88,7 @@ def launch_run(
             num_processes=launch.num_processes,
             max_steps=launch.config.max_steps,
             created_by=created_by,
+            group=group,
         )
         transaction.on_commit(lambda: enqueue(run))
     return run

@@ -26,6 +26,17 @@ def _choices(values: tuple[str, ...]) -> list[tuple[str, str]]:
 EVERY_PRINCIPLE = "*"
 
 
+def user_ids(text: str) -> list[int]:
+    """User ids of the usernames in ``text`` (separated by spaces or commas); an unknown name
+    is a validation error naming it."""
+    names = [n for n in re.split(r"[\s,]+", text) if n]
+    users = dict(get_user_model().objects.filter(username__in=names).values_list("username", "pk"))
+    unknown = [n for n in names if n not in users]
+    if unknown:
+        raise forms.ValidationError(f"no such user: {', '.join(unknown)}")
+    return [users[n] for n in names]
+
+
 class SnapshotForm(forms.Form):
     """The fields of ``POST /api/v1/snapshots/`` (``SnapshotCreateSerializer`` and its filters)."""
 
@@ -97,14 +108,7 @@ class SnapshotForm(forms.Form):
         return data
 
     def clean_annotators(self) -> list[int]:
-        names = [n for n in re.split(r"[\s,]+", self.cleaned_data["annotators"]) if n]
-        users = dict(
-            get_user_model().objects.filter(username__in=names).values_list("username", "pk")
-        )
-        unknown = [n for n in names if n not in users]
-        if unknown:
-            raise forms.ValidationError(f"no such user: {', '.join(unknown)}")
-        return [users[n] for n in names]
+        return user_ids(self.cleaned_data["annotators"])
 
     def filters(self) -> dict:
         """The ``filters`` object of the API request."""

@@ -26,7 +26,7 @@ def build_world(make_user, principle_set, project, compare_tasks):
     from annotation.models import ImportJob, Principle
     from annotation.webhooks import services as webhook_services
     from models_registry.models import ModelVersion, RegisteredModel
-    from training.models import RunMetric, TrainingRun
+    from training.models import RunGroup, RunMetric, TrainingRun
 
     users = {
         "admin": make_user("api-admin", role="admin"),
@@ -66,6 +66,7 @@ def build_world(make_user, principle_set, project, compare_tasks):
     hook = webhook_services.create_webhook(url="https://example.org/h", events=["snapshot.ready"])
     run = TrainingRun.objects.create(kind="reward", name="rm-1", snapshot=snapshot)
     RunMetric.objects.create(run=run, step=1, name="loss", value=0.7)
+    group = RunGroup.objects.create(name="group-1", project=project, request={})
     registered = RegisteredModel.objects.create(name="rm", kind="reward")
     version = ModelVersion.objects.create(
         registered_model=registered, version=1, dataset_snapshot=snapshot
@@ -88,6 +89,7 @@ def build_world(make_user, principle_set, project, compare_tasks):
         job=job,
         hook=hook,
         run=run,
+        group=group,
         registered=registered,
         version=version,
         prompt=compare_tasks[0].prompt,
