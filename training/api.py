@@ -27,7 +27,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "kind", "status", "queue", "config", "snapshot", "group",
                   "base_model", "base_model_version", "reward_model_version",
                   "output_model_version", "progress", "current_step", "max_steps",
-                  "eval_metrics", "error", "created_by", "created_at", "started_at",
+                  "precedence", "eval_metrics", "error", "created_by", "created_at", "started_at",
                   "finished_at"]  # fmt: skip
         read_only_fields = fields
 
@@ -57,6 +57,11 @@ class LaunchSerializer(serializers.Serializer):
         default=1, help_text="torchrun processes, 1 to TRAINING_MAX_PROCESSES."
     )
     name = serializers.CharField(required=False, default="", max_length=200)
+    precedence = serializers.DictField(
+        required=False, default=dict,
+        help_text="GRPO / PPO trained to a precedence of principles: {reward_group | "
+        "reward_models, weights_from: declared | explicit | revealed, weights, annotators}.",
+    )  # fmt: skip
 
 
 class ConfigFieldSerializer(serializers.Serializer):

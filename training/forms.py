@@ -12,7 +12,7 @@ from annotation.datasets.forms import user_ids
 from annotation.models import AnnotatorProfile, DatasetSnapshot, Project
 from models_registry.models import ModelVersion
 from training import groups, trainers, validation
-from training.models import TrainingRun
+from training.models import RunGroup, TrainingRun
 
 TRI_STATE = [("", "auto"), ("true", "on"), ("false", "off")]
 
@@ -45,6 +45,39 @@ def _config_field(spec: dict) -> forms.Field:
     return forms.CharField(**common)
 
 
+PRECEDENCE_KINDS = ("grpo", "ppo")
+
+
+class PrecedenceFields(forms.Form):
+    """Train to a precedence of principles (GRPO / PPO): the fields a launch form adds."""
+
+    precedence_group = forms.ModelChoiceField(
+        queryset=RunGroup.objects.filter(status=RunGroup.Status.LAUNCHED),
+        required=False,
+        label="Principle reward models",
+        help_text='A "reward per principle" group: the policy is rewarded by its models, '
+        "mixed by the weights below (leave empty for an ordinary run).",
+    )
+    weights_from = forms.ChoiceField(
+        choices=[
+            ("declared", "the principle set's declared precedence"),
+            ("revealed", "the revealed priorities of annotators"),
+            ("explicit", "explicit weights"),
+        ],
+        initial="declared",
+        required=False,
+    )
+    precedence_weights = forms.JSONField(
+        required=False, label="Weights", help_text='Explicit weights, e.g. {"p": 0.7, "q": 0.3}.'
+    )
+    precedence_annotators = forms.CharField(
+        required=False,
+        max_length=2000,
+        label="Annotators",
+        help_text="Revealed: usernames whose plurality's fitted priorities give the ranking.",
+    )
+
+
 class LaunchForm(forms.Form):
     """Inputs of a run plus every config field of its kind (validated by the trainer schema)."""
 
@@ -74,6 +107,8 @@ class LaunchForm(forms.Form):
     def __init__(self, kind: str, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.kind = kind
+        if kind in PRECEDENCE_KINDS:
+            self.fields.update(PrecedenceFields().fields)
         self.config_names = []
         for spec in trainers.describe_fields(kind, validation.limits()):
             self.fields[f"config_{spec['name']}"] = _config_field(spec)
@@ -92,6 +127,20 @@ class LaunchForm(forms.Form):
             if value not in (None, ""):
                 values[name] = value
         return values
+
+    def precedence(self) -> dict | None:
+        """The ``precedence`` request, when a group of principle reward models is chosen."""
+        data = self.cleaned_data
+        group = data.get("precedence_group")
+        if group is None:
+            return None
+        request: dict = {"reward_group": group.pk, "weights_from": data["weights_from"]}
+        if data["weights_from"] == "explicit":
+            request["weights"] = data.get("precedence_weights")
+        if data["weights_from"] == "revealed":
+            names = re.split(r"[\s,]+", data.get("precedence_annotators") or "")
+            request["annotators"] = [name for name in names if name]
+        return request
 
     def config_fields(self):
         return [self[f"config_{name}"] for name in self.config_names]

@@ -94,6 +94,9 @@ class TrainingRun(models.Model):
     group = models.ForeignKey(
         RunGroup, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
     )
+    # A policy trained to a precedence of principles (``training.precedence``): the principle
+    # reward models by key, the weights mixing them, the ranking and where it came from.
+    precedence = models.JSONField(default=dict, blank=True)
     progress = models.FloatField(default=0.0)
     current_step = models.PositiveIntegerField(default=0)
     max_steps = models.PositiveIntegerField(default=0)

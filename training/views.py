@@ -59,6 +59,7 @@ def launch(request: HttpRequest, kind: str) -> HttpResponse:
                 num_processes=data["num_processes"],
                 name=data["name"],
                 created_by=request.user,
+                precedence=form.precedence(),
             )
         except LaunchRejected as exc:
             form.reject(exc)

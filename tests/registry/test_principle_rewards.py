@@ -13,13 +13,15 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from annotation.models import DatasetSnapshot
+from models_registry.cards import render_model_card
 from models_registry.models import ModelVersion
-from tests.registry.conftest import FAST_RM, annotate, make_project, wait_done
+from tests.registry.conftest import FAST_RM, POLICY, annotate, make_project, wait_done
 from training import groups
 from training.models import RunGroup, TrainingRun
 from training.validation import LaunchRejected
 
 GROUP_RM = {**FAST_RM, "eval_fraction": 0.25}
+FINISHED = ("succeeded", "failed", "cancelled")
 
 
 def api_as(user) -> APIClient:
@@ -89,8 +91,10 @@ def test_a_group_without_enough_pairs_fails_saying_how_many_each_had(pq_set, mak
 @pytest.mark.training
 @pytest.mark.django_db(transaction=True)
 def test_reward_per_principle_from_the_page_to_the_registry(registry_worker, pq_set, make_user):
-    project = make_project(pq_set, "per-principle", train=40, probe=0)
-    assert annotate(project, make_user("alice"), side="alternate", only="train") == 40
+    project = make_project(pq_set, "per-principle", train=40, probe=6)
+    alice = make_user("alice")
+    assert annotate(project, alice, side="alternate", only="train") == 40
+    assert annotate(project, make_user("prober"), side="alternate", only="probe") == 6
     admin = make_user("admin-g", role="admin")
     client = APIClient()
     client.force_login(admin)
@@ -100,6 +104,7 @@ def test_reward_per_principle_from_the_page_to_the_registry(registry_worker, pq_
         "name": "pq-rm",
         "project": project.pk,
         "annotator_kinds": ["human"],
+        "annotators": "alice",
         "aggregation": "raw",
         "exclude_flagged": "on",
         "min_pairs": 10,
@@ -140,3 +145,45 @@ def test_reward_per_principle_from_the_page_to_the_registry(registry_worker, pq_
     page = client.get(reverse("training:group", args=[group.pk])).content.decode()
     assert page.count('data-testid="group-run"') == 2 and "pq-rm-p" in page
     assert "hx-trigger" not in page  # finished: the page stops polling
+
+    # a policy trained to the declared precedence (p above q), rewarded by both models
+    launch = {
+        "name": "pq-policy",
+        "snapshot": runs["p"].snapshot_id,
+        "base_model": "builtin:tiny",
+        "queue": "cpu",
+        "num_processes": 1,
+        "precedence_group": group.pk,
+        "weights_from": "declared",
+        **{f"config_{k}": v for k, v in POLICY.items()},
+        "config_rewards": '[{"type": "principles"}]',
+    }
+    response = client.post(reverse("training:launch", args=["grpo"]), launch)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    policy_run = TrainingRun.objects.get(name="pq-policy")
+    assert policy_run.precedence["ranking"] == [["p"], ["q"]]
+
+    def profiled():
+        run = TrainingRun.objects.filter(pk=policy_run.pk, status__in=FINISHED).first()
+        if run is None or run.status != "succeeded":
+            return run
+        version = run.output_model_version
+        return run if version.model_discretion_profile.get("status") else None
+
+    policy_run = wait_done(profiled, registry_worker)
+    assert policy_run.status == "succeeded", f"{policy_run.error}\n{policy_run.log_tail[-2000:]}"
+    version = policy_run.output_model_version
+    assert version.precedence["weights"] == pytest.approx({"p": 2 / 3, "q": 1 / 3})
+    reward_parents = set(
+        version.parent_links.filter(role="reward").values_list("parent_id", flat=True)
+    )
+    assert reward_parents == {run.output_model_version_id for run in runs.values()}
+    profile = version.model_discretion_profile
+    assert profile["status"] == "ready", profile
+    assert profile["target"]["ranking"] == [["p"], ["q"]]
+    assert [(r["higher"], r["lower"]) for r in profile["follows_target"]] == [("p", "q")]
+    page = client.get(reverse("registry:version", args=[version.pk])).content.decode()
+    assert 'data-testid="precedence"' in page and "the declared precedence of" in page
+    card = render_model_card(version)
+    assert "## Trained to a precedence of principles" in card
+    assert "DD vs the precedence it was trained to" in card

@@ -8,6 +8,7 @@ the ``rewards`` spec of a GRPO/PPO config into named, weighted scorers.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,32 @@ def weights_from_priority(priorities: Mapping[str, int]) -> dict[str, float]:
     raw = {key: 1.0 / priority for key, priority in priorities.items()}
     total = sum(raw.values())
     return {key: value / total for key, value in raw.items()}
+
+
+def ranking_from_weights(
+    weights: Mapping[str, float | str | None],
+) -> tuple[list[list[str]], list[str]]:
+    """Tiers of principles, highest precedence first, from priority weights (larger = higher;
+    ``"inf"`` / ``"-inf"`` as the discretion metrics write them; equal weights tie), and the
+    principles whose weight is undefined (None or NaN)."""
+    decoded: dict[str, float] = {}
+    undefined = []
+    for key, value in weights.items():
+        number = float(value) if value is not None else math.nan
+        if math.isnan(number):
+            undefined.append(key)
+        else:
+            decoded[key] = number
+    levels = sorted(set(decoded.values()), reverse=True)
+    return [[k for k, w in decoded.items() if w == level] for level in levels], undefined
+
+
+def weights_from_ranking(ranking: Sequence[Sequence[str]], undefined: Sequence[str] = ()) -> dict:
+    """Mixture weights for tiers of principles (highest first): tier i gets priority i + 1
+    (:func:`weights_from_priority`), undefined principles the tier below the last."""
+    priorities = {key: tier + 1 for tier, keys in enumerate(ranking) for key in keys}
+    priorities.update({key: len(ranking) + 1 for key in undefined})
+    return weights_from_priority(priorities)
 
 
 class PrincipleWeightedScorer:
