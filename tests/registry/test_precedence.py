@@ -137,3 +137,38 @@ def test_the_profile_says_whether_the_model_follows_its_target():
     assert result["follows_target"][0]["ps"] == 0.2
     assert 0 < result["dd_target"] < 1
     assert against_target({}, mine) == {}
+
+
+def test_compare_shows_two_policies_with_the_weights_that_made_them(world, client, make_user):
+    made = []
+    for name, ranking, weights, dd in (
+        ("pol-a", [["p"], ["q"]], {"p": 2 / 3, "q": 1 / 3}, 0.0),
+        ("pol-b", [["q"], ["p"]], {"p": 1 / 3, "q": 2 / 3}, 1.0),
+    ):
+        profile = {
+            "status": "ready",
+            "dd_target": dd,
+            "follows_target": [
+                {"higher": ranking[0][0], "lower": ranking[1][0], "ps": 0.7, "n": 6,
+                 "follows": True}
+            ],
+        }  # fmt: skip
+        made.append(
+            registry_services.register_model_version(
+                name=name,
+                kind="grpo",
+                artifact_uri="",
+                sha256="",
+                size_bytes=0,
+                precedence={"ranking": ranking, "weights": weights, "origin": {"kind": "x"}},
+                model_discretion_profile=profile,
+            )
+        )
+    client.force_login(make_user("boss", role="manager"))
+    page = client.get("/registry/compare/", {"a": made[0].pk, "b": made[1].pk}).content.decode()
+    assert 'data-testid="compare-precedence"' in page
+    assert "p &gt; q" in page and "q &gt; p" in page and "p 0.667 · q 0.333" in page
+    api = client.get(
+        "/api/v1/registry/model-versions/compare", {"a": "pol-a@1", "b": "pol-b@1"}
+    ).json()
+    assert [side["dd_target"] for side in api["precedence"]] == [0.0, 1.0]
