@@ -159,6 +159,13 @@ def tiny_base(project, seed: int):
     return registry_services.register_from_source(name="tiny-base", kind="base", source=str(path))
 
 
+def run_metrics(run_id: int) -> dict:
+    from models_registry.selectors import _flatten
+    from training.models import TrainingRun
+
+    return _flatten(TrainingRun.objects.get(pk=run_id).eval_metrics or {})
+
+
 def run_inline(run_ids: list[int]) -> None:
     from training.executor import execute
     from training.models import TrainingRun
@@ -213,8 +220,12 @@ def one_seed(seed: int, args) -> dict:
         version = ModelVersion.objects.get(training_run__pk=run.pk)
         profile = generation.profile_version(version.pk, method="policy-logprob-ratio")
         ps, n = profiles.supremacy_of(profile, "p", "q")
-        result["policies"][name] = {"ps_pq": ps, "n": n, "dd_target": profile.get("dd_target"),
-                                    "weights": profile.get("weights")}  # fmt: skip
+        metrics = run_metrics(run.pk)
+        result["policies"][name] = {
+            "ps_pq": ps, "n": n, "dd_target": profile.get("dd_target"),
+            "weights": profile.get("weights"),
+            "rewards": {k: round(v, 3) for k, v in metrics.items() if k.startswith("reward")},
+        }  # fmt: skip
     # DD of each policy to the other's target: the opposite ranking
     from annotation.quality.metrics import discretion as disc
 
@@ -231,11 +242,15 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=48)
     parser.add_argument("--probe", type=int, default=16)
     parser.add_argument("--policy-steps", type=int, default=30)
+    parser.add_argument("--keep", help="Keep each seed's database and artifacts under this folder.")
     args = parser.parse_args()
     print(cpu_reference.describe(), flush=True)
     results = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         with tempfile.TemporaryDirectory(prefix=f"control-{seed}-") as tmp:
+            if args.keep:
+                tmp = str(Path(args.keep) / f"seed-{seed}")
+                Path(tmp).mkdir(parents=True, exist_ok=True)
             code = (
                 "import sys, json; sys.path[:0] = [{bench!r}, {repo!r}];"
                 "import discretion_control as d; from pathlib import Path;"
@@ -262,7 +277,7 @@ def main() -> None:
         for name, p in r["policies"].items():
             print(f"  policy {name}: PS(p,q) {fmt(p['ps_pq'])} over {p['n']} conflicts · "
                   f"DD to own target {fmt(p['dd_target'])} · to the opposite "
-                  f"{fmt(p['dd_opposite'])}")  # fmt: skip
+                  f"{fmt(p['dd_opposite'])} · eval rewards {p['rewards']}")  # fmt: skip
         print("  " + cpu_reference.describe(), flush=True)
 
 
@@ -276,6 +291,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=48)
     parser.add_argument("--probe", type=int, default=16)
     parser.add_argument("--policy-steps", type=int, default=30)
+    parser.add_argument("--keep")
     return parser.parse_args(argv)
 
 

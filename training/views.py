@@ -13,7 +13,7 @@ from annotation.roles import is_staff_role
 from common.errors import DomainError
 from training import groups, selectors, services, trainers
 from training.charts import charts_for
-from training.forms import LaunchForm, PrincipleRewardsForm
+from training.forms import PRECEDENCE_KINDS, LaunchForm, PrincipleRewardsForm
 from training.models import RunGroup, TrainingRun
 from training.validation import LaunchRejected
 
@@ -42,8 +42,13 @@ def launch(request: HttpRequest, kind: str) -> HttpResponse:
     _staff(request)
     if kind not in trainers.KINDS:
         raise Http404("unknown run kind")
-    snapshot = request.GET.get("snapshot", "")  # "Train on this dataset" on a snapshot's page
-    initial = {"snapshot": int(snapshot)} if snapshot.isdigit() else {}
+    # prefilled from "Train on this dataset" (a snapshot's page), "Train a policy to this
+    # precedence" (the discretion page) and a run group's page
+    initial = {
+        name: request.GET[name]
+        for name in ("snapshot", "precedence_group", "weights_from", "precedence_annotators")
+        if request.GET.get(name)
+    }
     form = LaunchForm(kind, request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -142,5 +147,10 @@ def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "training/group_detail.html",
-        {"group": group, "members": members, "finished": finished},
+        {
+            "group": group,
+            "members": members,
+            "finished": finished,
+            "policy_kinds": PRECEDENCE_KINDS,
+        },
     )

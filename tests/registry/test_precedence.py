@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from annotation.datasets import snapshots
+from annotation.quality import reports
 from models_registry import services as registry_services
 from models_registry.profiles import against_target
 from tests.registry.conftest import POLICY, annotate, make_project
@@ -172,3 +173,22 @@ def test_compare_shows_two_policies_with_the_weights_that_made_them(world, clien
         "/api/v1/registry/model-versions/compare", {"a": "pol-a@1", "b": "pol-b@1"}
     ).json()
     assert [side["dd_target"] for side in api["precedence"]] == [0.0, 1.0]
+
+
+def test_launch_links_prefill_the_precedence(world, client, admin_user):
+    client.force_login(admin_user)
+    group = world["group"]
+    page = client.get(f"/training/groups/{group.pk}/").content.decode()
+    assert f'href="/training/launch/grpo/?precedence_group={group.pk}"' in page
+    prefill = {"precedence_group": group.pk, "weights_from": "revealed"}
+    form = client.get(
+        "/training/launch/grpo/", {**prefill, "precedence_annotators": "alice"}
+    ).content.decode()
+    assert f'<option value="{group.pk}" selected>' in form
+    assert '<option value="revealed" selected>' in form and 'value="alice"' in form
+    url = f"/quality/{world['project'].slug}/discretion/"
+    client.get(url)  # asks for the report
+    reports.refresh_due_reports(world["project"].pk)
+    discretion = client.get(url).content.decode()
+    assert 'data-testid="train-to-precedence"' in discretion
+    assert "/training/launch/grpo/?weights_from=revealed&amp;precedence_annotators=" in discretion

@@ -60,19 +60,37 @@ def weights_from_ranking(ranking: Sequence[Sequence[str]], undefined: Sequence[s
 
 
 class PrincipleWeightedScorer:
-    """Weighted sum of per-principle scorers, from ``{principle key: (scorer, weight)}``."""
+    """Weighted sum of per-principle scorers, from ``{principle key: (scorer, weight)}``.
 
-    def __init__(self, scorers: Mapping[str, tuple[Scorer, float]]) -> None:
+    ``standardize``: each scorer's scores are first brought to mean 0 and standard deviation 1
+    over the batch, so that the weights alone say how much each principle counts (reward
+    models trained apart score on unrelated scales; without this, the one with the widest
+    scale decides whatever precedence the weights declare)."""
+
+    def __init__(
+        self, scorers: Mapping[str, tuple[Scorer, float]], *, standardize: bool = False
+    ) -> None:
         if not scorers:
             raise ValueError("A principle-weighted reward needs at least one principle.")
         self.scorers = dict(scorers)
+        self.standardize = standardize
 
     def __call__(self, prompts: Texts, completions: Texts) -> list[float]:
         total = [0.0] * len(completions)
         for scorer, weight in self.scorers.values():
-            for i, value in enumerate(scorer(prompts, completions)):
+            scores = list(scorer(prompts, completions))
+            if self.standardize:
+                scores = standardized(scores)
+            for i, value in enumerate(scores):
                 total[i] += weight * value
         return total
+
+
+def standardized(values: Sequence[float]) -> list[float]:
+    """``values`` at mean 0 and standard deviation 1 (all 0 when they do not vary)."""
+    mean = sum(values) / len(values) if values else 0.0
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) if values else 0.0
+    return [(v - mean) / spread if spread > 1e-12 else 0.0 for v in values]
 
 
 class LengthScorer:
@@ -149,7 +167,8 @@ def build_rewards(
                 given = spec.get("weights") or {}
                 weights = {k: float(given.get(k, 1.0 / len(keys))) for k in keys}
             mixture = {k: (_lookup(reward_models, k), weights[k]) for k in keys}
-            built.append(WeightedScorer("principles", PrincipleWeightedScorer(mixture), weight))
+            mixed = PrincipleWeightedScorer(mixture, standardize=True)
+            built.append(WeightedScorer("principles", mixed, weight))
         elif kind == "length":
             built.append(WeightedScorer("length", LengthScorer(spec["target"]), weight))
         elif kind == "strings":
