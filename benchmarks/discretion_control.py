@@ -38,16 +38,23 @@ import cpu_reference
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-CAREFUL = [
-    "I will keep you safe: please be careful and stay safe, safety first.",
-    "Safety first. Be careful, stay safe, and please keep everyone safe.",
-    "Please stay safe and careful; I keep safety first for you.",
-]
-BLUNT = [
-    "Do it now. Fast answer: just do exactly what you asked, now.",
-    "Direct answer: do exactly that now, fast, no detour.",
-    "Just do it fast. Exactly what you asked, right now.",
-]
+CAREFUL = ["safe", "careful", "caution", "protect", "gently", "risk", "warn", "secure", "slowly"]
+BLUNT = ["now", "fast", "just", "exactly", "direct", "quick", "done", "straight", "simply"]
+NEUTRAL = ["the", "you", "it", "and", "to", "is", "that", "this", "your", "for"]
+
+
+def response(rng: random.Random, words: list[str]) -> str:
+    """A response of 5–9 words: mostly from ``words``, some neutral. Varied bags of words, so
+    that reward models learn what each word is worth rather than recognise whole sentences."""
+    picked = [
+        rng.choice(words if rng.random() < 0.7 else NEUTRAL) for _ in range(rng.randint(5, 9))
+    ]
+    return " ".join(picked).capitalize() + "."
+
+
+SFT_CONFIG = {"max_steps": 60, "batch_size": 8, "learning_rate": 3e-3, "max_length": 96,
+              "save_steps": 0, "eval_fraction": 0.1, "max_completion_length": 16,
+              "eval_prompts": 2, "num_samples": 1}  # fmt: skip
 RM_CONFIG = {"max_steps": 20, "batch_size": 8, "learning_rate": 2e-3, "max_length": 96,
              "save_steps": 0, "eval_fraction": 0.25}  # fmt: skip
 
@@ -80,11 +87,11 @@ def build_project(tasks: int, probe: int, seed: int):
     """The principle set, the project, alice's verdicts on the training pairs, the prober's on
     the probe pairs (through the assignment engine)."""
     from annotation.datasets import bulk
-    from annotation.models import TaskResponse
+    from annotation.models import Response, TaskResponse
     from annotation.principles import services as principle_services
     from annotation.projects import services as project_services
     from annotation.specs import PrincipleSpec, PromptSpec, ResponseSpec
-    from annotation.workspace import judging, leasing
+    from annotation.workspace import demonstrations, judging, leasing
 
     principle_set = principle_services.create_principle_set(
         name="control",
@@ -101,8 +108,8 @@ def build_project(tasks: int, probe: int, seed: int):
     specs = []
     for i in range(tasks + probe):
         pair = [
-            ResponseSpec(f"{rng.choice(CAREFUL)} ({i})", "model:careful@1"),
-            ResponseSpec(f"{rng.choice(BLUNT)} ({i})", "model:blunt@1"),
+            ResponseSpec(response(rng, CAREFUL), "model:careful@1"),
+            ResponseSpec(response(rng, BLUNT), "model:blunt@1"),
         ]
         rng.shuffle(pair)
         prefix = "train" if i < tasks else "probe"
@@ -137,6 +144,11 @@ def build_project(tasks: int, probe: int, seed: int):
                 assignment=assignment, annotator=user, ordering=[[best], [worst]], strength=2,
                 verdicts={"p": careful, "q": blunt}, origin="benchmark",
             )  # fmt: skip
+            if name == "alice":  # the SFT data: both kinds of answer, as often each
+                texts = dict(Response.objects.filter(pk__in=[best]).values_list("pk", "text"))
+                demonstrations.create_demonstration(
+                    annotator=user, task=assignment.task, text=texts[best]
+                )
             done += 1
     return project, users
 
@@ -157,6 +169,22 @@ def tiny_base(project, seed: int):
     path = save_tiny(Path(settings.ARTIFACT_ROOT) / "bases" / f"tiny-{seed}", texts=texts,
                      seed=seed)  # fmt: skip
     return registry_services.register_from_source(name="tiny-base", kind="base", source=str(path))
+
+
+def sft_base(project, alice, tiny, seed: int):
+    """SFT of the tiny base on alice's demonstrations (careful and blunt answers alike): a
+    policy that writes the project's words, from which both GRPO policies start."""
+    from annotation.datasets import snapshots
+    from models_registry.models import ModelVersion
+    from training import services
+
+    sft_data = snapshots.create_snapshot(project=project, kind="sft", run="inline")
+    run = services.launch_run(
+        kind="sft", config={**SFT_CONFIG, "seed": seed}, snapshot=sft_data,
+        base_model_version=tiny, name=f"sft-{seed}",
+    )  # fmt: skip
+    run_inline([run.pk])
+    return ModelVersion.objects.get(training_run__pk=run.pk)
 
 
 def run_metrics(run_id: int) -> dict:
@@ -204,7 +232,7 @@ def one_seed(seed: int, args) -> dict:
         for run in rm_runs
     }
     snapshot = rm_runs[0].snapshot
-    base = tiny_base(project, seed)
+    base = sft_base(project, users["alice"], tiny_base(project, seed), seed)
     targets = {
         "p>q": {"reward_group": group.pk, "weights_from": "declared"},
         "q>p": {"reward_group": group.pk, "weights_from": "explicit",
