@@ -81,6 +81,12 @@ class NotAMemberError(DomainError):
     http_status = 404
 
 
+class ProjectRoleError(DomainError):
+    """A member whose role in the project does not allow this (a viewer leasing a task)."""
+
+    http_status = 403
+
+
 class CapReachedError(DomainError):
     """The member reached a cap of the membership (judgments in all, or today)."""
 

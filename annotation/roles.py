@@ -22,6 +22,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404
 
+from annotation.errors import NotAMemberError, ProjectRoleError
 from annotation.models import AnnotatorProfile, ProjectMembership
 from common.timed_cache import TimedCache
 
@@ -119,6 +120,20 @@ def require_project_role(
     return role
 
 
+def require_annotator(user: AbstractBaseUser, project_id: int) -> Membership | None:
+    """For the engine (lease, submit, demonstrate): the user annotates in this project, else
+    ``NotAMemberError`` (404) or ``ProjectRoleError`` (403). Returns the membership, whose caps
+    apply, or None for admins and global managers (no caps). No query on a warm process."""
+    role = project_role(user, project_id)
+    if role is None:
+        raise NotAMemberError(
+            "you are not (or no longer) a member of this project; nothing was saved"
+        )
+    if role not in ANNOTATING_ROLES:
+        raise ProjectRoleError("your role in this project does not annotate")
+    return None if role_of(user) in STAFF_ROLES else remembered_membership(user, project_id)
+
+
 def reachable_projects(
     user: AbstractBaseUser | AnonymousUser, roles: frozenset[str] = frozenset(Role)
 ) -> QuerySet | None:
@@ -127,9 +142,9 @@ def reachable_projects(
     (admins and global managers)."""
     if role_of(user) in STAFF_ROLES:
         return None
-    return ProjectMembership.objects.filter(
-        user_id=user.pk, is_active=True, role__in=roles
-    ).values("project_id")
+    return ProjectMembership.objects.filter(user_id=user.pk, is_active=True, role__in=roles).values(
+        "project_id"
+    )
 
 
 def is_staff_role(user: AbstractBaseUser | AnonymousUser) -> bool:

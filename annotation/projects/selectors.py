@@ -95,14 +95,16 @@ def staff_projects(
 ) -> Page:
     """The staff home's page of projects (active first, then by name), with their cached
     counts and principle set: two queries whatever the number of tasks or judgments. With
-    ``user``, only the projects that user manages or views (all for admins and managers)."""
+    ``user``, only the projects that user manages or views (all for admins and managers),
+    each with ``my_role``."""
     projects = Project.objects.select_related("principle_set").order_by("-is_active", "name")
     if user is not None:
         reachable = reachable_projects(
             user, frozenset({ProjectMembership.Role.MANAGER, ProjectMembership.Role.VIEWER})
         )
         if reachable is not None:
-            projects = projects.filter(pk__in=reachable)
+            role = reachable.filter(project_id=OuterRef("pk")).values("role")[:1]
+            projects = projects.filter(pk__in=reachable).annotate(my_role=Subquery(role))
     if query:
         projects = projects.filter(Q(name__icontains=query) | Q(slug__icontains=query))
     return Paginator(projects, STAFF_PAGE_SIZE).get_page(page)

@@ -26,7 +26,7 @@ from annotation.models import (
     TaskResponse,
 )
 from annotation.principles import selectors as principle_selectors
-from annotation.roles import is_staff_role
+from annotation.roles import is_staff_role, require_annotator
 from annotation.vocabulary import is_not_applicable
 from annotation.workspace import pg
 from annotation.workspace.leasing import LEASED, SUBMITTED
@@ -201,6 +201,7 @@ def submit_judgment(
     if assignment.annotator_id != annotator.pk:
         raise NotYourAssignmentError("this task is leased to another annotator")
     task = _task_with_project(assignment)
+    require_annotator(annotator, task.project_id)  # a deactivated member submits nothing
     if task.kind not in (Task.Kind.COMPARE, Task.Kind.RANK):
         raise DomainError(f"a {task.kind} task takes a demonstration, not a judgment")
     clean = clean_judgment(
