@@ -131,7 +131,7 @@ def require_annotator(user: AbstractBaseUser, project_id: int) -> Membership | N
         )
     if role not in ANNOTATING_ROLES:
         raise ProjectRoleError("your role in this project does not annotate")
-    return None if role_of(user) in STAFF_ROLES else remembered_membership(user, project_id)
+    return None if role in STAFF_ROLES else remembered_membership(user, project_id)
 
 
 def reachable_projects(
@@ -140,7 +140,7 @@ def reachable_projects(
     """The ids of the projects where the user holds an active membership with one of
     ``roles`` (a subquery for ``project__in``), or None when the user reaches every project
     (admins and global managers)."""
-    if role_of(user) in STAFF_ROLES:
+    if remembered_role(user) in STAFF_ROLES:
         return None
     return ProjectMembership.objects.filter(user_id=user.pk, is_active=True, role__in=roles).values(
         "project_id"

@@ -182,9 +182,7 @@ def accept_invitation(*, token: str, user: User) -> ProjectMembership:
     membership = ProjectMembership.objects.filter(project=invitation.project, user=user).first()
     if membership is not None:
         if not membership.is_active:
-            raise DomainError(
-                "your membership of this project was deactivated; ask its manager"
-            )
+            raise DomainError("your membership of this project was deactivated; ask its manager")
         return membership
     membership = ProjectMembership.objects.create(
         project=invitation.project, user=user, role=invitation.role, added_by=invitation.created_by

@@ -26,7 +26,7 @@ from annotation.models import (
     TaskResponse,
 )
 from annotation.principles import selectors as principle_selectors
-from annotation.roles import is_staff_role, require_annotator
+from annotation.roles import STAFF_ROLES, project_role, require_annotator
 from annotation.vocabulary import is_not_applicable
 from annotation.workspace import pg
 from annotation.workspace.leasing import LEASED, SUBMITTED
@@ -414,8 +414,9 @@ def flag_judgment(
     *, judgment: Judgment, by: User, flagged: bool = True, reason: str = ""
 ) -> Judgment:
     """Flag a doubtful judgment (snapshots with ``exclude_flagged`` leave it out) or clear the
-    flag. Staff only; the reason, who and when are recorded (cleared with the flag)."""
-    if not is_staff_role(by):
+    flag. Admins and managers (global or of the judgment's project) only; the reason, who and
+    when are recorded (cleared with the flag)."""
+    if project_role(by, judgment.task.project_id) not in STAFF_ROLES:
         raise DomainError("only managers and admins flag judgments")
     reason = reason.strip()
     if flagged and not reason:
