@@ -150,12 +150,3 @@ def reachable_projects(
 def is_staff_role(user: AbstractBaseUser | AnonymousUser) -> bool:
     """Admins and managers run projects; they see sources, analytics and other people's work."""
     return role_of(user) in STAFF_ROLES
-
-
-def can_annotate(user: AbstractBaseUser | AnonymousUser) -> bool:
-    return role_of(user) in ANNOTATING_ROLES
-
-
-def may_annotate(user: AbstractBaseUser | AnonymousUser) -> bool:
-    """``can_annotate`` by the remembered role (the workspace asks on every request)."""
-    return remembered_role(user) in ANNOTATING_ROLES

@@ -112,7 +112,8 @@ for level, path in ((level, path) for level in spec["levels"] for path in spec["
             continue
         store = SessionStore()
         store[SESSION_KEY] = str(user.pk)
-        store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+        # the backend that serves users (the first, django-axes', only checks lockouts)
+        store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[-1]
         store[HASH_SESSION_KEY] = user.get_session_auth_hash()
         store.create()
         credentials.append(store.session_key)
