@@ -9,7 +9,7 @@ API token (``--api``) per annotator, starts gunicorn with ``DJANGO_ENV=productio
 deployed settings (``config/gunicorn.py``, a shared Redis cache), and runs C concurrent
 annotators, each looping
 
-    GET  /projects/<slug>/work/          (htmx: lease the next task, render it)
+    POST /projects/<slug>/work/          (htmx: lease the next task, render it)
     POST /assignments/<id>/submit/       (htmx: submit a judgment with an idempotency key)
 
 on its own keep-alive connection (each annotator an active member of its project, without
@@ -250,17 +250,14 @@ class HtmxClient:
     def __init__(self, run: dict, session: str) -> None:
         csrf = secrets.token_hex(16)  # an unmasked 32-character CSRF secret: cookie == header
         cookie = f"sessionid={session}; csrftoken={csrf}"
-        self.fetch = (
-            "GET",
-            f"/projects/{run['slug']}/work/",
-            {"Cookie": cookie, "HX-Request": "true", "Accept": "text/html"},
-        )
         self.post_headers = {
             "Cookie": cookie,
             "HX-Request": "true",
             "X-CSRFToken": csrf,
             "Content-Type": "application/x-www-form-urlencoded",
         }
+        # only a POST leases (a GET shows the live lease or a start button)
+        self.fetch = ("POST", f"/projects/{run['slug']}/work/", self.post_headers)
 
     def leased(self, status: int, body: bytes) -> tuple[int, str] | str | None:
         """(assignment, idempotency key), ``EMPTY``, or None for an unexpected answer."""

@@ -101,16 +101,15 @@ def set_member_active(*, membership: ProjectMembership, active: bool) -> Project
     return membership
 
 
-def ensure_manager(*, project: Project, user: User | None) -> None:
-    """The creator of a project becomes its manager member (admins and global managers reach
-    every project without one)."""
-    if user is None:
-        return
-    ProjectMembership.objects.get_or_create(
-        project=project,
-        user=user,
-        defaults={"role": ProjectMembership.Role.MANAGER, "added_by": user},
+def ensure_member(
+    *, project: Project, user: User, role: str, added_by: User | None = None
+) -> ProjectMembership:
+    """The user's membership of the project, created with ``role`` if there is none (an
+    existing one is left as it is: idempotent seeding, a project's creator)."""
+    membership, _ = ProjectMembership.objects.get_or_create(
+        project=project, user=user, defaults={"role": role, "added_by": added_by}
     )
+    return membership
 
 
 # ---- invitation links

@@ -12,6 +12,7 @@ from annotation.models import (
     Judgment,
     PrincipleSet,
     Project,
+    ProjectMembership,
     Task,
 )
 from annotation.projects import members
@@ -82,7 +83,12 @@ def create_project(
     project.full_clean()
     project.save()
     if created_by is not None and role_of(created_by) != AnnotatorProfile.Role.ADMIN:
-        members.ensure_manager(project=project, user=created_by)
+        members.ensure_member(
+            project=project,
+            user=created_by,
+            role=ProjectMembership.Role.MANAGER,
+            added_by=created_by,
+        )
     return project
 
 
