@@ -89,6 +89,7 @@ def build_project(tasks: int, probe: int, seed: int):
     from annotation.datasets import bulk
     from annotation.models import Response, TaskResponse
     from annotation.principles import services as principle_services
+    from annotation.projects import members
     from annotation.projects import services as project_services
     from annotation.specs import PrincipleSpec, PromptSpec, ResponseSpec
     from annotation.workspace import demonstrations, judging, leasing
@@ -125,6 +126,8 @@ def build_project(tasks: int, probe: int, seed: int):
         name: project_services.create_user(username=name, password=None)
         for name in ("alice", "prober")
     }
+    for user in users.values():
+        members.add_member(project=project, user=user)
     for name, user in users.items():
         done = 0
         while (assignment := leasing.next_task(annotator=user, project=project)) is not None:
