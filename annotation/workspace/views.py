@@ -69,16 +69,23 @@ def _project_or_404(
 
 
 def _assignment_or_404(request: HttpRequest, pk: int) -> Assignment:
-    """One's own assignment in a project one still annotates in (else a 404)."""
     try:
-        assignment = workspace_selectors.assignment_for_annotator(
+        return workspace_selectors.assignment_for_annotator(
             annotator=request.user, assignment_id=pk, with_prompt=False
         )
     except Assignment.DoesNotExist as exc:
         raise Http404("no such assignment") from exc
-    if project_role(request.user, assignment.task.project_id) not in ANNOTATING_ROLES:
-        raise Http404("you are not (or no longer) a member of this project")
-    return assignment
+
+
+NO_LONGER_MEMBER = "you are no longer a member of this project; nothing was saved"
+
+
+def _left_project(request: HttpRequest, assignment: Assignment) -> HttpResponse | None:
+    """The refusal of work on one's own lease in a project one no longer annotates in (a
+    deactivated member: 409, shown in the form like any refused submission), else None."""
+    if project_role(request.user, assignment.task.project_id) in ANNOTATING_ROLES:
+        return None
+    return _refused(request, assignment, [NO_LONGER_MEMBER], 409)
 
 
 ANY_ROLE = ANNOTATING_ROLES | READING_ROLES
@@ -224,6 +231,8 @@ def _domain_status(exc: DomainError) -> int:
 @require_POST
 def submit(request: HttpRequest, pk: int) -> HttpResponse:
     assignment = _assignment_or_404(request, pk)
+    if refused := _left_project(request, assignment):
+        return refused
     project = assignment.task.project
     form = JudgmentForm(
         request.POST,
@@ -249,6 +258,8 @@ def submit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def demonstrate(request: HttpRequest, pk: int) -> HttpResponse:
     assignment = _assignment_or_404(request, pk)
+    if refused := _left_project(request, assignment):
+        return refused
     project = assignment.task.project
     form = DemonstrationForm(
         request.POST,
@@ -278,6 +289,8 @@ def demonstrate(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def skip(request: HttpRequest, pk: int) -> HttpResponse:
     assignment = _assignment_or_404(request, pk)
+    if refused := _left_project(request, assignment):
+        return refused
     form = SkipForm(request.POST)
     if not form.is_valid():
         return _refused(request, assignment, _form_errors(form))

@@ -90,7 +90,9 @@ def test_a_cap_refuses_the_next_lease_once_reached(users, project, compare_tasks
     assert Judgment.objects.filter(annotator=annotator).count() == 2
 
 
-def test_deactivation_releases_the_lease_and_refuses_its_submission(users, project, compare_tasks):
+def test_deactivation_releases_the_lease_and_refuses_its_submission(
+    users, project, compare_tasks, client
+):
     annotator, other = users["annotator"], users["outsider"]
     membership = members.add_member(project=project, user=annotator)
     members.add_member(project=project, user=other)
@@ -111,6 +113,13 @@ def test_deactivation_releases_the_lease_and_refuses_its_submission(users, proje
         f"/api/v1/assignments/{lease.pk}/submit/", {"ordering": [["A"], ["B"]]}, format="json"
     )
     assert refused.status_code == 404
+    client.force_login(annotator)
+    page = client.post(
+        reverse("workspace-submit", args=[lease.pk]),
+        {"choice": "0", "idempotency_key": "k-1"},
+        HTTP_HX_REQUEST="true",
+    )
+    assert page.status_code == 409 and b"no longer a member" in page.content
     with pytest.raises(NotAMemberError):
         leasing.next_task(annotator=annotator, project=project)
     # the released task goes to the next annotator at once (overlap 1: it was the best one)
