@@ -10,6 +10,8 @@ from celery.signals import worker_ready
 from training import services
 from training.executor import execute
 from training.generation import execute_generation, profile_version_safely
+from training.judges import runner as judge_runner
+from training.judges.services import RUN_TASK as JUDGE_TASK
 
 
 @shared_task(name=services.EXECUTE_RUN_TASK, acks_late=True, reject_on_worker_lost=True)
@@ -46,6 +48,15 @@ def profile_model_version(
         method=method,
         reward_version_id=reward_version_id,
     )
+
+
+@shared_task(name=JUDGE_TASK, acks_late=True, reject_on_worker_lost=True)
+def run_judge_job(job_id: int) -> None:
+    """A judge job (``training.judges``): ask what is missing, record the verdicts."""
+    gpu = os.environ.get("GPU_DEVICE")
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    judge_runner.execute(job_id)
 
 
 @worker_ready.connect

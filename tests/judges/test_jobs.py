@@ -1,0 +1,118 @@
+"""Judge jobs against a real OpenAI-compatible server on loopback (tests/judges/server.py):
+verdicts for every pair × principle in both orders, resume after a kill, a 429 storm, the probe."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from annotation.datasets.importers.judgments import combine_orders
+from annotation.models import Judgment, PrincipleVerdict
+from tests.support import REPO, test_database_url, wait_for
+from training.judges import runner, services
+from training.models import JudgeAnswer, JudgeJob
+
+QUESTIONS = 6 * 3 * 2  # pairs × principles × orders
+
+
+def _launch(project, server, **config):
+    return services.launch_job(
+        project=project,
+        backend="http",
+        config={"base_url": server.base_url, "model": "judge-model", **config},
+        enqueue=False,
+    )
+
+
+def test_http_job_writes_every_verdict_with_both_orders(pairs, server, project):
+    job = _launch(project, server, concurrency=4, price_prompt_per_m=2.5)
+    runner.execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    assert (job.total_items, job.done_items, job.requests) == (QUESTIONS, QUESTIONS, QUESTIONS)
+    assert len(server.asked) == QUESTIONS == len(set(server.asked))
+    assert job.completion_tokens == QUESTIONS and job.prompt_tokens > 0
+    assert job.estimated_cost == pytest.approx(job.prompt_tokens * 2.5 / 1e6)
+    verdicts = PrincipleVerdict.objects.filter(judgment__annotator=job.annotator)
+    assert verdicts.count() == 6 * 3 == job.verdicts
+    assert Judgment.objects.filter(annotator=job.annotator, ordering=[]).count() == 6
+    assert job.annotator.profile.kind == "model"
+    for v in verdicts.select_related("judgment"):
+        scores = v.scores
+        assert scores["template"] == "principle-verdict@1"
+        assert (scores["backend"], scores["model"]) == ("http", "judge-model")
+        first, second = scores["orders"]
+        assert math.isclose(sum(first.values()), 1.0) and math.isclose(sum(second.values()), 1)
+        sign, _ = combine_orders(
+            (first["A"], first["B"], first["NA"]), (second["A"], second["B"], second["NA"])
+        )
+        expected = {1: scores["shown_first"], 0: None}
+        if sign < 0:
+            expected[-1] = next(
+                r for r in v.judgment.task.responses.values_list("id", flat=True)
+                if r != scores["shown_first"]
+            )
+        assert v.preferred_response_id == expected[sign]
+        assert v.verdict == ("prefers" if sign else "not_applicable")
+
+
+def test_429_storm_is_retried_and_finishes(pairs, server, project, settings):
+    settings.JUDGE_BACKOFF_S = 0.005  # exponential from 5 ms
+    server.storm = 40
+    job = _launch(project, server, concurrency=8, max_retries=20)
+    runner.execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    assert server.refused == 40 and job.retries == 40
+    assert len(server.asked) == QUESTIONS
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"model": "no-such-model"}, "The model `no-such-model` does not exist"),
+        ({"base_url": "URL/v2"}, "no route /v2/chat/completions"),
+        ({"base_url": "http://127.0.0.1:9/v1"}, "probe: cannot reach http://127.0.0.1:9/v1"),
+    ],
+)
+def test_wrong_url_or_model_fails_in_the_probe(pairs, server, project, config, message):
+    if config.get("base_url") == "URL/v2":
+        config["base_url"] = server.base_url.replace("/v1", "/v2")
+    job = _launch(project, server, **config)
+    runner.execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed" and message in job.error
+    assert job.error.startswith("probe: ")
+    assert server.asked == [] and not JudgeAnswer.objects.filter(job=job).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_killed_halfway_then_restarted_asks_only_what_is_missing(pairs, server, project):
+    server.delay_s = 0.05
+    job = _launch(project, server, concurrency=1)
+    env = {"DATABASE_URL": test_database_url(), "JUDGE_CHUNK": "4", "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "judge", "run", str(job.pk)],
+        cwd=REPO,
+        env={**__import__("os").environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: JudgeAnswer.objects.filter(job=job).count() >= QUESTIONS // 3, timeout=60)
+    process.kill()
+    process.wait(timeout=30)
+    stored = JudgeAnswer.objects.filter(job=job).count()
+    assert 0 < stored < QUESTIONS
+    job.refresh_from_db()
+    assert job.status == "running"  # what a dead worker leaves
+    first_run = len(server.asked)
+    server.delay_s = 0
+    services.resume(job, enqueue=False)
+    runner.execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    second = server.asked[first_run:]
+    assert len(second) == QUESTIONS - stored == len(set(second))
+    assert JudgeAnswer.objects.filter(job=job).count() == QUESTIONS
+    assert PrincipleVerdict.objects.filter(judgment__annotator=job.annotator).count() == 18
