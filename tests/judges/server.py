@@ -4,8 +4,9 @@ Standard library only (``ThreadingHTTPServer``, HTTP/1.1 keep-alive). ``score(me
 decides the probabilities of the answer tokens; the reply carries them as ``logprobs`` /
 ``top_logprobs`` of the one generated token (a token with probability 0 is absent, like a token
 outside a real server's top list). Knobs: ``model`` (any other name → 404 as vLLM and OpenAI
-answer), ``storm`` (after the first answer, the next N requests get 429), ``delay_s`` (per request), ``logprobs``
-(False: content only). Every answered request's user message is recorded in ``asked``.
+answer), ``storm`` (after the first answer, the next N requests get 429), ``delay_s`` (per
+request), ``logprobs`` (False: content only). Every answered request's user message is
+recorded in ``asked``.
 """
 
 from __future__ import annotations

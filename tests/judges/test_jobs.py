@@ -2,6 +2,7 @@
 verdicts for every pair × principle in both orders, resume after a kill, a 429 storm, the probe."""
 
 import math
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from annotation.datasets.importers.judgments import combine_orders
 from annotation.models import Judgment, PrincipleVerdict
 from tests.support import REPO, test_database_url, wait_for
 from training.judges import runner, services
-from training.models import JudgeAnswer, JudgeJob
+from training.models import JudgeAnswer
 
 QUESTIONS = 6 * 3 * 2  # pairs × principles × orders
 
@@ -50,7 +51,8 @@ def test_http_job_writes_every_verdict_with_both_orders(pairs, server, project):
         expected = {1: scores["shown_first"], 0: None}
         if sign < 0:
             expected[-1] = next(
-                r for r in v.judgment.task.responses.values_list("id", flat=True)
+                r
+                for r in v.judgment.task.responses.values_list("id", flat=True)
                 if r != scores["shown_first"]
             )
         assert v.preferred_response_id == expected[sign]
@@ -95,7 +97,7 @@ def test_killed_halfway_then_restarted_asks_only_what_is_missing(pairs, server, 
     process = subprocess.Popen(
         [sys.executable, "manage.py", "judge", "run", str(job.pk)],
         cwd=REPO,
-        env={**__import__("os").environ, **env},
+        env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
