@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ def hashed_scores(messages: list[dict]) -> dict[str, float]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes
     server: JudgeServer
 
     def log_message(self, *args) -> None:  # quiet
@@ -116,6 +118,11 @@ class JudgeServer(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
 
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away (a killed job) is no error of the server's."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/v1"
@@ -127,3 +134,9 @@ class JudgeServer(ThreadingHTTPServer):
     def __exit__(self, *exc) -> None:
         self.shutdown()
         self.server_close()
+
+
+if __name__ == "__main__":  # ``python tests/judges/server.py``: serve until killed (benchmarks)
+    with JudgeServer() as running:
+        print(running.base_url, flush=True)
+        running.thread.join()
