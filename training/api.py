@@ -17,6 +17,7 @@ from common.api import ApiViewSet
 from common.filters import FilterSet
 from models_registry.models import ModelVersion
 from training import services, trainers, validation
+from training.judges import api as judges_api
 from training.models import RunMetric, TrainingRun
 
 
@@ -127,3 +128,4 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
 
 def register(router: BaseRouter) -> None:
     router.register("training-runs", TrainingRunViewSet, basename="trainingrun")
+    judges_api.register(router)

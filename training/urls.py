@@ -1,6 +1,7 @@
 from django.urls import path
 
 from training import views
+from training.judges import views as judges
 
 app_name = "training"
 urlpatterns = [
@@ -8,4 +9,6 @@ urlpatterns = [
     path("launch/<str:kind>/", views.launch, name="launch"),
     path("runs/<int:pk>/", views.run_detail, name="run"),
     path("runs/<int:pk>/cancel/", views.cancel, name="cancel"),
+    path("judges/", judges.jobs, name="judges"),
+    path("judges/<int:pk>/<str:verb>/", judges.act, name="judge_act"),
 ]

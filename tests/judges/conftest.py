@@ -6,6 +6,12 @@ from annotation.datasets import bulk
 from tests.judges.server import JudgeServer
 
 
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # PBKDF2 at production strength costs 0.5 s per test user; tests need no such strength.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def pairs(project):
     """``project`` (3 principles) with six two-response compare tasks."""
