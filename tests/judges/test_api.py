@@ -7,6 +7,7 @@ import json
 import pytest
 from django.core.management import call_command
 from django.db import transaction
+from django.test import Client
 from rest_framework.test import APIClient
 
 from annotation.models import PrincipleVerdict
@@ -191,3 +192,8 @@ def test_launched_job_runs_on_a_worker_and_feeds_the_discretion_report(
     )
     report = json.loads(capsys.readouterr().out)
     assert report["pairs"] == 6 and sum(report["categories"].values()) == 6
+    # the discretion page takes the oracle as its default source when no human gave verdicts
+    client = Client()
+    client.force_login(users["manager"])
+    page = client.get(f"/quality/{project.slug}/discretion/").content.decode()
+    assert "oracle-on-worker" in page and "No principle verdicts from this source" not in page

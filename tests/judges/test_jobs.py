@@ -7,12 +7,13 @@ import subprocess
 import sys
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from annotation.datasets.importers.judgments import combine_orders
 from annotation.models import Judgment, PrincipleVerdict
 from tests.support import REPO, test_database_url, wait_for
 from training.judges import runner, services
-from training.models import JudgeAnswer
+from training.models import JudgeAnswer, JudgeJob
 
 QUESTIONS = 6 * 3 * 2  # pairs × principles × orders
 
@@ -118,3 +119,53 @@ def test_killed_halfway_then_restarted_asks_only_what_is_missing(pairs, server, 
     assert len(second) == QUESTIONS - stored == len(set(second))
     assert JudgeAnswer.objects.filter(job=job).count() == QUESTIONS
     assert PrincipleVerdict.objects.filter(judgment__annotator=job.annotator).count() == 18
+
+
+def test_cancel_stops_between_chunks_and_resume_finishes(pairs, server, project, settings):
+    settings.JUDGE_CHUNK = 4
+    job = _launch(project, server, concurrency=1)
+    services.request_cancel(job)  # a queued job is cancelled at once
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    runner.execute(job.pk)
+    assert server.asked == []  # nothing asked for a cancelled job
+    services.resume(job, enqueue=False)
+    JudgeJob.objects.filter(pk=job.pk).update(cancel_requested=True)  # as if during the probe
+    runner.execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == "cancelled" and len(server.asked) == 1 == job.done_items
+    services.resume(job, enqueue=False)
+    runner.execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded" and len(server.asked) == QUESTIONS == len(set(server.asked))
+
+
+def test_without_logprobs_the_parsed_answer_has_probability_one(pairs, server, project):
+    server.logprobs = False
+    job = _launch(project, server)
+    runner.execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded", job.error
+    for answer in JudgeAnswer.objects.filter(job=job):
+        assert sorted(answer.probs.values()) == [0.0, 0.0, 1.0]
+        assert answer.probs[answer.answer] == 1.0
+
+
+def test_cli_launch_here_status_and_templates(pairs, server, project, capsys):
+    call_command(
+        "judge", "launch", "--project", project.slug, "--base-url", server.base_url,
+        "--model", "judge-model", "--template", "principle-verdict@1", "--here",
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    job = JudgeJob.objects.get()
+    assert f"judge job {job.pk}" in out and f"{job.pk}\tsucceeded\t36/36\t18 verdicts" in out
+    call_command("judge", "templates")
+    assert "principle-verdict@1\tprinciple" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="The model `nope` does not exist"):
+        call_command(
+            "judge", "launch", "--project", project.slug, "--base-url", server.base_url,
+            "--model", "nope", "--here",
+        )  # fmt: skip
+    with pytest.raises(CommandError, match="no judge template 'principle-verdict@9'"):
+        call_command("judge", "launch", "--project", project.slug, "--template",
+                     "principle-verdict@9")  # fmt: skip
