@@ -108,11 +108,11 @@ def test_killed_halfway_then_restarted_asks_only_what_is_missing(pairs, server, 
     stored = JudgeAnswer.objects.filter(job=job).count()
     assert 0 < stored < QUESTIONS
     job.refresh_from_db()
-    assert job.status == "running"  # what a dead worker leaves
+    assert job.status == "running"  # what a dead worker leaves; its lock is free
     first_run = len(server.asked)
     server.delay_s = 0
-    services.resume(job, enqueue=False)
-    runner.execute(job.pk)
+    assert services.requeue_orphaned() == 1  # what a starting worker does
+    runner.execute(job.pk)  # the message it queued
     job.refresh_from_db()
     assert job.status == "succeeded", job.error
     second = server.asked[first_run:]

@@ -163,20 +163,31 @@ def run(job: JudgeJob) -> None:
 
 
 def execute(job_id: int) -> None:
-    """The Celery task's body: claim the queued job, run it, record any failure on it."""
-    claimed = JudgeJob.objects.filter(pk=job_id, status=Status.QUEUED).update(
-        status=Status.RUNNING, started_at=timezone.now(), error=""
-    )
-    if not claimed:
-        log.info("judge job %s is not queued (missing or already handled)", job_id)
+    """The Celery task's body: claim the job, run it, record any failure on it.
+
+    The runner holds the job's ``ProcessLock`` throughout, so a job left ``running`` by a
+    process that died (its lock free) is claimed again by a redelivered or re-queued message
+    and resumes; one a live process runs is left alone."""
+    lock = services.job_lock(job_id)
+    if not lock.acquire():
+        log.info("judge job %s is being run by a live process", job_id)
         return
-    job = JudgeJob.objects.select_related(
-        "template", "project__principle_set", "model_version__registered_model", "annotator"
-    ).get(pk=job_id)
     try:
-        run(job)
-    except DomainError as exc:
-        services.fail_job(job.pk, str(exc))
-    except Exception as exc:
-        log.exception("judge job %s failed", job_id)
-        services.fail_job(job.pk, failure_text(exc, traceback.format_exc()))
+        claimed = JudgeJob.objects.filter(
+            pk=job_id, status__in=[Status.QUEUED, Status.RUNNING]
+        ).update(status=Status.RUNNING, started_at=timezone.now(), error="")
+        if not claimed:
+            log.info("judge job %s is not queued (missing or already handled)", job_id)
+            return
+        job = JudgeJob.objects.select_related(
+            "template", "project__principle_set", "model_version__registered_model", "annotator"
+        ).get(pk=job_id)
+        try:
+            run(job)
+        except DomainError as exc:
+            services.fail_job(job.pk, str(exc))
+        except Exception as exc:
+            log.exception("judge job %s failed", job_id)
+            services.fail_job(job.pk, failure_text(exc, traceback.format_exc()))
+    finally:
+        lock.release(remove=True)

@@ -13,6 +13,7 @@ orders' raw probabilities, the template version, the backend and the model.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -33,6 +34,7 @@ from annotation.models import (
 from annotation.projects import services as project_services
 from common import background, events
 from common.errors import DomainError
+from common.process_lock import ProcessLock
 from models_registry.models import ModelVersion, RegisteredModel
 from training.judges import templates
 from training.judges.backends import ENV_NAME
@@ -178,16 +180,39 @@ def launch_job(
     return job
 
 
+def _queue(job: JudgeJob) -> str:
+    return job.config.get("queue", "cpu") if job.backend == JudgeJob.Backend.MODEL else "cpu"
+
+
 def queue_job(job: JudgeJob) -> None:
     """Publish the job (``send_or_fail``: an unreachable broker fails it with the reason)."""
-    queue = job.config.get("queue", "cpu") if job.backend == JudgeJob.Backend.MODEL else "cpu"
     background.send_or_fail(
         RUN_TASK,
         job.pk,
-        queue=queue,
+        queue=_queue(job),
         what=f"judge job {job.pk}",
         fail=lambda message: fail_job(job.pk, message),
     )
+
+
+def job_lock(job_id: int) -> ProcessLock:
+    """The lock a job's runner holds while it runs (under ``ARTIFACT_ROOT``, shared by workers)."""
+    folder = Path(settings.ARTIFACT_ROOT) / "judges"
+    folder.mkdir(parents=True, exist_ok=True)
+    return ProcessLock(folder / f"job-{job_id}.lock")
+
+
+def requeue_orphaned() -> int:
+    """Queue again every running job whose runner died (its lock is free); when a worker
+    starts. Returns how many."""
+    count = 0
+    for job in JudgeJob.objects.filter(status=Status.RUNNING):
+        lock = job_lock(job.pk)
+        if lock.acquire():
+            lock.release(remove=True)
+            background.send(RUN_TASK, job.pk, queue=_queue(job), fail_silently=True)
+            count += 1
+    return count
 
 
 def fail_job(job_id: int, error: str) -> None:
@@ -210,8 +235,8 @@ def request_cancel(job: JudgeJob) -> JudgeJob:
 
 
 def resume(job: JudgeJob, *, enqueue: bool = True) -> JudgeJob:
-    """Queue the job again: it asks only the questions that have no answer yet. For a failed or
-    cancelled job, or a running one whose worker died (the caller knows it did)."""
+    """Queue the job again: it asks only the questions that have no answer yet (a failed or
+    cancelled job; a running one is resumed only if its runner died, see ``runner.execute``)."""
     updated = (
         JudgeJob.objects.filter(pk=job.pk)
         .exclude(status=Status.QUEUED)
