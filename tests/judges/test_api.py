@@ -32,6 +32,7 @@ MATRIX = [
     ("jobs launch", "post", "judge-jobs/", "LAUNCH", STAFF(201)),
     ("jobs cancel", "post", "judge-jobs/{job}/cancel/", None, STAFF(200)),
     ("jobs resume", "post", "judge-jobs/{job}/resume/", None, STAFF(200)),
+    ("jobs agreement", "get", "judge-jobs/{job}/agreement/", None, STAFF(200)),
     ("templates list", "get", "judge-templates/", None, STAFF(200)),
     ("templates detail", "get", "judge-templates/{template}/", None, STAFF(200)),
     ("templates new version", "post", "judge-templates/", TEMPLATE, STAFF(201)),

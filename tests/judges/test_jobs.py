@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from annotation.datasets.importers.judgments import combine_orders
 from annotation.models import Judgment, PrincipleVerdict
 from tests.support import REPO, test_database_url, wait_for
-from training.judges import runner, services
+from training.judges import runner, selectors, services
 from training.models import JudgeAnswer, JudgeJob
 
 QUESTIONS = 6 * 3 * 2  # pairs × principles × orders
@@ -169,3 +169,34 @@ def test_cli_launch_here_status_and_templates(pairs, server, project, capsys):
     with pytest.raises(CommandError, match="no judge template 'principle-verdict@9'"):
         call_command("judge", "launch", "--project", project.slug, "--template",
                      "principle-verdict@9")  # fmt: skip
+
+
+def test_agreement_with_humans_per_principle(pairs, server, project, annotator):
+    job = _launch(project, server)
+    runner.execute(job.pk)
+    principles = {p.key: p for p in project.principle_set.principles.all()}
+    oracle = {
+        (v.judgment.task_id, v.principle.key): v
+        for v in PrincipleVerdict.objects.filter(judgment__annotator=job.annotator).select_related(
+            "judgment", "principle"
+        )
+    }
+    for task in pairs[:4]:  # a human copies the oracle on "harmless", says n/a on "honest"
+        judgment = Judgment.objects.create(task=task, annotator=annotator, ordering=[])
+        mine = oracle[(task.pk, "harmless")]
+        PrincipleVerdict.objects.create(
+            judgment=judgment,
+            principle=principles["harmless"],
+            verdict=mine.verdict,
+            preferred_response_id=mine.preferred_response_id,
+        )
+        PrincipleVerdict.objects.create(
+            judgment=judgment, principle=principles["honest"], verdict="not_applicable"
+        )
+    rows = {r["principle"]: r for r in selectors.human_agreement(job)}
+    assert rows["harmless"]["n"] == 4 and rows["harmless"]["agreement"] == 1.0
+    na = sum(oracle[(t.pk, "honest")].verdict == "not_applicable" for t in pairs[:4])
+    assert rows["honest"]["n"] == 4 and rows["honest"]["agreement"] == na / 4
+    assert rows["helpful"] == {
+        "principle": "helpful", "title": "Be helpful", "n": 0, "agreement": None, "kappa": None
+    }  # fmt: skip

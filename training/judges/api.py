@@ -58,6 +58,14 @@ class JudgeJobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class PrincipleAgreementSerializer(serializers.Serializer):
+    principle = serializers.CharField()
+    title = serializers.CharField()
+    n = serializers.IntegerField(help_text="Units: task × human annotator, both with a verdict.")
+    agreement = serializers.FloatField(allow_null=True)
+    kappa = serializers.FloatField(allow_null=True, help_text="Cohen's κ, oracle vs humans.")
+
+
 class LaunchSerializer(serializers.Serializer):
     """What ``POST /judge-jobs/`` takes; ``config`` is checked by the backend's rules."""
 
@@ -118,6 +126,13 @@ class JudgeJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
     def cancel(self, request, pk=None):
         """A queued job is cancelled at once; a running one stops after its current chunk."""
         return Response(JudgeJobSerializer(services.request_cancel(self.get_object())).data)
+
+    @extend_schema(responses=PrincipleAgreementSerializer(many=True))
+    @action(detail=True, methods=["get"], filter_backends=[], pagination_class=None)
+    def agreement(self, request, pk=None):
+        """The oracle's agreement with the human annotators' verdicts, per principle."""
+        rows = selectors.human_agreement(self.get_object())
+        return Response(PrincipleAgreementSerializer(rows, many=True).data)
 
     @extend_schema(request=None, responses=JudgeJobSerializer)
     @action(detail=True, methods=["post"])
