@@ -5,7 +5,7 @@ decides the probabilities of the answer tokens; the reply carries them as ``logp
 ``top_logprobs`` of the one generated token (a token with probability 0 is absent, like a token
 outside a real server's top list). Knobs: ``model`` (any other name → 404 as vLLM and OpenAI
 answer), ``storm`` (after the first answer, the next N requests get 429), ``delay_s`` (per
-request), ``logprobs`` (False: content only). Every answered request's user message is
+request), ``logprobs`` (False: content only). Every accepted request's user message is
 recorded in ``asked``.
 """
 
@@ -65,9 +65,11 @@ class _Handler(BaseHTTPRequestHandler):
                 srv.refused += 1
         if stormy:
             return self._reply(429, {"error": {"message": "rate limited"}})
+        messages = request["messages"]
+        with srv.lock:
+            srv.asked.append(messages[-1]["content"])
         if srv.delay_s:
             time.sleep(srv.delay_s)
-        messages = request["messages"]
         probs = srv.score(messages)
         best = max(probs, key=probs.get)
         top = [
@@ -84,8 +86,6 @@ class _Handler(BaseHTTPRequestHandler):
             token = {"token": best, "logprob": math.log(probs[best] or 1e-300), "top_logprobs": top}
             choice["logprobs"] = {"content": [token]}
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
-        with srv.lock:
-            srv.asked.append(messages[-1]["content"])
         self._reply(
             200,
             {

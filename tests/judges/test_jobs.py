@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -12,7 +13,7 @@ from django.core.management import CommandError, call_command
 from annotation.datasets.importers.judgments import combine_orders
 from annotation.models import Judgment, PrincipleVerdict
 from tests.support import REPO, test_database_url, wait_for
-from training.judges import runner, selectors, services
+from training.judges import runner, selectors, services, templates
 from training.models import JudgeAnswer, JudgeJob
 
 QUESTIONS = 6 * 3 * 2  # pairs × principles × orders
@@ -105,6 +106,7 @@ def test_killed_halfway_then_restarted_asks_only_what_is_missing(pairs, server, 
     wait_for(lambda: JudgeAnswer.objects.filter(job=job).count() >= QUESTIONS // 3, timeout=60)
     process.kill()
     process.wait(timeout=30)
+    time.sleep(2 * server.delay_s)  # the killed client's last request reaches the server
     stored = JudgeAnswer.objects.filter(job=job).count()
     assert 0 < stored < QUESTIONS
     job.refresh_from_db()
@@ -200,3 +202,26 @@ def test_agreement_with_humans_per_principle(pairs, server, project, annotator):
     assert rows["helpful"] == {
         "principle": "helpful", "title": "Be helpful", "n": 0, "agreement": None, "kappa": None
     }  # fmt: skip
+
+
+def test_generic_preference_template_ranks_each_pair(pairs, server, project):
+    job = services.launch_job(
+        project=project,
+        backend="http",
+        config={"base_url": server.base_url, "model": "judge-model"},
+        template=templates.ensure_defaults()[templates.PREFERENCE_DEFAULT],
+        enqueue=False,
+    )
+    runner.execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.requests == 6 * 2 and job.verdicts == 0
+    shown_first = services.compare_pairs(job)
+    for judgment in Judgment.objects.filter(annotator=job.annotator):
+        probs = {
+            a.order: (a.probs["A"], a.probs["B"], a.probs["NA"])
+            for a in JudgeAnswer.objects.filter(job=job, task=judgment.task_id)
+        }
+        sign, reason = combine_orders(probs[0], probs[1])
+        x, y = shown_first[judgment.task_id]
+        assert judgment.ordering == {1: [[x], [y]], -1: [[y], [x]], 0: []}[sign]
+        assert judgment.rationale == reason and judgment.origin == f"judge:{job.pk}"

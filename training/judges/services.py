@@ -278,23 +278,21 @@ def record_verdicts(job: JudgeJob, pairs: dict[int, tuple[int, int]]) -> int:
     origin = f"judge:{job.pk}"
     principle_kind = job.template.kind == JudgeTemplate.Kind.PRINCIPLE
 
-    def ordering(task_id: int) -> tuple[list, str]:
-        if principle_kind:
-            return [], ""
-        sign, reason, _ = combined[(task_id, None)]
-        x, y = pairs[task_id]
-        return ([[x], [y]] if sign > 0 else [[y], [x]] if sign < 0 else []), reason
-
-    judgments = Judgment.objects.bulk_create(
-        Judgment(
-            task_id=t,
+    def judgment(task_id: int) -> Judgment:
+        ordering, reason = [], ""
+        if not principle_kind:  # a preference judge ranks the pair
+            sign, reason, _ = combined[(task_id, None)]
+            x, y = pairs[task_id]
+            ordering = [[x], [y]] if sign > 0 else [[y], [x]] if sign < 0 else []
+        return Judgment(
+            task_id=task_id,
             annotator=job.annotator,
-            ordering=ordering(t)[0],
-            rationale=ordering(t)[1],
+            ordering=ordering,
+            rationale=reason,
             origin=origin,
         )
-        for t in task_ids
-    )
+
+    judgments = Judgment.objects.bulk_create((judgment(t) for t in task_ids), batch_size=2000)
     judgment_of = {j.task_id: j.pk for j in judgments}
     verdicts = []
     if principle_kind:
