@@ -198,3 +198,7 @@ def test_launched_job_runs_on_a_worker_and_feeds_the_discretion_report(
     client.force_login(users["manager"])
     page = client.get(f"/quality/{project.slug}/discretion/").content.decode()
     assert "oracle-on-worker" in page and "No principle verdicts from this source" not in page
+    page = client.get("/training/judges/").content.decode()
+    assert (
+        f"/api/v1/judge-jobs/{job_id}/agreement/" in page and "?reference=oracle-on-worker" in page
+    )
