@@ -173,6 +173,10 @@ class JudgeJob(models.Model):
     # top_logprobs, prices per million tokens: validated by training.judges.services.
     config = models.JSONField(default=dict, blank=True)
     task_ids = models.JSONField(default=list, blank=True, help_text="Empty: every pair.")
+    # The scope came from this snapshot's frozen judgment set (task_ids holds what it resolved to).
+    snapshot = models.ForeignKey(
+        DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judge_jobs"
     )

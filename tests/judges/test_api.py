@@ -202,3 +202,31 @@ def test_launched_job_runs_on_a_worker_and_feeds_the_discretion_report(
     assert (
         f"/api/v1/judge-jobs/{job_id}/agreement/" in page and "?reference=oracle-on-worker" in page
     )
+
+
+def test_staff_page_launch_form(users, pairs, project, client):
+    client.force_login(users["manager"])
+    bad = client.post("/training/judges/", {"project": project.pk, "backend": "http"})
+    assert (
+        bad.status_code == 400 and "config.base_url must be an http(s) URL" in bad.content.decode()
+    )
+    assert not JudgeJob.objects.exists()
+    ok = client.post(
+        "/training/judges/",
+        {
+            "project": project.pk,
+            "backend": "http",
+            "base_url": "http://127.0.0.1:9/v1",
+            "model": "m",
+            "concurrency": 4,
+        },
+    )
+    assert ok.status_code == 302
+    job = JudgeJob.objects.get()
+    assert job.config["concurrency"] == 4 and job.status == "queued"
+    assert job.created_by == users["manager"]
+    client.post(f"/training/judges/{job.pk}/cancel/")
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+    client.force_login(users["viewer"])
+    assert client.post(f"/training/judges/{job.pk}/resume/").status_code == 403

@@ -10,8 +10,10 @@ import time
 import pytest
 from django.core.management import CommandError, call_command
 
+from annotation.datasets import snapshots
 from annotation.datasets.importers.judgments import combine_orders
 from annotation.models import Judgment, PrincipleVerdict
+from common.errors import DomainError
 from tests.support import REPO, test_database_url, wait_for
 from training.judges import runner, selectors, services, templates
 from training.models import JudgeAnswer, JudgeJob
@@ -225,3 +227,30 @@ def test_generic_preference_template_ranks_each_pair(pairs, server, project):
         x, y = shown_first[judgment.task_id]
         assert judgment.ordering == {1: [[x], [y]], -1: [[y], [x]], 0: []}[sign]
         assert judgment.rationale == reason and judgment.origin == f"judge:{job.pk}"
+
+
+def test_snapshot_scope_is_its_frozen_judgment_set(pairs, server, project, annotator):
+    for task in pairs[:3]:
+        first, second = task.responses.values_list("id", flat=True)
+        Judgment.objects.create(task=task, annotator=annotator, ordering=[[first], [second]])
+    snapshot = snapshots.create_snapshot(project=project, kind="preference", run="inline")
+    Judgment.objects.create(task=pairs[3], annotator=annotator, ordering=[])  # after the freeze
+    job = services.launch_job(
+        project=project,
+        backend="http",
+        config={"base_url": server.base_url, "model": "judge-model"},
+        snapshot=snapshot,
+        enqueue=False,
+    )
+    assert job.task_ids == sorted(t.pk for t in pairs[:3]) and job.snapshot == snapshot
+    runner.execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded" and len(server.asked) == 3 * 3 * 2 == job.requests
+    with pytest.raises(DomainError, match="holds no task to judge"):
+        services.launch_job(
+            project=project,
+            backend="http",
+            config={"base_url": server.base_url, "model": "judge-model"},
+            snapshot=snapshot,
+            task_ids=[pairs[4].pk],
+        )

@@ -10,7 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.routers import BaseRouter
 
-from annotation.models import Project
+from annotation.models import DatasetSnapshot, Project
 from annotation.permissions import STAFF
 from common.api import ApiViewSet, validated
 from common.filters import FilterSet
@@ -51,10 +51,10 @@ class JudgeJobSerializer(serializers.ModelSerializer):
     class Meta:
         model = JudgeJob
         fields = ["id", "name", "project", "template", "backend", "model_version", "config",
-                  "task_ids", "annotator", "status", "total_items", "done_items", "progress",
-                  "requests", "retries", "prompt_tokens", "completion_tokens", "estimated_cost",
-                  "verdicts", "cancel_requested", "error", "created_at", "started_at",
-                  "finished_at"]  # fmt: skip
+                  "task_ids", "snapshot", "annotator", "status", "total_items", "done_items",
+                  "progress", "requests", "retries", "prompt_tokens", "completion_tokens",
+                  "estimated_cost", "verdicts", "cancel_requested", "error", "created_at",
+                  "started_at", "finished_at"]  # fmt: skip
         read_only_fields = fields
 
 
@@ -91,6 +91,12 @@ class LaunchSerializer(serializers.Serializer):
         required=False,
         default=list,
         max_length=1_000_000,
+    )
+    snapshot = serializers.PrimaryKeyRelatedField(
+        queryset=DatasetSnapshot.objects.select_related("project"),
+        required=False,
+        allow_null=True,
+        help_text="Judge the tasks of this snapshot's frozen judgment set.",
     )
     annotator = serializers.CharField(required=False, default="", max_length=150)
     name = serializers.CharField(required=False, default="", max_length=200)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django import forms
 
-from annotation.models import Project
+from annotation.models import DatasetSnapshot, Project
 from models_registry.models import ModelVersion
 from training.models import JudgeJob, JudgeTemplate
 
@@ -29,6 +29,11 @@ class JudgeLaunchForm(forms.Form):
         queryset=ModelVersion.objects.select_related("registered_model").order_by("-id"),
         required=False,
         help_text="Registered model backend.",
+    )
+    snapshot = forms.ModelChoiceField(
+        queryset=DatasetSnapshot.objects.order_by("-id"),
+        required=False,
+        help_text="Optional: judge only the tasks of this snapshot.",
     )
     annotator = forms.CharField(required=False, max_length=150, help_text="Default: derived.")
 

@@ -21,9 +21,11 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from annotation.datasets import filters as snapshot_filters
 from annotation.datasets.importers.judgments import NAME, combine_orders
 from annotation.models import (
     AnnotatorProfile,
+    DatasetSnapshot,
     Judgment,
     Principle,
     PrincipleVerdict,
@@ -139,18 +141,29 @@ def launch_job(
     template: JudgeTemplate | None = None,
     model_version: ModelVersion | None = None,
     task_ids: list[int] | None = None,
+    snapshot: DatasetSnapshot | None = None,
     annotator: str = "",
     name: str = "",
     created_by=None,
     enqueue: bool = True,
 ) -> JudgeJob:
-    """Validate, store and queue a judge job (``enqueue=False``: the caller runs it)."""
+    """Validate, store and queue a judge job (``enqueue=False``: the caller runs it). The scope
+    is every two-response compare task of ``project``, or ``task_ids``, or the tasks of a
+    ``snapshot``'s frozen judgment set (its id horizon and annotator, date, gold and flag
+    filters), or both intersected."""
     if not project.is_active:
         raise DomainError(f"project {project.slug} is archived")
     if template is None:
         template = templates.ensure_defaults()[templates.PRINCIPLE_DEFAULT]
     config = clean_config(backend, config or {}, model_version)
     task_ids = sorted(set(task_ids or []))
+    if snapshot is not None:
+        if snapshot.project_id != project.pk:
+            raise DomainError(f"snapshot {snapshot.pk} is not a snapshot of {project.slug}")
+        in_snapshot = snapshot_tasks(snapshot)
+        task_ids = sorted(in_snapshot & set(task_ids)) if task_ids else sorted(in_snapshot)
+        if not task_ids:
+            raise DomainError(f"snapshot {snapshot.pk} holds no task to judge")
     if task_ids:
         found = set(
             Task.objects.filter(
@@ -169,6 +182,7 @@ def launch_job(
             model_version=model_version,
             config=config,
             task_ids=task_ids,
+            snapshot=snapshot,
             created_by=created_by,
         )
         label = model_label(job)
@@ -182,6 +196,17 @@ def launch_job(
 
 def _queue(job: JudgeJob) -> str:
     return job.config.get("queue", "cpu") if job.backend == JudgeJob.Backend.MODEL else "cpu"
+
+
+def snapshot_tasks(snapshot: DatasetSnapshot) -> set[int]:
+    """The compare tasks judged in the snapshot's frozen judgment set."""
+    _, frozen = snapshot_filters.from_record(snapshot)
+    return set(
+        snapshot_filters.judgment_queryset(snapshot.project, frozen)
+        .filter(task__kind=Task.Kind.COMPARE)
+        .values_list("task_id", flat=True)
+        .distinct()
+    )
 
 
 def queue_job(job: JudgeJob) -> None:

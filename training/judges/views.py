@@ -35,6 +35,7 @@ def jobs(request: HttpRequest) -> HttpResponse:
                 config=form.config(),
                 template=data["template"],
                 model_version=data["model_version"],
+                snapshot=data["snapshot"],
                 annotator=data["annotator"],
                 created_by=request.user,
             )

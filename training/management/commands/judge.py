@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.models import Project
+from annotation.models import DatasetSnapshot, Project
 from common.errors import DomainError
 from models_registry.models import ModelVersion
 from training.judges import runner, selectors, services, templates
@@ -33,6 +33,7 @@ class Command(BaseCommand):
         )
         launch.add_argument("--annotator", default="", help="Model annotator name.")
         launch.add_argument("--tasks", default="", help="Comma-separated task ids (default all).")
+        launch.add_argument("--snapshot", type=int, help="Judge the tasks of this snapshot.")
         launch.add_argument("--here", action="store_true", help="Run in this process.")
         run = sub.add_parser("run", help="Run or resume a job in this process.")
         run.add_argument("job", type=int)
@@ -80,8 +81,14 @@ class Command(BaseCommand):
             tasks = [int(t) for t in o["tasks"].split(",") if t.strip()]
         except ValueError as exc:
             raise CommandError("--tasks: comma-separated integers") from exc
+        snapshot = None
+        if o["snapshot"]:
+            snapshot = DatasetSnapshot.objects.filter(pk=o["snapshot"]).first()
+            if snapshot is None:
+                raise CommandError(f"no snapshot {o['snapshot']}")
         job = services.launch_job(
             project=proj,
+            snapshot=snapshot,
             backend=backend,
             config=config,
             template=selectors.template_named(template),
