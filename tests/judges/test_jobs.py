@@ -14,6 +14,7 @@ from annotation.datasets import snapshots
 from annotation.datasets.importers.judgments import combine_orders
 from annotation.models import Judgment, PrincipleVerdict
 from common.errors import DomainError
+from tests.judges.server import hashed_scores
 from tests.support import REPO, test_database_url, wait_for
 from training.judges import runner, selectors, services, templates
 from training.models import JudgeAnswer, JudgeJob
@@ -254,3 +255,27 @@ def test_snapshot_scope_is_its_frozen_judgment_set(pairs, server, project, annot
             snapshot=snapshot,
             task_ids=[pairs[4].pk],
         )
+
+
+def test_a_failed_chunk_keeps_its_answers_and_resume_asks_the_rest(
+    pairs, server, project, settings
+):
+    settings.JUDGE_BACKOFF_S = 0.001
+
+    def broken_for_the_last_pair(messages):
+        if "Question 5?" in messages[-1]["content"]:
+            raise RuntimeError("the server breaks on this one")  # the connection just closes
+        return hashed_scores(messages)
+
+    server.score = broken_for_the_last_pair
+    job = _launch(project, server, concurrency=1, max_retries=2)
+    runner.execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed" and "gave up after 2 retries" in job.error
+    assert JudgeAnswer.objects.filter(job=job).count() == QUESTIONS - 6  # all but the last pair
+    server.score = hashed_scores
+    asked = len(server.asked)
+    services.resume(job, enqueue=False)
+    runner.execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded" and len(server.asked) - asked == 6

@@ -177,8 +177,9 @@ class HttpJudge:
             await asyncio.sleep(min(delay, _MAX_BACKOFF_S))
             retries += 1
 
-    async def _ask_all(self, questions: Sequence[list[dict]]) -> list[Answer]:
-        answers: list[Answer | None] = [None] * len(questions)
+    async def _ask_all(
+        self, questions: Sequence[list[dict]], answers: list[Answer | None]
+    ) -> list[Answer]:
         todo = iter(range(len(questions)))
 
         async def worker() -> None:
@@ -194,9 +195,14 @@ class HttpJudge:
                 w.cancel()
         return answers  # type: ignore[return-value]
 
-    def ask(self, questions: Sequence[list[dict]]) -> list[Answer]:
-        """Answers in the order of ``questions`` (at most ``concurrency`` in flight)."""
-        return asyncio.run(self._ask_all(questions))
+    def ask(
+        self, questions: Sequence[list[dict]], into: list[Answer | None] | None = None
+    ) -> list[Answer]:
+        """Answers in the order of ``questions`` (at most ``concurrency`` in flight). ``into``
+        (``[None] * len(questions)``) receives each answer as it comes, so that a caller can
+        keep what was answered before a failure."""
+        into = [None] * len(questions) if into is None else into
+        return asyncio.run(self._ask_all(questions, into))
 
     def probe(self, messages: list[dict]) -> Answer:
         """One question first: an unreachable URL, or any refusal but 429 / 5xx (retried),
@@ -263,7 +269,10 @@ class ModelJudge:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids[-self.limit :]
 
-    def ask(self, questions: Sequence[list[dict]]) -> list[Answer]:
+    def ask(
+        self, questions: Sequence[list[dict]], into: list[Answer | None] | None = None
+    ) -> list[Answer]:
+        """Answers in the order of ``questions``, batch by batch (``into`` as for HttpJudge)."""
         import torch
 
         encoded = [self.encode(m) for m in questions]
@@ -288,11 +297,12 @@ class ModelJudge:
                 probs = torch.softmax(logits, dim=-1)[:, self.option_ids].cpu().tolist()
                 for row, seq in zip(probs, batch, strict=True):
                     best = max(range(len(row)), key=row.__getitem__)
-                    out.append(
-                        Answer(
-                            probs=dict(zip(self.options, row, strict=True)),
-                            answer=self.options[best],
-                            prompt_tokens=len(seq),
-                        )
+                    answer = Answer(
+                        probs=dict(zip(self.options, row, strict=True)),
+                        answer=self.options[best],
+                        prompt_tokens=len(seq),
                     )
+                    if into is not None:
+                        into[len(out)] = answer
+                    out.append(answer)
         return out

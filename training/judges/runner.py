@@ -157,7 +157,13 @@ def run(job: JudgeJob) -> None:
                     status=Status.CANCELLED, finished_at=timezone.now()
                 )
                 return
-            _store(job, chunk, backend.ask(render(chunk)))
+            answers: list[Answer | None] = [None] * len(chunk)
+            try:
+                backend.ask(render(chunk), into=answers)
+            finally:  # keep what was answered, even when the chunk fails
+                kept = [i for i, answer in enumerate(answers) if answer is not None]
+                if kept:
+                    _store(job, [chunk[i] for i in kept], [answers[i] for i in kept])
     services.record_verdicts(job, pairs)
     JudgeJob.objects.filter(pk=job.pk).update(status=Status.SUCCEEDED, finished_at=timezone.now())
 
