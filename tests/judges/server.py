@@ -55,6 +55,8 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         if self.path != "/v1/chat/completions":
             return self._reply(404, {"error": {"message": f"no route {self.path}"}})
+        if srv.api_key and self.headers.get("Authorization") != f"Bearer {srv.api_key}":
+            return self._reply(401, {"error": {"message": "Incorrect API key provided."}})
         if request.get("model") != srv.model:
             message = f"The model `{request.get('model')}` does not exist."
             return self._reply(404, {"error": {"message": message, "type": "NotFoundError"}})
@@ -114,6 +116,7 @@ class JudgeServer(ThreadingHTTPServer):
         self.refused = 0
         self.delay_s = 0.0
         self.logprobs = True
+        self.api_key = ""  # when set, requests need "Authorization: Bearer <key>"
         self.asked: list[str] = []
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)

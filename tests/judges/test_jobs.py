@@ -1,6 +1,7 @@
 """Judge jobs against a real OpenAI-compatible server on loopback (tests/judges/server.py):
 verdicts for every pair × principle in both orders, resume after a kill, a 429 storm, the probe."""
 
+import json
 import math
 import os
 import subprocess
@@ -279,3 +280,25 @@ def test_a_failed_chunk_keeps_its_answers_and_resume_asks_the_rest(
     runner.execute(job.pk)
     job.refresh_from_db()
     assert job.status == "succeeded" and len(server.asked) - asked == 6
+
+
+def test_the_api_key_comes_from_the_named_variable_never_the_database(
+    pairs, server, project, monkeypatch
+):
+    server.api_key = "sk-test-123"
+    job = _launch(project, server, api_key_env="JUDGE_TEST_KEY")
+    runner.execute(job.pk)  # the variable is not set on this "worker"
+    job.refresh_from_db()
+    assert job.status == "failed" and "JUDGE_TEST_KEY is not set on this worker" in job.error
+    monkeypatch.setenv("JUDGE_TEST_KEY", "sk-wrong")
+    services.resume(job, enqueue=False)
+    runner.execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == "failed" and "HTTP 401: Incorrect API key" in job.error
+    assert "check the API key variable" in job.error
+    monkeypatch.setenv("JUDGE_TEST_KEY", "sk-test-123")
+    services.resume(job, enqueue=False)
+    runner.execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.config["api_key_env"] == "JUDGE_TEST_KEY"
+    assert "sk-test-123" not in json.dumps(list(JudgeJob.objects.values()), default=str)
