@@ -122,8 +122,9 @@ class JudgeServer(ThreadingHTTPServer):
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
 
     def handle_error(self, request, client_address) -> None:
-        """A client that went away (a killed job) is no error of the server's."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
+        """A client that went away (a killed job) or a scripted failure (``score`` raising
+        RuntimeError: the connection closes unanswered) is no error of the server's."""
+        if not isinstance(sys.exc_info()[1], ConnectionError | RuntimeError):
             super().handle_error(request, client_address)
 
     @property
