@@ -302,3 +302,13 @@ def test_the_api_key_comes_from_the_named_variable_never_the_database(
     job.refresh_from_db()
     assert job.status == "succeeded" and job.config["api_key_env"] == "JUDGE_TEST_KEY"
     assert "sk-test-123" not in json.dumps(list(JudgeJob.objects.values()), default=str)
+
+
+def test_requests_are_paced_to_the_configured_rate(pairs, server, project):
+    job = _launch(project, server, concurrency=8, max_requests_per_s=60)
+    started = time.perf_counter()
+    runner.execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == "succeeded"
+    # 1 probe, then 35 requests at most 60 per second whatever the concurrency
+    assert time.perf_counter() - started >= 34 / 60

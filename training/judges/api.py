@@ -75,7 +75,8 @@ class LaunchSerializer(serializers.Serializer):
         required=False,
         default=dict,
         help_text="http: base_url, model, api_key_env (a variable name), concurrency, "
-        "max_retries, top_logprobs, price_prompt_per_m, price_completion_per_m. "
+        "max_retries, top_logprobs, max_requests_per_s (0: unpaced), price_prompt_per_m, "
+        "price_completion_per_m (per million tokens). "
         "model: batch_size, queue.",
     )
     template = serializers.PrimaryKeyRelatedField(

@@ -6,7 +6,8 @@
   ``exp(logprob)`` over the top tokens that spell it (``" A"``, ``"N"`` for ``NA`` …), 0 when
   absent (the paper's reading). A server that returns no log-probabilities gives the parsed
   answer probability 1. Async (httpx) with a concurrency cap; 429 / 5xx / connection errors are
-  retried with exponential backoff (``Retry-After`` honoured); :meth:`HttpJudge.probe` sends
+  retried with exponential backoff (``Retry-After`` honoured), optionally paced to a number of
+  requests per second (a hosted API's rate limit); :meth:`HttpJudge.probe` sends
   one question first and turns a wrong URL, model or key into one clear message.
 * :class:`ModelJudge` — a registered causal LM on the worker (transformers): one forward pass
   per question, the next-token probabilities of the options' first tokens read directly.
@@ -110,6 +111,7 @@ class HttpJudge:
         backoff_s: float = 0.5,
         top_logprobs: int = 5,
         timeout_s: float = 60.0,
+        max_requests_per_s: float = 0.0,
     ):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
@@ -119,6 +121,8 @@ class HttpJudge:
         self.backoff_s = backoff_s
         self.top_logprobs = top_logprobs
         self.timeout_s = timeout_s
+        self.interval_s = 1.0 / max_requests_per_s if max_requests_per_s > 0 else 0.0
+        self._next_at = 0.0  # when the paced next request may leave (event-loop time)
         self.headers = {"Content-Type": "application/json"}
         self.ssl = httpx.create_ssl_context()  # once: loading the CA bundle costs ~40 ms
         if api_key_env:
@@ -151,6 +155,7 @@ class HttpJudge:
     async def _ask(self, client: httpx.AsyncClient, messages: list[dict], probe=False) -> Answer:
         retries = 0
         while True:
+            await self._pace()
             try:
                 response = await client.post(self.url, json=self._payload(messages))
             except httpx.TransportError as exc:
@@ -177,6 +182,16 @@ class HttpJudge:
             await asyncio.sleep(min(delay, _MAX_BACKOFF_S))
             retries += 1
 
+    async def _pace(self) -> None:
+        """At most ``max_requests_per_s`` requests leave per second (retries included)."""
+        if not self.interval_s:
+            return
+        now = asyncio.get_running_loop().time()
+        at = max(now, self._next_at)
+        self._next_at = at + self.interval_s
+        if at > now:
+            await asyncio.sleep(at - now)
+
     async def _ask_all(
         self, questions: Sequence[list[dict]], answers: list[Answer | None]
     ) -> list[Answer]:
@@ -202,6 +217,7 @@ class HttpJudge:
         (``[None] * len(questions)``) receives each answer as it comes, so that a caller can
         keep what was answered before a failure."""
         into = [None] * len(questions) if into is None else into
+        self._next_at = 0.0  # a new event loop, a new clock
         return asyncio.run(self._ask_all(questions, into))
 
     def probe(self, messages: list[dict]) -> Answer:

@@ -93,6 +93,7 @@ def open_backend(job: JudgeJob):
             concurrency=c["concurrency"],
             max_retries=c["max_retries"],
             top_logprobs=c["top_logprobs"],
+            max_requests_per_s=c.get("max_requests_per_s", 0.0),
             backoff_s=settings.JUDGE_BACKOFF_S,
         )
     return ModelJudge(job.model_version.artifact_uri, options, batch_size=c["batch_size"])

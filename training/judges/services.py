@@ -51,6 +51,7 @@ HTTP_DEFAULTS = {
     "concurrency": 8,
     "max_retries": 6,
     "top_logprobs": 5,
+    "max_requests_per_s": 0.0,
     "price_prompt_per_m": 0.0,
     "price_completion_per_m": 0.0,
 }
@@ -93,6 +94,7 @@ def clean_config(backend: str, config: dict, model_version: ModelVersion | None)
         out["concurrency"] = _number(out, "concurrency", int, 1, settings.JUDGE_MAX_CONCURRENCY)
         out["max_retries"] = _number(out, "max_retries", int, 0, 20)
         out["top_logprobs"] = _number(out, "top_logprobs", int, 1, 20)
+        out["max_requests_per_s"] = _number(out, "max_requests_per_s", float, 0, 100_000)
         for key in ("price_prompt_per_m", "price_completion_per_m"):
             out[key] = _number(out, key, float, 0, 1e6)
         return out
