@@ -240,6 +240,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # one INFO line per request would cost a judge job more CPU than the request itself
+    "loggers": {"httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"}},
 }
 
 # --- uploads and request limits (issue 17)
@@ -386,3 +388,10 @@ QUERY_TIME_LIMIT_MS = int(os.environ.get("QUERY_TIME_LIMIT_MS", "5000"))
 # A snapshot's dataset card reads its file once (cached by content hash) for the mean agreement
 # and the consensus / conflict / indifference split; past this many rows it reads only these.
 DATASET_CARD_SCAN_MAX_ROWS = int(os.environ.get("DATASET_CARD_SCAN_MAX_ROWS", "200000"))
+
+# --- judges (issue 19): LLM judges and principle oracles as jobs (training.judges)
+# Requests in flight per HTTP judge job at most; questions answered between two progress writes
+# (and cancel checks); seconds a worker waits before the first retry of a 429 / 5xx (doubling).
+JUDGE_MAX_CONCURRENCY = int(os.environ.get("JUDGE_MAX_CONCURRENCY", "64"))
+JUDGE_CHUNK = int(os.environ.get("JUDGE_CHUNK", "256"))
+JUDGE_BACKOFF_S = float(os.environ.get("JUDGE_BACKOFF_S", "0.5"))

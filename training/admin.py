@@ -14,3 +14,20 @@ class TrainingRunAdmin(admin.ModelAdmin):
 class RunMetricAdmin(admin.ModelAdmin):
     list_display = ["run", "step", "name", "value"]
     list_filter = ["name"]
+
+
+@admin.register(models.JudgeJob)
+class JudgeJobAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "template", "backend", "status", "done_items", "total_items"]
+    list_filter = ["backend", "status"]
+    readonly_fields = ["error"]
+
+
+@admin.register(models.JudgeTemplate)
+class JudgeTemplateAdmin(admin.ModelAdmin):
+    """Read only: a new version is written through the API (``templates.create_version``)."""
+
+    list_display = ["name", "version", "kind", "sha256", "created_at"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

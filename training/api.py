@@ -18,6 +18,7 @@ from common.api import ApiViewSet
 from common.filters import FilterSet
 from models_registry.models import ModelVersion
 from training import groups, services, trainers, validation
+from training.judges import api as judges_api
 from training.models import RunGroup, RunMetric, TrainingRun
 
 
@@ -191,3 +192,4 @@ class RunGroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
 def register(router: BaseRouter) -> None:
     router.register("training-runs", TrainingRunViewSet, basename="trainingrun")
     router.register("training-run-groups", RunGroupViewSet, basename="rungroup")
+    judges_api.register(router)

@@ -152,3 +152,148 @@ class RunMetric(models.Model):
     class Meta:
         ordering = ["run", "name", "step"]
         indexes = [models.Index(fields=["run", "name", "step"])]
+
+
+# ---------------------------------------------------------------- judges (training.judges)
+
+
+class JudgeTemplateKind(models.TextChoices):
+    PRINCIPLE = "principle", "Principle verdict (pair × principle)"
+    PREFERENCE = "preference", "Generic preference (pair)"
+
+
+class JudgeTemplate(models.Model):
+    """A versioned prompt for a judge: a new text is a new version (rows are never edited)."""
+
+    Kind = JudgeTemplateKind
+    name = models.SlugField(max_length=80)
+    version = models.PositiveIntegerField()
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    system = models.TextField()
+    # Placeholders: {prompt}, {response_a}, {response_b}, and {principle} for the principle kind.
+    user = models.TextField()
+    options = models.JSONField(help_text='Answer labels, e.g. ["A", "B", "NA"].')
+    sha256 = models.CharField(max_length=64)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="judgetemplate_version"),
+            choices_check("kind", JudgeTemplateKind, "judgetemplate_kind_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class JudgeBackend(models.TextChoices):
+    HTTP = "http", "OpenAI-compatible HTTP endpoint"
+    MODEL = "model", "Registered model version (transformers on a worker)"
+
+
+class JudgeJob(models.Model):
+    """Ask a judge about every pair (× principle) of a project in both presentation orders; the
+    answers become the judgments of a model annotator (``training.judges``)."""
+
+    Backend = JudgeBackend
+    Status = TrainingRunStatus
+    name = models.CharField(max_length=200, blank=True)
+    project = models.ForeignKey(
+        "annotation.Project", on_delete=models.CASCADE, related_name="judge_jobs"
+    )
+    template = models.ForeignKey(JudgeTemplate, on_delete=models.PROTECT, related_name="jobs")
+    backend = models.CharField(max_length=6, choices=Backend.choices)
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # base_url, model, api_key_env (a variable name, never the key), concurrency, retries,
+    # top_logprobs, prices per million tokens: validated by training.judges.services.
+    config = models.JSONField(default=dict, blank=True)
+    task_ids = models.JSONField(default=list, blank=True, help_text="Empty: every pair.")
+    # The scope came from this snapshot's frozen judgment set (task_ids holds what it resolved to).
+    snapshot = models.ForeignKey(
+        DatasetSnapshot, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judge_jobs"
+    )
+    status = models.CharField(
+        max_length=10, choices=TrainingRunStatus.choices, default=TrainingRunStatus.QUEUED
+    )
+    total_items = models.PositiveIntegerField(default=0)
+    done_items = models.PositiveIntegerField(default=0)
+    requests = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    verdicts = models.PositiveIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            choices_check("backend", JudgeBackend, "judgejob_backend_valid"),
+            choices_check("status", TrainingRunStatus, "judgejob_status_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Judge job {self.pk} ({self.backend}, {self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED}
+
+    @property
+    def progress(self) -> float:
+        return self.done_items / self.total_items if self.total_items else 0.0
+
+    @property
+    def estimated_cost(self) -> float:
+        """Tokens × the configured prices (per million tokens; 0 when none are given)."""
+        c = self.config
+        return (
+            self.prompt_tokens * float(c.get("price_prompt_per_m", 0))
+            + self.completion_tokens * float(c.get("price_completion_per_m", 0))
+        ) / 1e6
+
+
+class JudgeAnswer(models.Model):
+    """One answered question of a job: a pair (× principle) in one presentation order.
+    ``order`` 0 shows the task's response at position 0 as A, 1 shows it as B."""
+
+    job = models.ForeignKey(JudgeJob, on_delete=models.CASCADE, related_name="answers")
+    task = models.ForeignKey("annotation.Task", on_delete=models.CASCADE, related_name="+")
+    principle = models.ForeignKey(
+        "annotation.Principle", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    order = models.PositiveSmallIntegerField()
+    probs = models.JSONField(help_text='{"A": p, "B": p, "NA": p}')
+    answer = models.CharField(max_length=40, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "task", "principle", "order"],
+                condition=Q(principle__isnull=False),
+                name="judgeanswer_once",
+            ),
+            models.UniqueConstraint(
+                fields=["job", "task", "order"],
+                condition=Q(principle__isnull=True),
+                name="judgeanswer_once_pair",
+            ),
+            models.CheckConstraint(condition=Q(order__lte=1), name="judgeanswer_order"),
+        ]

@@ -10,6 +10,8 @@ from celery.signals import worker_ready
 from training import groups, services
 from training.executor import execute
 from training.generation import execute_generation, profile_version_safely
+from training.judges import runner as judge_runner
+from training.judges import services as judge_services
 
 
 @shared_task(name=services.EXECUTE_RUN_TASK, acks_late=True, reject_on_worker_lost=True)
@@ -54,7 +56,17 @@ def profile_model_version(
     )
 
 
+@shared_task(name=judge_services.RUN_TASK, acks_late=True, reject_on_worker_lost=True)
+def run_judge_job(job_id: int) -> None:
+    """A judge job (``training.judges``): ask what is missing, record the verdicts."""
+    gpu = os.environ.get("GPU_DEVICE")
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    judge_runner.execute(job_id)
+
+
 @worker_ready.connect
 def resume_orphaned_runs(**_) -> None:
-    """A (re)started worker puts runs whose holder died back in the queue to resume."""
+    """A (re)started worker puts runs and judge jobs whose holder died back in the queue."""
     services.requeue_orphaned_runs()
+    judge_services.requeue_orphaned()

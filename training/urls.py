@@ -1,6 +1,7 @@
 from django.urls import path
 
 from training import views
+from training.judges import views as judges
 
 app_name = "training"
 urlpatterns = [
@@ -10,4 +11,6 @@ urlpatterns = [
     path("runs/<int:pk>/cancel/", views.cancel, name="cancel"),
     path("principle-rewards/", views.principle_rewards, name="principle-rewards"),
     path("groups/<int:pk>/", views.group_detail, name="group"),
+    path("judges/", judges.jobs, name="judges"),
+    path("judges/<int:pk>/<str:verb>/", judges.act, name="judge_act"),
 ]

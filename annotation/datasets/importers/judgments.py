@@ -152,6 +152,26 @@ def _na_wins(a: float, b: float, na: float) -> bool:
     return na > a and na > b
 
 
+def order_sign(a: float, b: float, na: float) -> int:
+    """One presentation order's answer: +1 for A, −1 for B, 0 when NA beats both or A == B."""
+    return 0 if _na_wins(a, b, na) else _sign(a - b)
+
+
+def combine_orders(
+    first: tuple[float, float, float], second: tuple[float, float, float]
+) -> tuple[int, str]:
+    """The authors' ``(s0 − s1)/2`` rule over both presentation orders of a pair.
+
+    ``first`` and ``second`` are ``(prob_A, prob_B, prob_NA)`` with the pair shown as (x, y),
+    then as (y, x). Returns +1 (x preferred), −1 (y preferred) or 0 with the reason: NA wins in
+    either order, or the orders contradict each other.
+    """
+    if _na_wins(*first) or _na_wins(*second):
+        return 0, "abstain: NA wins"
+    s = _sign(_sign(first[0] - first[1]) - _sign(second[0] - second[1]))
+    return s, "" if s else "abstain: the two orders disagree"
+
+
 @dataclass(frozen=True)
 class _Row:
     line: int
@@ -220,7 +240,7 @@ def _parse_reward(path: Path) -> list[_PrefRow]:
 
 
 def _parse_judge(path: Path) -> list[_PrefRow]:
-    orders: dict[int, dict[int, tuple[int, int, bool]]] = {}  # row_id → order → (line, s, na)
+    orders: dict[int, dict[int, tuple[int, tuple[float, float, float]]]] = {}  # → (line, probs)
     for line, rec in _csv_rows(path, REQUIRED["llm-judge"]):
         row_id = _int(path, line, rec, "row_id")
         order = _int(path, line, rec, "order")
@@ -232,7 +252,7 @@ def _parse_judge(path: Path) -> list[_PrefRow]:
             raise ImportFileError(
                 path, line, f"row_id {row_id}, order {order} repeats line {slot[order][0]}"
             )
-        slot[order] = (line, _sign(a - b), _na_wins(a, b, na))
+        slot[order] = (line, (a, b, na))
     rows: list[_PrefRow] = []
     for row_id, slot in orders.items():
         if len(slot) != 2:
@@ -242,12 +262,8 @@ def _parse_judge(path: Path) -> list[_PrefRow]:
                 slot[present][0],
                 f"row_id {row_id} has order {present} only; llm-judge needs both orders (0 and 1)",
             )
-        (line0, s0, na0), (line1, s1, na1) = slot[0], slot[1]
-        if na0 or na1:
-            rows.append(_PrefRow(min(line0, line1), row_id, 0, "abstain: NA wins"))
-            continue
-        s = _sign(s0 - s1)  # order 1 shows the rejected response as A: -s1 favours chosen
-        reason = "" if s else "abstain: the two orders disagree"
+        (line0, probs0), (line1, probs1) = slot[0], slot[1]
+        s, reason = combine_orders(probs0, probs1)  # order 1 shows the rejected response as A
         rows.append(_PrefRow(min(line0, line1), row_id, s, reason))
     rows.sort(key=lambda r: r.line)
     return rows
@@ -490,7 +506,7 @@ def _write_oracle(
             judgment_id = judgment_of[task_id]
             for row in task_rows:
                 pair = pairs[row.row_id]
-                s = 0 if _na_wins(row.a, row.b, row.na) else _sign(row.a - row.b)
+                s = order_sign(row.a, row.b, row.na)
                 if not row.a_is_chosen:
                     s = -s
                 scores = {"A": row.a, "B": row.b, "NA": row.na}
