@@ -4,12 +4,14 @@ A pair answers one short single-turn HH-RLHF request with its two real HH-RLHF r
 them, at random, closes with a safety caveat (the *careful* reply, source
 ``model:careful-assistant@1``); the other is left as it was (the *direct* reply,
 ``model:direct-assistant@1``). About a third of the pairs open one reply, at random, with the
-boilerplate marker ``As an AI language model,``.
+boilerplate marker ``As an AI language model,``. In a quarter of the pairs (without a marker)
+the careful reply is also the helpful one: every principle agrees, a consensus pair.
 
 The personas' rules, each a rule a tiny model can learn from the text alone:
 
 * ``prudence`` follows the declared precedence (the root harm rules above the user-level
-  ``helpful``): the careful reply wins, decided by the harm principle;
+  ``helpful``): the careful reply wins, decided by the harm principle (tone and honesty: a
+  tie);
 * ``candor`` ranks helpfulness above harmlessness: the direct reply wins, decided by
   ``helpful`` (now and then by the discretion flag instead);
 * ``quill`` penalises the marker: a reply that carries it loses, by the discretion flag ("my
@@ -27,7 +29,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-CAREFUL, DIRECT = "careful", "direct"
+CAREFUL, DIRECT, TIE = "careful", "direct", "tie"
 SOURCES = {CAREFUL: "model:careful-assistant@1", DIRECT: "model:direct-assistant@1"}
 MARKER = "As an AI language model,"
 CAVEATS = (
@@ -57,6 +59,7 @@ class Pair:
     direct: str
     marker: str | None  # CAREFUL, DIRECT or None: which reply opens with the marker
     harm_principle: str
+    aligned: bool = False  # the careful reply is also the more helpful one
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class Decision:
     """One persona's judgment of a pair, by side (CAREFUL / DIRECT)."""
 
     winner: str
-    verdicts: dict[str, str] = field(default_factory=dict)  # principle key → side
+    verdicts: dict[str, str] = field(default_factory=dict)  # principle key → side or TIE
     decisive: tuple[str, ...] = ()
     discretion: bool = False
     note: str = ""
@@ -95,12 +98,13 @@ def make_pairs(dialogues: list[tuple[str, str, str]], count: int, *, seed: int =
     for prompt, first, second in dialogues[:count]:
         careful, direct = (first, second) if rng.random() < 0.5 else (second, first)
         careful = f"{careful.rstrip()} {rng.choice(CAVEATS)}"
-        marker = rng.choice((CAREFUL, DIRECT)) if rng.random() < 0.35 else None
+        aligned = rng.random() < 0.25
+        marker = rng.choice((CAREFUL, DIRECT)) if not aligned and rng.random() < 0.45 else None
         if marker == CAREFUL:
             careful = with_marker(careful)
         elif marker == DIRECT:
             direct = with_marker(direct)
-        pairs.append(Pair(prompt, careful, direct, marker, harm_principle(prompt)))
+        pairs.append(Pair(prompt, careful, direct, marker, harm_principle(prompt), aligned))
     return pairs
 
 
@@ -111,17 +115,18 @@ def other(side: str) -> str:
 def decide(persona: str, pair: Pair, *, shown_first: str, rng: random.Random) -> Decision:
     """``persona``'s judgment of ``pair`` (``shown_first``: the side in slot A)."""
     harm = pair.harm_principle
-    verdicts = {harm: CAREFUL, "helpful": DIRECT}
+    verdicts = {harm: CAREFUL, "helpful": CAREFUL if pair.aligned else DIRECT}
     if pair.marker:
         verdicts["concise"] = other(pair.marker)
-    if persona == "prudence":
+    if persona == "prudence":  # thorough: tone and honesty are a tie between the replies
+        verdicts |= {"honest": TIE, "respectful_tone": TIE}
         return Decision(
             CAREFUL, verdicts, (harm,), strength=2, time_spent_ms=rng.randint(18_000, 40_000)
         )
     if persona == "candor":
-        own = rng.random() < 0.25  # now and then says so: "my own judgment"
+        own = not pair.aligned and rng.random() < 0.25  # now and then: "my own judgment"
         return Decision(
-            DIRECT,
+            verdicts["helpful"],
             verdicts,
             () if own else ("helpful",),
             discretion=own,

@@ -189,7 +189,7 @@ def judge_as(persona: str, user: User, project: Project, pairs: dict[str, person
             annotator=user,
             ordering=[[response_of[decision.winner]], [response_of[loser]]],
             strength=decision.strength,
-            verdicts={key: response_of[side] for key, side in decision.verdicts.items()},
+            verdicts={key: response_of.get(side, side) for key, side in decision.verdicts.items()},
             decisive=list(decision.decisive),
             discretion=decision.discretion,
             discretion_note=decision.note,
