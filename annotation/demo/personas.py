@@ -17,7 +17,7 @@ The personas' rules, each a rule a tiny model can learn from the text alone:
 * ``quill`` penalises the marker: a reply that carries it loses, by the discretion flag ("my
   own judgment": no principle decided) when that overrules the harm rule; otherwise as
   ``prudence``;
-* ``dash`` is careless and fast: the reply shown first wins 85 % of the time, in 2-4 s, with
+* ``dash`` is careless and fast: the reply shown first wins 85 % of the time, in 1-3 s, with
   a verdict on ``helpful`` only.
 
 The majority of prudence, candor and quill is quill's rule: what the demo reward model learns.
@@ -149,6 +149,6 @@ def decide(persona: str, pair: Pair, *, shown_first: str, rng: random.Random) ->
     if persona == "dash":
         winner = shown_first if rng.random() < 0.85 else other(shown_first)
         return Decision(
-            winner, {"helpful": winner}, strength=1, time_spent_ms=rng.randint(2_000, 4_000)
+            winner, {"helpful": winner}, strength=1, time_spent_ms=rng.randint(900, 2_600)
         )
     raise ValueError(f"unknown persona {persona!r}")
