@@ -16,6 +16,7 @@ from django.db import transaction
 from annotation.demo.seed import PERSONA_PROJECT, PERSONA_SNAPSHOT
 from annotation.models import DatasetSnapshot
 from common import background
+from common.errors import DomainError
 from training import services
 from training.models import TrainingRun
 
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 Status = TrainingRun.Status
 
 REWARD_RUN, POLICY_RUN = "demo-personas-reward", "demo-personas-dpo"
+LIVE = (Status.QUEUED, Status.RUNNING, Status.SUCCEEDED)  # a failed demo run may be launched again
 #: ``training.tasks.launch_demo_policy``, sent by name (the task module is the layer above)
 FOLLOW_UP_TASK = "training.launch_demo_policy"
 REWARD_CONFIG = {
@@ -56,12 +58,13 @@ def demo_snapshot() -> DatasetSnapshot | None:
 
 @transaction.atomic
 def queue_demo_training() -> list[str]:
-    """Launch the demo reward run and queue the policy's follow-up, unless a demo reward run
-    exists already (then nothing is queued). Returns what was queued."""
+    """Launch the demo reward run and queue the policy's follow-up, unless a demo reward run is
+    queued, running or succeeded already (then nothing is queued). Returns what was queued;
+    ``DomainError`` without the seeded snapshot."""
     snapshot = demo_snapshot()
     if snapshot is None:
-        return [f"no ready {PERSONA_SNAPSHOT!r} snapshot: run seed_demo first"]
-    if TrainingRun.objects.filter(name=REWARD_RUN, snapshot=snapshot).exists():
+        raise DomainError(f"no ready {PERSONA_SNAPSHOT!r} snapshot: run seed_demo first")
+    if TrainingRun.objects.filter(name=REWARD_RUN, snapshot=snapshot, status__in=LIVE).exists():
         return []
     run = services.launch_run(
         kind="reward", config=REWARD_CONFIG, snapshot=snapshot, name=REWARD_RUN
@@ -82,7 +85,7 @@ def launch_policy_after(reward_run_id: int) -> str:
     if run.status != Status.SUCCEEDED or run.output_model_version is None:
         log.warning("demo reward run %s ended %s: no demo policy", run.pk, run.status)
         return "abandoned"
-    if TrainingRun.objects.filter(name=POLICY_RUN, snapshot=run.snapshot).exists():
+    if TrainingRun.objects.filter(name=POLICY_RUN, snapshot=run.snapshot, status__in=LIVE).exists():
         return "done"
     services.launch_run(
         kind="dpo",

@@ -1,5 +1,6 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from common.errors import DomainError
 from training import demo
 
 
@@ -10,5 +11,9 @@ class Command(BaseCommand):
     )
 
     def handle(self, **_):
-        for line in demo.queue_demo_training() or ["demo training already queued"]:
+        try:
+            lines = demo.queue_demo_training()
+        except DomainError as exc:  # e.g. the broker refused the job (the run is marked failed)
+            raise CommandError(str(exc)) from exc
+        for line in lines or ["demo training already queued"]:
             self.stdout.write(line)
