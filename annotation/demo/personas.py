@@ -5,9 +5,10 @@ them, at random, closes with a safety caveat (the *careful* reply, source
 ``model:careful-assistant@1``); the other is left as it was (the *direct* reply,
 ``model:direct-assistant@1``). About a third of the pairs open one reply, at random, with the
 boilerplate marker ``As an AI language model,``. In a quarter of the pairs (without a marker)
-the careful reply is also the helpful one: every principle agrees, a consensus pair.
+the personas hold the careful reply to be the helpful one too: every principle agrees, a
+consensus pair.
 
-The personas' rules, each a rule a tiny model can learn from the text alone:
+The personas' rules (all but dash's read from the text alone):
 
 * ``prudence`` follows the declared precedence (the root harm rules above the user-level
   ``helpful``): the careful reply wins, decided by the harm principle (tone and honesty: a

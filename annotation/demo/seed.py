@@ -19,7 +19,14 @@ from annotation.datasets.importers.hh_rlhf import import_hh_rlhf, split_transcri
 from annotation.datasets.importers.preferences import import_preferences
 from annotation.datasets.snapshots import create_snapshot
 from annotation.demo import personas
-from annotation.models import AnnotatorProfile, DatasetSnapshot, PrincipleSet, Project, TaskResponse
+from annotation.models import (
+    AnnotatorProfile,
+    DatasetSnapshot,
+    PrincipleSet,
+    Project,
+    Task,
+    TaskResponse,
+)
 from annotation.principles.importers import import_principles
 from annotation.projects import services as project_services
 from annotation.quality import reports
@@ -167,7 +174,10 @@ def _specs(pairs: list[personas.Pair], start: int) -> list[PromptSpec]:
 def judge_as(persona: str, user: User, project: Project, pairs: dict[str, personas.Pair]) -> int:
     """``user`` works through every task of ``project`` open to them with ``persona``'s rules;
     returns the number of judgments."""
-    rng = random.Random(f"{persona}-{project.pk}")
+    rng = random.Random(persona)
+    external_id = dict(
+        Task.objects.filter(project=project).values_list("id", "prompt__external_id")
+    )
     side_of = {
         response_id: personas.CAREFUL
         if source == personas.SOURCES[personas.CAREFUL]
@@ -178,7 +188,7 @@ def judge_as(persona: str, user: User, project: Project, pairs: dict[str, person
     }
     done = 0
     while (assignment := leasing.next_task(annotator=user, project=project)) is not None:
-        pair = pairs[assignment.task.prompt.external_id]
+        pair = pairs[external_id[assignment.task_id]]
         response_of = {side_of[rid]: rid for rid in assignment.display_order}
         decision = personas.decide(
             persona, pair, shown_first=side_of[assignment.display_order[0]], rng=rng
