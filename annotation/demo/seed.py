@@ -32,6 +32,7 @@ from annotation.projects import services as project_services
 from annotation.quality import reports
 from annotation.specs import PromptSpec, ResponseSpec
 from annotation.workspace import judging, leasing
+from common.errors import DomainError
 
 DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data"
 HH_FILE = DEMO_DATA / "hh-rlhf-harmless-base-test.jsonl.gz"
@@ -211,9 +212,12 @@ def judge_as(persona: str, user: User, project: Project, pairs: dict[str, person
 
 
 def ensure_persona_project(principle_set: PrincipleSet, users: dict, count: int = 300) -> list[str]:
-    """``hh-personas``: ``count`` pairs judged by every persona. The first pairs are judged,
-    then frozen in the ``personas-majority`` snapshot (majority of the consistent personas),
-    then the rest are judged: held out for the trained models' discretion profiles."""
+    """``hh-personas``: ``count`` pairs (at most one per short single-turn HH-RLHF dialogue,
+    322) judged by every persona. The first pairs are judged, then frozen in the
+    ``personas-majority`` snapshot (majority of the consistent personas), then the rest are
+    judged: held out for the trained models' discretion profiles."""
+    if count < 2:
+        raise DomainError("the personas need at least 2 pairs (one judged, one held out)")
     if Project.objects.filter(slug=PERSONA_PROJECT).exists():
         return []
     team = [users[name] for name in personas.PERSONAS]
