@@ -110,6 +110,11 @@ def _model_section(profile: dict) -> list[str]:
         f"over {profile.get('da_n', 0)} consensus comparisons",
         f"- Revealed principle priority: {_priority(profile)}",
         f"- DD vs declared precedence: {_cell(profile.get('dd_declared'))}",
+        *(
+            [f"- DD vs the precedence it was trained to: {_cell(profile.get('dd_target'))}"]
+            if "dd_target" in profile
+            else []
+        ),
         f"- DD vs the human majority: {_cell(profile.get('dd_humans'))}",
         f"- Agreement with the human majority: {_cell(profile.get('agreement_with_humans'))}",
         "",
@@ -120,10 +125,45 @@ def _model_section(profile: dict) -> list[str]:
         ["winner", "loser", "PS", "N"],
         [[r["winner"], r["loser"], r["ps"], r["n"]] for r in profile.get("supremacy") or []],
     )
+    if profile.get("follows_target"):
+        out += ["Does the model put each principle where it was trained to?", ""]
+        out += _table(
+            ["higher (target)", "lower (target)", "PS(higher, lower)", "N", "follows"],
+            [
+                [r["higher"], r["lower"], r["ps"], r["n"], r["follows"]]
+                for r in profile["follows_target"]
+            ],
+        )
     dd = {**(profile.get("dd_annotators") or {}), **(profile.get("dd_models") or {})}
     out += ["DD against each annotator of the probe:", ""]
     out += _table(["annotator", "DD"], [[k, v] for k, v in dd.items()])
     return out
+
+
+def _precedence_section(precedence: dict) -> list[str]:
+    """A policy trained to a precedence of principles: the ranking, its origin, the weights
+    that mixed the principle reward models, and which model stood for each principle."""
+    if not precedence:
+        return []
+    origin = precedence.get("origin") or {}
+    source = {
+        "declared": f"the declared precedence of {origin.get('principle_set', '–')}",
+        "explicit": "explicit weights",
+        "revealed": "the revealed priorities of "
+        + ", ".join(origin.get("annotators") or [])
+        + f" on {origin.get('project', '–')}",
+    }.get(origin.get("kind"), "–")
+    out = [
+        "## Trained to a precedence of principles",
+        "",
+        f"Ranking {_cell(precedence.get('ranking'))}, from {source}.",
+        "",
+    ]
+    models = precedence.get("reward_model_labels") or {}
+    return out + _table(
+        ["principle", "weight", "reward model"],
+        [[k, w, models.get(k)] for k, w in (precedence.get("weights") or {}).items()],
+    )
 
 
 def render_model_card(version: ModelVersion) -> str:
@@ -228,6 +268,7 @@ def render_model_card(version: ModelVersion) -> str:
             for k, v in record["annotators"].items()
         ],
     )
+    lines += _precedence_section(version.precedence)
     lines += _data_section(record["data_discretion_profile"] or {})
     lines += _model_section(record["model_discretion_profile"] or {})
     metrics = _flatten(record["eval_metrics"] or {})

@@ -65,6 +65,9 @@ class ModelVersion(models.Model):
     annotator_contributions = models.JSONField(default=dict, blank=True)
     data_discretion_profile = models.JSONField(default=dict, blank=True)
     model_discretion_profile = models.JSONField(default=dict, blank=True)
+    # The precedence of principles a policy was trained to (its run's ``precedence``): the
+    # profile measures the model against it (``dd_target``).
+    precedence = models.JSONField(default=dict, blank=True)
     eval_metrics = models.JSONField(default=dict, blank=True)
     model_card = models.TextField(blank=True)
     # The user that represents this model when it acts as an annotator (kind=model).

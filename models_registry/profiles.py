@@ -51,6 +51,7 @@ from annotation.projects import services as project_services
 from annotation.quality import inputs as quality_inputs
 from annotation.quality.metrics import discretion as disc
 from common import events
+from common.errors import DomainError
 from models_registry.models import ModelVersion
 
 User = get_user_model()
@@ -564,6 +565,7 @@ def model_profile(*, version: ModelVersion, probe: Probe, method: str) -> dict[s
             "weights": mine["weights"],
             "supremacy": mine["supremacy"],
             "dd_declared": mine["dd_declared"],
+            **against_target(version.precedence, mine),
             "dd_humans": dd.get(HUMANS),
             "dd_annotators": {
                 other: value
@@ -584,6 +586,56 @@ def model_profile(*, version: ModelVersion, probe: Probe, method: str) -> dict[s
             "computed_at": timezone.now().isoformat(),
         }
     )
+
+
+def against_target(precedence: dict, mine: dict[str, Any]) -> dict[str, Any]:
+    """How a policy trained to a precedence follows it: DD between its revealed priorities and
+    the target ranking (``dd_target``), and for each pair of principles in different target
+    tiers whether the model's supremacy PS(higher, lower) exceeds 0.5 (``follows_target``;
+    None where the probe had no conflict between them). Empty for a model with no target."""
+    ranking = precedence.get("ranking") if precedence else None
+    if not ranking:
+        return {}
+    target = {key: float(len(ranking) - tier) for tier, keys in enumerate(ranking) for key in keys}
+    supremacy = {(row["winner"], row["loser"]): row for row in mine["supremacy"] or []}
+    follows = []
+    for tier, higher_keys in enumerate(ranking):
+        for lower_keys in ranking[tier + 1 :]:
+            for higher in higher_keys:
+                for lower in lower_keys:
+                    row = supremacy.get((higher, lower))
+                    ps = row["ps"] if row and row.get("n") else None
+                    follows.append(
+                        {
+                            "higher": higher,
+                            "lower": lower,
+                            "ps": ps,
+                            "n": row.get("n", 0) if row else 0,
+                            "follows": None if ps is None else ps > 0.5,
+                        }
+                    )
+    return {
+        "target": {"ranking": ranking, "origin": precedence.get("origin", {})},
+        "dd_target": disc.discrepancy(mine["weights"], target),
+        "follows_target": follows,
+    }
+
+
+def revealed_priorities(project: Project, usernames: Sequence[str]) -> dict[str, Any]:
+    """The priorities the named annotators reveal together on ``project``: the Bradley–Terry
+    weights of their plurality preference on the project's comparisons (as the discretion page
+    fits them). Raises ``DomainError`` when one of them gave no principle verdict there."""
+    inputs = quality_inputs.discretion_inputs(project)
+    missing = [name for name in usernames if name not in inputs.annotators]
+    if missing or not usernames:
+        raise DomainError(
+            f"no principle verdicts on {project.slug} from: {', '.join(missing) or 'nobody'}"
+        )
+    pooled = _majority((inputs.annotators[name] for name in usernames), inputs.P.shape[0])
+    with threadpool_limits(limits=1):
+        report = disc.discretion_report(inputs.P, {"revealed": pooled}, inputs.keys)
+    revealed = report["annotators"]["revealed"]
+    return {"weights": revealed["weights"], "priority": revealed["priority"]}
 
 
 def save_model_profile(version: ModelVersion, profile: dict[str, Any]) -> None:

@@ -431,6 +431,21 @@ def compare(a: ModelVersion, b: ModelVersion) -> dict[str, Any]:
             a.model_discretion_profile or {}, b.model_discretion_profile or {}, pooled=False
         ),
         "annotators": [a.annotator_contributions or {}, b.annotator_contributions or {}],
+        "precedence": [_precedence_side(v) for v in (a, b)],
+    }
+
+
+def _precedence_side(version: ModelVersion) -> dict[str, Any] | None:
+    """What a policy trained to a precedence was trained to, and how far it follows it."""
+    if not version.precedence:
+        return None
+    profile = version.model_discretion_profile or {}
+    return {
+        "ranking": version.precedence.get("ranking"),
+        "weights": version.precedence.get("weights") or {},
+        "origin": version.precedence.get("origin") or {},
+        "dd_target": profile.get("dd_target"),
+        "follows": profile.get("follows_target") or [],
     }
 
 

@@ -44,18 +44,20 @@ def register_model_version(
     artifact_uri: str,
     sha256: str,
     size_bytes: int,
-    parents: dict[str, ModelVersion | None] | None = None,
+    parents: dict[str, ModelVersion | list[ModelVersion] | None] | None = None,
     dataset_snapshot: DatasetSnapshot | None = None,
     principle_set: PrincipleSet | None = None,
     eval_metrics: dict | None = None,
     annotator_contributions: dict | None = None,
     data_discretion_profile: dict | None = None,
     model_discretion_profile: dict | None = None,
+    precedence: dict | None = None,
     description: str = "",
 ) -> ModelVersion:
     """The next version of ``name`` (created on first use) with its lineage edges.
 
-    ``parents`` maps a role (base / reference / reward) to the version that played it. Unless
+    ``parents`` maps a role (base / reference / reward) to the version (or versions: a policy
+    trained to a precedence has a reward parent per principle) that played it. Unless
     given, the annotator contributions and the discretion profile of the training data are
     computed from ``dataset_snapshot`` (a failure is recorded on the version, never raised);
     the version gets its model annotator and a model card. The model's own discretion profile
@@ -94,12 +96,15 @@ def register_model_version(
         annotator_contributions=annotator_contributions or {},
         data_discretion_profile=data_discretion_profile or {},
         model_discretion_profile=model_discretion_profile or {},
+        precedence=precedence or {},
     )
-    ModelParent.objects.bulk_create(
-        ModelParent(child=version, parent=parent, role=role)
-        for role, parent in (parents or {}).items()
+    edges = {
+        (role, parent.pk): ModelParent(child=version, parent=parent, role=role)
+        for role, played in (parents or {}).items()
+        for parent in (played if isinstance(played, list) else [played])
         if parent is not None
-    )
+    }
+    ModelParent.objects.bulk_create(edges.values())
     profiles.ensure_annotator(version)
     refresh_model_card(version)
     return version

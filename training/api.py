@@ -1,6 +1,6 @@
 """REST API for training runs: list, read, metric series, launch, cancel, and each kind's
-config schema (fields, types, defaults, help). Thin over ``training.services``; registered in
-``config.api_urls``."""
+config schema (fields, types, defaults, help); run groups ("reward per principle"). Thin over
+``training.services`` and ``training.groups``; registered in ``config.api_urls``."""
 
 from __future__ import annotations
 
@@ -11,22 +11,24 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.routers import BaseRouter
 
-from annotation.models import DatasetSnapshot
+from annotation.datasets.exports.records import AGGREGATIONS
+from annotation.models import DatasetSnapshot, Project
 from annotation.permissions import READERS, STAFF
 from common.api import ApiViewSet
 from common.filters import FilterSet
 from models_registry.models import ModelVersion
-from training import services, trainers, validation
-from training.models import RunMetric, TrainingRun
+from training import groups, services, trainers, validation
+from training.models import RunGroup, RunMetric, TrainingRun
 
 
 class TrainingRunSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingRun
-        fields = ["id", "name", "kind", "status", "queue", "config", "snapshot", "base_model",
-                  "base_model_version", "reward_model_version", "output_model_version",
-                  "progress", "current_step", "max_steps", "eval_metrics", "error", "created_by",
-                  "created_at", "started_at", "finished_at"]  # fmt: skip
+        fields = ["id", "name", "kind", "status", "queue", "config", "snapshot", "group",
+                  "base_model", "base_model_version", "reward_model_version",
+                  "output_model_version", "progress", "current_step", "max_steps",
+                  "precedence", "eval_metrics", "error", "created_by", "created_at", "started_at",
+                  "finished_at"]  # fmt: skip
         read_only_fields = fields
 
 
@@ -55,6 +57,11 @@ class LaunchSerializer(serializers.Serializer):
         default=1, help_text="torchrun processes, 1 to TRAINING_MAX_PROCESSES."
     )
     name = serializers.CharField(required=False, default="", max_length=200)
+    precedence = serializers.DictField(
+        required=False, default=dict,
+        help_text="GRPO / PPO trained to a precedence of principles: {reward_group | "
+        "reward_models, weights_from: declared | explicit | revealed, weights, annotators}.",
+    )  # fmt: skip
 
 
 class ConfigFieldSerializer(serializers.Serializer):
@@ -125,5 +132,62 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
         return Response(RunMetricSerializer(metrics[:100_000], many=True).data)
 
 
+class RunGroupSerializer(serializers.ModelSerializer):
+    runs = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+
+    class Meta:
+        model = RunGroup
+        fields = ["id", "name", "project", "status", "request", "min_pairs", "skipped", "error",
+                  "runs", "created_by", "created_at"]  # fmt: skip
+        read_only_fields = fields
+
+
+class PrincipleRewardsSerializer(serializers.Serializer):
+    """What ``POST /training-run-groups/`` takes: "reward per principle" on a project."""
+
+    project = serializers.PrimaryKeyRelatedField(queryset=Project.objects.all())
+    filters = serializers.DictField(
+        required=False, default=dict,
+        help_text="Snapshot filters every principle's snapshot is built with (the verdict "
+        "source: annotators, annotator_kinds …; as for snapshots, without 'principle').",
+    )  # fmt: skip
+    aggregation = serializers.ChoiceField(choices=AGGREGATIONS, default="raw")
+    keys = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, allow_empty=False,
+        help_text="Principle keys (default: every principle of the project's set).",
+    )  # fmt: skip
+    min_pairs = serializers.IntegerField(
+        default=groups.MIN_PAIRS_DEFAULT, min_value=1, max_value=groups.MIN_PAIRS_MAX
+    )
+    config = serializers.DictField(required=False, default=dict)
+    base_model = serializers.CharField(required=False, default="builtin:tiny")
+    base_model_version = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.all(), required=False, allow_null=True
+    )
+    queue = serializers.ChoiceField(choices=TrainingRun.Queue.choices, default="cpu")
+    num_processes = serializers.IntegerField(default=1)
+    name = serializers.CharField(required=False, default="", max_length=200)
+
+
+class RunGroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    """Run groups (staff and viewers); staff launch "reward per principle"."""
+
+    queryset = RunGroup.objects.prefetch_related("runs").order_by("-id")
+    serializer_class = RunGroupSerializer
+    ordering = ["-id"]
+    default_roles = READERS
+    action_roles = {"create": STAFF}
+
+    @extend_schema(request=PrincipleRewardsSerializer, responses={201: RunGroupSerializer})
+    def create(self, request):
+        """Record the group (every input checked: 400 naming the field) and queue its
+        preparation: a worker builds each principle's snapshot and launches the runs."""
+        data = PrincipleRewardsSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        group = groups.launch_principle_rewards(**data.validated_data, created_by=request.user)
+        return Response(RunGroupSerializer(group).data, status=201)
+
+
 def register(router: BaseRouter) -> None:
     router.register("training-runs", TrainingRunViewSet, basename="trainingrun")
+    router.register("training-run-groups", RunGroupViewSet, basename="rungroup")

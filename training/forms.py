@@ -7,10 +7,12 @@ import re
 
 from django import forms
 
-from annotation.models import DatasetSnapshot
+from annotation.datasets.exports.records import AGGREGATIONS
+from annotation.datasets.forms import user_ids
+from annotation.models import AnnotatorProfile, DatasetSnapshot, Project
 from models_registry.models import ModelVersion
-from training import trainers, validation
-from training.models import TrainingRun
+from training import groups, trainers, validation
+from training.models import RunGroup, TrainingRun
 
 TRI_STATE = [("", "auto"), ("true", "on"), ("false", "off")]
 
@@ -43,6 +45,39 @@ def _config_field(spec: dict) -> forms.Field:
     return forms.CharField(**common)
 
 
+PRECEDENCE_KINDS = ("grpo", "ppo")
+
+
+class PrecedenceFields(forms.Form):
+    """Train to a precedence of principles (GRPO / PPO): the fields a launch form adds."""
+
+    precedence_group = forms.ModelChoiceField(
+        queryset=RunGroup.objects.filter(status=RunGroup.Status.LAUNCHED),
+        required=False,
+        label="Principle reward models",
+        help_text='A "reward per principle" group: the policy is rewarded by its models, '
+        "mixed by the weights below (leave empty for an ordinary run).",
+    )
+    weights_from = forms.ChoiceField(
+        choices=[
+            ("declared", "the principle set's declared precedence"),
+            ("revealed", "the revealed priorities of annotators"),
+            ("explicit", "explicit weights"),
+        ],
+        initial="declared",
+        required=False,
+    )
+    precedence_weights = forms.JSONField(
+        required=False, label="Weights", help_text='Explicit weights, e.g. {"p": 0.7, "q": 0.3}.'
+    )
+    precedence_annotators = forms.CharField(
+        required=False,
+        max_length=2000,
+        label="Annotators",
+        help_text="Revealed: usernames whose plurality's fitted priorities give the ranking.",
+    )
+
+
 class LaunchForm(forms.Form):
     """Inputs of a run plus every config field of its kind (validated by the trainer schema)."""
 
@@ -72,6 +107,8 @@ class LaunchForm(forms.Form):
     def __init__(self, kind: str, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.kind = kind
+        if kind in PRECEDENCE_KINDS:
+            self.fields.update(PrecedenceFields().fields)
         self.config_names = []
         for spec in trainers.describe_fields(kind, validation.limits()):
             self.fields[f"config_{spec['name']}"] = _config_field(spec)
@@ -91,8 +128,76 @@ class LaunchForm(forms.Form):
                 values[name] = value
         return values
 
+    def precedence(self) -> dict | None:
+        """The ``precedence`` request, when a group of principle reward models is chosen."""
+        data = self.cleaned_data
+        group = data.get("precedence_group")
+        if group is None:
+            return None
+        request: dict = {"reward_group": group.pk, "weights_from": data["weights_from"]}
+        if data["weights_from"] == "explicit":
+            request["weights"] = data.get("precedence_weights")
+        if data["weights_from"] == "revealed":
+            names = re.split(r"[\s,]+", data.get("precedence_annotators") or "")
+            request["annotators"] = [name for name in names if name]
+        return request
+
     def config_fields(self):
         return [self[f"config_{name}"] for name in self.config_names]
 
     def input_fields(self):
         return [self[name] for name in self.fields if not name.startswith("config_")]
+
+
+class PrincipleRewardsForm(LaunchForm):
+    """ "Reward per principle": the verdict source and the minimum pairs, then a reward run's
+    inputs and config (the snapshot is built per principle, so it is not asked)."""
+
+    project = forms.ModelChoiceField(
+        queryset=Project.objects.filter(is_active=True).select_related("principle_set")
+    )
+    annotator_kinds = forms.MultipleChoiceField(
+        choices=AnnotatorProfile.Kind.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Verdicts from",
+        help_text="Whose principle verdicts label the pairs (none ticked: everyone's), e.g. "
+        "the human annotators, or a model annotator such as a principle oracle.",
+    )
+    annotators = forms.CharField(
+        max_length=2000,
+        required=False,
+        help_text="Only these usernames' verdicts (comma-separated; empty: everyone).",
+    )
+    aggregation = forms.ChoiceField(
+        choices=[(a, a.replace("_", " ")) for a in AGGREGATIONS],
+        initial="raw",
+        help_text="raw: a pair per verdict; majority / bradley terry: one per task, by plurality.",
+    )
+    exclude_flagged = forms.BooleanField(required=False, initial=True)
+    min_pairs = forms.IntegerField(
+        min_value=1,
+        max_value=groups.MIN_PAIRS_MAX,
+        initial=groups.MIN_PAIRS_DEFAULT,
+        help_text="A principle with fewer pairs gets no reward model (the group page says so).",
+    )
+    field_order = ["name", "project", "annotator_kinds", "annotators", "aggregation",
+                   "exclude_flagged", "min_pairs"]  # fmt: skip
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__("reward", *args, **kwargs)
+        del self.fields["snapshot"], self.fields["reward_model_version"]
+        self.order_fields(self.field_order)
+
+    def clean_annotators(self) -> list[int]:
+        return user_ids(self.cleaned_data["annotators"])
+
+    def filters(self) -> dict:
+        """The snapshot filters every principle's snapshot is built with."""
+        data = self.cleaned_data
+        out: dict = {"exclude_flagged": data["exclude_flagged"]}
+        if data["annotator_kinds"]:
+            out["annotator_kinds"] = list(data["annotator_kinds"])
+        if data["annotators"]:
+            out["annotators"] = data["annotators"]
+        return out

@@ -1,10 +1,10 @@
-"""Training runs and their metric series."""
+"""Training runs, the groups that launch several at once, and their metric series."""
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from annotation.models import DatasetSnapshot, choices_check
+from annotation.models import DatasetSnapshot, Project, choices_check
 from models_registry.models import ModelVersion
 
 
@@ -27,6 +27,41 @@ class TrainingRunStatus(models.TextChoices):
 class TrainingRunQueue(models.TextChoices):
     CPU = "cpu", "CPU"
     GPU = "gpu", "GPU"
+
+
+class RunGroupStatus(models.TextChoices):
+    PREPARING = "preparing", "Preparing"
+    LAUNCHED = "launched", "Launched"
+    FAILED = "failed", "Failed"
+
+
+class RunGroup(models.Model):
+    """Runs launched together: "reward per principle" trains one reward model per principle of
+    a project's principle set, each from that principle's preference snapshot
+    (``training.groups``). A worker builds the snapshots, then launches a run for every
+    principle with at least ``min_pairs`` pairs; ``skipped`` says which had fewer."""
+
+    Status = RunGroupStatus
+    name = models.CharField(max_length=200)
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PREPARING)
+    # What each run is launched with: snapshot filters, base model, run config, queue.
+    request = models.JSONField(default=dict)
+    min_pairs = models.PositiveIntegerField(default=1)
+    # principle key -> pairs it had, for the principles left out (fewer than min_pairs)
+    skipped = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [choices_check("status", RunGroupStatus, "rungroup_status_valid")]
+
+    def __str__(self) -> str:
+        return f"Run group {self.pk} ({self.name})"
 
 
 class TrainingRun(models.Model):
@@ -56,6 +91,12 @@ class TrainingRun(models.Model):
     output_model_version = models.OneToOneField(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="training_run"
     )
+    group = models.ForeignKey(
+        RunGroup, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
+    )
+    # A policy trained to a precedence of principles (``training.precedence``): the principle
+    # reward models by key, the weights mixing them, the ranking and where it came from.
+    precedence = models.JSONField(default=dict, blank=True)
     progress = models.FloatField(default=0.0)
     current_step = models.PositiveIntegerField(default=0)
     max_steps = models.PositiveIntegerField(default=0)

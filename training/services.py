@@ -25,8 +25,9 @@ from common import background, events
 from common.errors import DomainError
 from models_registry.models import ModelVersion
 from models_registry.services import register_model_version
+from training import precedence as precedence_requests
 from training import trainers, validation
-from training.models import RunMetric, TrainingRun
+from training.models import RunGroup, RunMetric, TrainingRun
 
 Status = TrainingRun.Status
 LOG_TAIL_CHARS = 20_000
@@ -57,12 +58,25 @@ def launch_run(
     num_processes: int = 1,
     name: str = "",
     created_by=None,
+    group: RunGroup | None = None,
+    precedence: dict | None = None,
 ) -> TrainingRun:
     """Validate the launch (``training.validation``: config bounded and completed with the
     kind's defaults, base model, inputs), store the run, enqueue it after the commit.
 
     Raises ``LaunchRejected`` for a bad request, ``background.QueueUnavailable`` (503) when the
-    broker refuses the job (the run is then stored as failed, never left queued)."""
+    broker refuses the job (the run is then stored as failed, never left queued).
+
+    ``precedence`` (GRPO / PPO): train to a precedence of principles (``training.precedence``):
+    the run's rewards mix principle reward models by weights from it."""
+    resolved = None
+    if precedence:
+        if kind not in ("grpo", "ppo"):
+            raise validation.LaunchRejected(
+                "a precedence of principles is for GRPO and PPO runs", "precedence"
+            )
+        resolved = precedence_requests.resolve(precedence)
+        config = precedence_requests.with_reward_spec(config or {}, resolved)
     launch = validation.validate_launch(
         kind=kind,
         config=config,
@@ -73,6 +87,7 @@ def launch_run(
         queue=queue,
         num_processes=num_processes,
         name=name,
+        principle_keys=list(resolved.versions) if resolved else [],
     )
     with transaction.atomic():
         run = TrainingRun.objects.create(
@@ -87,6 +102,8 @@ def launch_run(
             num_processes=launch.num_processes,
             max_steps=launch.config.max_steps,
             created_by=created_by,
+            group=group,
+            precedence=resolved.record() if resolved else {},
         )
         transaction.on_commit(lambda: enqueue(run))
     return run
@@ -193,10 +210,11 @@ def finish_run(*, run_id: int, result: trainers.TrainingResult, log_tail: str) -
             parents={
                 "base": run.base_model_version,
                 "reference": run.base_model_version if run.kind in {"dpo", "ppo"} else None,
-                "reward": run.reward_model_version,
+                "reward": [run.reward_model_version, *principle_reward_versions(run)],
             },
             dataset_snapshot=run.snapshot,
             eval_metrics=run.eval_metrics,
+            precedence=run.precedence,
         )
     run.save()
     events.publish(
@@ -212,6 +230,12 @@ def finish_run(*, run_id: int, result: trainers.TrainingResult, log_tail: str) -
             if path != model_dir:
                 shutil.rmtree(path, ignore_errors=True)
     return run
+
+
+def principle_reward_versions(run: TrainingRun) -> list[ModelVersion]:
+    """The principle reward models a run trained to a precedence was rewarded by."""
+    ids = list((run.precedence.get("reward_models") or {}).values())
+    return list(ModelVersion.objects.filter(pk__in=ids).order_by("pk"))
 
 
 def fail_run(*, run_id: int, error: str, log_tail: str) -> None:

@@ -7,7 +7,7 @@ import os
 from celery import shared_task
 from celery.signals import worker_ready
 
-from training import demo, services
+from training import demo, groups, services
 from training.executor import execute
 from training.generation import execute_generation, profile_version_safely
 
@@ -18,6 +18,12 @@ def execute_run(run_id: int) -> None:
     if gpu is not None:  # a single-GPU worker pins its device before torch initialises
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     execute(run_id)
+
+
+@shared_task(name=groups.PREPARE_GROUP_TASK, acks_late=True, reject_on_worker_lost=True)
+def prepare_run_group(group_id: int) -> None:
+    """Build a run group's snapshots and launch its runs (``training.groups``)."""
+    groups.prepare_group(group_id)
 
 
 @shared_task(name="training.generate_candidates", acks_late=True, reject_on_worker_lost=True)

@@ -8,4 +8,6 @@ urlpatterns = [
     path("launch/<str:kind>/", views.launch, name="launch"),
     path("runs/<int:pk>/", views.run_detail, name="run"),
     path("runs/<int:pk>/cancel/", views.cancel, name="cancel"),
+    path("principle-rewards/", views.principle_rewards, name="principle-rewards"),
+    path("groups/<int:pk>/", views.group_detail, name="group"),
 ]

@@ -95,6 +95,7 @@ def validate_launch(
     queue: str,
     num_processes: object,
     name: str,
+    principle_keys: list[str] | None = None,
 ) -> Launch:
     """Every check of a launch, in order; the first failure raises :class:`LaunchRejected`."""
     if kind not in TrainingRun.Kind.values:
@@ -110,7 +111,7 @@ def validate_launch(
     processes = check_processes(num_processes)
     run_config = check_config(kind, config, processes)
     base_model, base_model_version = check_base_model(base_model, base_model_version)
-    snapshot = check_inputs(kind, snapshot, reward_model_version, run_config)
+    snapshot = check_inputs(kind, snapshot, reward_model_version, run_config, principle_keys or [])
     return Launch(
         kind=kind,
         config=run_config,
@@ -222,9 +223,11 @@ def check_inputs(
     snapshot: DatasetSnapshot | None,
     reward_model_version: ModelVersion | None,
     config: trainers.RunConfig,
+    principle_keys: list[str] = (),
 ) -> DatasetSnapshot:
     """The snapshot fits the kind; a reward model is given when the config uses one, is a
-    reward model, and is the only one the config's rewards name."""
+    reward model, and is the only one the config's rewards name, besides the principle reward
+    models of a precedence (``principle_keys``)."""
     if snapshot is None:
         raise LaunchRejected(f"a {kind} run needs a dataset snapshot", "snapshot")
     if snapshot.status != DatasetSnapshot.Status.READY:
@@ -238,7 +241,7 @@ def check_inputs(
     uses_reward_model = kind == "ppo" or any(
         spec["type"] in ("reward_model", "principles") for spec in rewards
     )
-    if uses_reward_model and reward_model_version is None:
+    if uses_reward_model and reward_model_version is None and not principle_keys:
         raise LaunchRejected(
             f"this {kind} run needs a reward model version", "reward_model_version"
         )
@@ -249,7 +252,7 @@ def check_inputs(
     named = {spec.get("model") for spec in rewards} | {
         model for spec in rewards for model in spec.get("models", [])
     }
-    unknown = sorted(named - {None, REWARD_MODEL_NAME})
+    unknown = sorted(named - {None, REWARD_MODEL_NAME, *principle_keys})
     if unknown:
         raise LaunchRejected(
             f"rewards name reward models {unknown}; a run has one, named {REWARD_MODEL_NAME!r} "

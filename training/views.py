@@ -11,10 +11,10 @@ from django.views.decorators.http import require_POST
 
 from annotation.roles import is_staff_role
 from common.errors import DomainError
-from training import selectors, services, trainers
+from training import groups, selectors, services, trainers
 from training.charts import charts_for
-from training.forms import LaunchForm
-from training.models import TrainingRun
+from training.forms import PRECEDENCE_KINDS, LaunchForm, PrincipleRewardsForm
+from training.models import RunGroup, TrainingRun
 from training.validation import LaunchRejected
 
 
@@ -31,6 +31,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
         "training/run_list.html",
         {
             "runs": selectors.runs()[:200],
+            "groups": selectors.run_groups()[:20],
             "kinds": trainers.KINDS,
         },
     )
@@ -41,8 +42,13 @@ def launch(request: HttpRequest, kind: str) -> HttpResponse:
     _staff(request)
     if kind not in trainers.KINDS:
         raise Http404("unknown run kind")
-    snapshot = request.GET.get("snapshot", "")  # "Train on this dataset" on a snapshot's page
-    initial = {"snapshot": int(snapshot)} if snapshot.isdigit() else {}
+    # prefilled from "Train on this dataset" (a snapshot's page), "Train a policy to this
+    # precedence" (the discretion page) and a run group's page
+    initial = {
+        name: request.GET[name]
+        for name in ("snapshot", "precedence_group", "weights_from", "precedence_annotators")
+        if request.GET.get(name)
+    }
     form = LaunchForm(kind, request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -58,6 +64,7 @@ def launch(request: HttpRequest, kind: str) -> HttpResponse:
                 num_processes=data["num_processes"],
                 name=data["name"],
                 created_by=request.user,
+                precedence=form.precedence(),
             )
         except LaunchRejected as exc:
             form.reject(exc)
@@ -93,3 +100,57 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
     if request.htmx:
         return render(request, "training/_run_status.html", _run_context(run))
     return redirect("training:run", pk=pk)
+
+
+@login_required
+def principle_rewards(request: HttpRequest) -> HttpResponse:
+    """Launch "reward per principle": one reward model per principle, as one run group."""
+    _staff(request)
+    project = request.GET.get("project", "")  # from a project's datasets tab
+    initial = {"project": int(project)} if project.isdigit() else {}
+    form = PrincipleRewardsForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            group = groups.launch_principle_rewards(
+                project=data["project"],
+                filters=form.filters(),
+                aggregation=data["aggregation"],
+                min_pairs=data["min_pairs"],
+                config=form.config(),
+                base_model=data["base_model"] or "builtin:tiny",
+                base_model_version=data["base_model_version"],
+                queue=data["queue"],
+                num_processes=data["num_processes"],
+                name=data["name"],
+                created_by=request.user,
+            )
+        except LaunchRejected as exc:
+            form.reject(exc)
+        except DomainError as exc:
+            form.add_error(None, str(exc))
+        else:
+            return redirect("training:group", pk=group.pk)
+    return render(request, "training/principle_rewards.html", {"form": form})
+
+
+@login_required
+def group_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    _staff(request)
+    try:
+        group, members = selectors.group_for_page(pk)
+    except RunGroup.DoesNotExist as exc:
+        raise Http404("no such run group") from exc
+    finished = group.status != RunGroup.Status.PREPARING and all(
+        run.is_finished for _, run in members
+    )
+    return render(
+        request,
+        "training/group_detail.html",
+        {
+            "group": group,
+            "members": members,
+            "finished": finished,
+            "policy_kinds": PRECEDENCE_KINDS,
+        },
+    )

@@ -72,7 +72,7 @@ def _as_datetime(name: str, value: object) -> datetime | None:
 FILTER_KEYS = {
     "annotators", "annotator_kinds", "date_from", "date_to", "min_agreement", "exclude_gold",
     "exclude_flagged", "exclude_discretion", "exclude_both_bad", "tie_policy", "style",
-    "prompt_style", "expansion", "principle_set", "include_rationale",
+    "prompt_style", "expansion", "principle_set", "include_rationale", "principle",
 }  # fmt: skip
 
 
@@ -117,6 +117,13 @@ def prepare(
     ):
         if name in filters and filters[name] not in allowed:
             raise DomainError(f"filter {name!r} must be one of {', '.join(allowed)}")
+    principle = filters.get("principle") or ""
+    if not isinstance(principle, str):
+        raise DomainError("filter 'principle' must be a principle key")
+    if principle and not principle_set.principles.filter(key=principle).exists():
+        raise DomainError(
+            f"filter 'principle': {principle!r} is not a principle of {principle_set.label}"
+        )
     try:
         options = ExportOptions(
             kind=kind,
@@ -132,6 +139,7 @@ def prepare(
                 "exclude_discretion", filters.get("exclude_discretion", False)
             ),
             include_rationale=_as_bool("include_rationale", filters.get("include_rationale", True)),
+            principle=principle,
         ).validate()
     except ValueError as exc:
         raise DomainError(str(exc)) from exc
@@ -166,6 +174,7 @@ def frozen_record(project: Project, options: ExportOptions, f: SnapshotFilters) 
         "prompt_style": options.prompt_style,
         "expansion": options.expansion,
         "include_rationale": options.include_rationale,
+        "principle": options.principle or None,
         "max_judgment_id": f.max_judgment_id,
         "max_demonstration_id": f.max_demonstration_id,
     }

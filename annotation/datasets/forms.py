@@ -23,6 +23,20 @@ def _choices(values: tuple[str, ...]) -> list[tuple[str, str]]:
     return [(value, value.replace("_", " ")) for value in values]
 
 
+EVERY_PRINCIPLE = "*"
+
+
+def user_ids(text: str) -> list[int]:
+    """User ids of the usernames in ``text`` (separated by spaces or commas); an unknown name
+    is a validation error naming it."""
+    names = [n for n in re.split(r"[\s,]+", text) if n]
+    users = dict(get_user_model().objects.filter(username__in=names).values_list("username", "pk"))
+    unknown = [n for n in names if n not in users]
+    if unknown:
+        raise forms.ValidationError(f"no such user: {', '.join(unknown)}")
+    return [users[n] for n in names]
+
+
 class SnapshotForm(forms.Form):
     """The fields of ``POST /api/v1/snapshots/`` (``SnapshotCreateSerializer`` and its filters)."""
 
@@ -64,6 +78,13 @@ class SnapshotForm(forms.Form):
     prompt_style = forms.ChoiceField(choices=_choices(PROMPT_STYLES), initial="explicit")
     expansion = forms.ChoiceField(choices=_choices(EXPANSIONS), initial="all_pairs")
 
+    principle = forms.ChoiceField(
+        required=False,
+        label="Chosen / rejected by",
+        help_text="A principle's verdicts instead of the overall ranking (preference only; "
+        "pairs it calls a tie or not applicable are left out).",
+    )
+
     FLAGS = ("exclude_flagged", "exclude_gold", "exclude_discretion", "exclude_both_bad",
              "include_rationale", "tie_policy", "style", "prompt_style", "expansion",
              "principle_set")  # fmt: skip
@@ -73,16 +94,21 @@ class SnapshotForm(forms.Form):
         label = project.principle_set.label
         self.fields["principle_set"].choices = [(label, label)]
         self.fields["principle_set"].initial = label
+        keys = project.principle_set.principles.order_by("position").values_list("key", "title")
+        self.fields["principle"].choices = [
+            ("", "the overall ranking"),
+            (EVERY_PRINCIPLE, "each principle: one snapshot per principle"),
+            *((key, f"principle {key}: {title}") for key, title in keys),
+        ]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("principle") and data.get("kind") != "preference":
+            self.add_error("principle", "a principle's pairs are a preference dataset")
+        return data
 
     def clean_annotators(self) -> list[int]:
-        names = [n for n in re.split(r"[\s,]+", self.cleaned_data["annotators"]) if n]
-        users = dict(
-            get_user_model().objects.filter(username__in=names).values_list("username", "pk")
-        )
-        unknown = [n for n in names if n not in users]
-        if unknown:
-            raise forms.ValidationError(f"no such user: {', '.join(unknown)}")
-        return [users[n] for n in names]
+        return user_ids(self.cleaned_data["annotators"])
 
     def filters(self) -> dict:
         """The ``filters`` object of the API request."""
@@ -94,6 +120,8 @@ class SnapshotForm(forms.Form):
             out["annotator_kinds"] = list(data["annotator_kinds"])
         if data["min_agreement"] is not None:
             out["min_agreement"] = data["min_agreement"]
+        if data["principle"] and data["principle"] != EVERY_PRINCIPLE:
+            out["principle"] = data["principle"]
         for key in ("date_from", "date_to"):
             if data[key]:
                 out[key] = data[key].isoformat()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, TextField
+from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 
 from annotation.datasets import snapshots
@@ -34,7 +35,7 @@ FILTER_DEFAULTS = {
     "min_agreement": None, "exclude_gold": False, "exclude_flagged": False,
     "exclude_discretion": False, "exclude_both_bad": False, "tie_policy": "drop",
     "style": "conversational", "prompt_style": "explicit", "expansion": "all_pairs",
-    "include_rationale": True,
+    "include_rationale": True, "principle": None,
 }  # fmt: skip
 
 
@@ -129,18 +130,34 @@ TASK_STATUSES = ("open", "partial", "complete")
 def top_choice_agreement(orderings: Iterable[list]) -> float | None:
     """Share of a task's judgments that rank the most common first choice first (None with
     fewer than two judgments)."""
-    tops = Counter(frozenset(ordering[0]) if ordering else frozenset() for ordering in orderings)
-    total = sum(tops.values())
+    return _share_of_most_common(
+        frozenset(ordering[0]) if ordering else frozenset() for ordering in orderings
+    )
+
+
+def _share_of_most_common(tops: Iterable[object]) -> float | None:
+    counts = Counter(tops)
+    total = sum(counts.values())
     if total < 2:
         return None
-    return tops.most_common(1)[0][1] / total
+    return counts.most_common(1)[0][1] / total
+
+
+def _top_key(first_bucket: str | None) -> object:
+    """A first bucket as read from the database (JSON text): a one-response bucket keys by its
+    text as is (no decoding: the tasks browser reads every judgment of a project); a tie by its
+    set of response ids, whatever their stored order."""
+    if first_bucket and "," not in first_bucket:
+        return first_bucket
+    return frozenset(json.loads(first_bucket or "[]"))
 
 
 def _agreements(judgments: QuerySet[Judgment]) -> dict[int, float | None]:
     by_task: dict[int, list] = {}
-    for task_id, ordering in judgments.values_list("task_id", "ordering").iterator(2000):
-        by_task.setdefault(task_id, []).append(ordering)
-    return {task_id: top_choice_agreement(orderings) for task_id, orderings in by_task.items()}
+    rows = judgments.annotate(top=KT("ordering__0")).values_list("task_id", "top")
+    for task_id, top in rows.iterator(2000):
+        by_task.setdefault(task_id, []).append(_top_key(top))
+    return {task_id: _share_of_most_common(tops) for task_id, tops in by_task.items()}
 
 
 def staff_tasks(

@@ -53,7 +53,8 @@ class SnapshotCreateSerializer(serializers.Serializer):
         required=False, default=dict,
         help_text="annotators, annotator_kinds, date_from, date_to, min_agreement, exclude_gold, "
         "exclude_flagged, exclude_discretion, exclude_both_bad, tie_policy, style, prompt_style, "
-        "expansion, principle_set, include_rationale",
+        "expansion, principle_set, include_rationale, principle (a principle key: chosen / "
+        "rejected follow that principle's verdicts; preference only)",
     )  # fmt: skip
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     run = serializers.ChoiceField(choices=["auto", "inline", "async"], default="auto")

@@ -119,6 +119,34 @@ def create_snapshot(
     return snapshot
 
 
+@transaction.atomic
+def create_principle_snapshots(
+    *,
+    project: Project,
+    keys: list[str] | None = None,
+    filters: dict | None = None,
+    name: str = "",
+    **options,
+) -> list[DatasetSnapshot]:
+    """One per-principle preference snapshot for each of ``keys`` (default: every principle of
+    the project's set, in document order), otherwise alike (``create_snapshot``'s options)."""
+    if keys is None:
+        keys = list(
+            project.principle_set.principles.order_by("position").values_list("key", flat=True)
+        )
+    stem = name or "principle"
+    return [
+        create_snapshot(
+            project=project,
+            kind="preference",
+            filters={**(filters or {}), "principle": key},
+            name=f"{stem}-{key}",
+            **options,
+        )
+        for key in keys
+    ]
+
+
 def artifact_file(snapshot: DatasetSnapshot) -> Path:
     return Path(settings.ARTIFACT_ROOT) / snapshot.artifact_path
 

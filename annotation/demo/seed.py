@@ -24,10 +24,12 @@ from annotation.models import (
     DatasetSnapshot,
     PrincipleSet,
     Project,
+    ProjectMembership,
     Task,
     TaskResponse,
 )
 from annotation.principles.importers import import_principles
+from annotation.projects import members
 from annotation.projects import services as project_services
 from annotation.quality import reports
 from annotation.specs import PromptSpec, ResponseSpec
@@ -82,10 +84,9 @@ def ensure_users() -> dict[str, User]:
 
 
 def add_members(project: Project, users: list[User]) -> None:
-    """MEMBERSHIP: the one place the demo makes ``users`` members of ``project``.
-
-    Projects are open to every annotator today; wire the membership service here once it
-    exists (every demo project passes its annotators through this function)."""
+    """The one place the demo makes ``users`` annotating members of ``project``."""
+    for user in users:
+        members.ensure_member(project=project, user=user, role=ProjectMembership.Role.ANNOTATOR)
 
 
 def ensure_principle_set() -> PrincipleSet:

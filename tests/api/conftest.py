@@ -23,10 +23,10 @@ def _roots(settings, tmp_path):
 
 
 def build_world(make_user, principle_set, project, compare_tasks):
-    from annotation.models import ImportJob, Principle
+    from annotation.models import ImportJob, Principle, ProjectMembership
     from annotation.webhooks import services as webhook_services
     from models_registry.models import ModelVersion, RegisteredModel
-    from training.models import RunMetric, TrainingRun
+    from training.models import RunGroup, RunMetric, TrainingRun
 
     users = {
         "admin": make_user("api-admin", role="admin"),
@@ -34,7 +34,20 @@ def build_world(make_user, principle_set, project, compare_tasks):
         "annotator": make_user("api-annotator", role="annotator"),
         "annotator2": make_user("api-annotator-2", role="annotator"),
         "viewer": make_user("api-viewer", role="viewer"),
+        # members and non-members: an annotator account that manages the project, and an
+        # annotator and a viewer account that are members of nothing
+        "lead": make_user("api-lead", role="annotator"),
+        "outsider": make_user("api-outsider", role="annotator"),
+        "outsider_viewer": make_user("api-outsider-viewer", role="viewer"),
     }
+    roles = {"annotator": "annotator", "annotator2": "annotator", "viewer": "viewer"}
+    for name, role in {**roles, "lead": "manager"}.items():
+        ProjectMembership.objects.update_or_create(
+            project=project, user=users[name], defaults={"role": role}
+        )
+    ProjectMembership.objects.filter(  # as strict as a fresh install, whatever the fixtures
+        user__in=[users["outsider"], users["outsider_viewer"]]
+    ).delete()
     draft = principle_services.fork_principle_set(principle_set=principle_set)
     principle_services.update_principle(
         principle=draft.principles.get(key="honest"), title="Be truthful"
@@ -66,6 +79,7 @@ def build_world(make_user, principle_set, project, compare_tasks):
     hook = webhook_services.create_webhook(url="https://example.org/h", events=["snapshot.ready"])
     run = TrainingRun.objects.create(kind="reward", name="rm-1", snapshot=snapshot)
     RunMetric.objects.create(run=run, step=1, name="loss", value=0.7)
+    group = RunGroup.objects.create(name="group-1", project=project, request={})
     registered = RegisteredModel.objects.create(name="rm", kind="reward")
     version = ModelVersion.objects.create(
         registered_model=registered, version=1, dataset_snapshot=snapshot
@@ -88,8 +102,10 @@ def build_world(make_user, principle_set, project, compare_tasks):
         job=job,
         hook=hook,
         run=run,
+        group=group,
         registered=registered,
         version=version,
+        membership=ProjectMembership.objects.get(project=project, user=users["annotator"]),
         prompt=compare_tasks[0].prompt,
         response=compare_tasks[0].prompt.responses.first(),
     )

@@ -61,6 +61,19 @@ def login(client, make_user, role):
     return client
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", REFUSED)
+def test_non_members_meet_404_on_every_page(client, make_user, project, ready, role):
+    from annotation.models import ProjectMembership
+
+    task = ready.project.tasks.first()
+    judgment = Judgment.objects.filter(task=task).first()
+    login(client, make_user, role)
+    ProjectMembership.objects.filter(project=project).delete()
+    for url in page_urls(project, ready, task, judgment):
+        assert client.get(url).status_code == 404, url
+
+
 def page_urls(project, snapshot, task, judgment) -> list[str]:
     return [
         reverse("snapshot-list", args=[project.slug]),
@@ -87,6 +100,9 @@ def test_role_matrix_on_every_page(client, make_user, project, ready, role):
         response = client.get(url)
         if role in STAFF:
             assert response.status_code == 200, url
+        elif role == "viewer":  # a viewer member reads; creating and flagging are for staff
+            writes = ("/datasets/new/", "/flag/")
+            assert response.status_code == (403 if url.endswith(writes) else 200), url
         elif role in REFUSED:
             assert response.status_code == 403, url
         else:
@@ -345,6 +361,26 @@ def test_tasks_browser_filters(client, admin_user, project, judged, second_judge
     Judgment.objects.filter(task_id=ids[4]).update(flagged=True, flag_reason="spam")
     assert listed(client, project, flagged="yes") == [ids[4]]
     assert ids[4] not in listed(client, project, flagged="no")
+
+
+@pytest.mark.django_db
+def test_tasks_browser_agreement_counts_a_tie_whatever_its_stored_order(
+    client, admin_user, project, compare_tasks, alice, make_user
+):
+    """The agreement filter reads first buckets as stored text: [[a, b]] and [[b, a]] are the
+    same tie, and a tie is not the same first choice as [[a]]."""
+    bob, carol = make_user("bob"), make_user("carol")
+    same_tie, tie_or_not = compare_tasks[:2]
+    a, b = response_ids(same_tie)
+    judge(same_tie, alice, [[a, b]])
+    judge(same_tie, bob, [[b, a]])
+    a, b = response_ids(tie_or_not)
+    judge(tie_or_not, alice, [[a, b]])
+    judge(tie_or_not, bob, [[a], [b]])
+    judge(tie_or_not, carol, [[b, a]])
+    client.force_login(admin_user)
+    assert listed(client, project, min_agreement="1") == [same_tie.pk]
+    assert listed(client, project, min_agreement="0.6", max_agreement="0.7") == [tie_or_not.pk]
 
 
 @pytest.mark.django_db

@@ -24,6 +24,7 @@ from training.trainers.rewards import (
     StringsScorer,
     build_rewards,
     json_scorer,
+    standardized,
     weights_from_priority,
 )
 
@@ -172,12 +173,16 @@ def test_rewards_and_weights():
         {"a": (lambda p, c: [1.0] * len(c), 0.25), "b": (lambda p, c: [2.0] * len(c), 0.5)}
     )
     assert mixture(prompts, completions) == [1.25] * 3
+    # a principle mixture weighs standardized scores: a (priority 1) outweighs b, however
+    # much wider b's scale is
     built = build_rewards(
-        [{"type": "principles", "priorities": {"a": 1, "b": 1}}, {"type": "json", "weight": 2}],
-        {"a": lambda p, c: [1.0] * len(c), "b": lambda p, c: [3.0] * len(c)},
+        [{"type": "principles", "priorities": {"a": 1, "b": 2}}, {"type": "json", "weight": 2}],
+        {"a": lambda p, c: [1.0, 2.0, 3.0], "b": lambda p, c: [300.0, 200.0, 100.0]},
     )
     assert [(b.name, b.weight) for b in built] == [("principles", 1.0), ("json", 2.0)]
-    assert built[0].scorer(prompts, completions) == [2.0] * 3
+    z = 1.5**0.5  # the standardized 1, 2, 3 are -z, 0, z
+    assert built[0].scorer(prompts, completions) == pytest.approx([-z / 3, 0.0, z / 3])
+    assert standardized([5.0, 5.0]) == [0.0, 0.0]
 
 
 def test_builtin_tiny_is_deterministic(tmp_path):

@@ -8,6 +8,7 @@ the ``rewards`` spec of a GRPO/PPO config into named, weighted scorers.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,20 +33,64 @@ def weights_from_priority(priorities: Mapping[str, int]) -> dict[str, float]:
     return {key: value / total for key, value in raw.items()}
 
 
-class PrincipleWeightedScorer:
-    """Weighted sum of per-principle scorers, from ``{principle key: (scorer, weight)}``."""
+def ranking_from_weights(
+    weights: Mapping[str, float | str | None],
+) -> tuple[list[list[str]], list[str]]:
+    """Tiers of principles, highest precedence first, from priority weights (larger = higher;
+    ``"inf"`` / ``"-inf"`` as the discretion metrics write them; equal weights tie), and the
+    principles whose weight is undefined (None or NaN)."""
+    decoded: dict[str, float] = {}
+    undefined = []
+    for key, value in weights.items():
+        number = float(value) if value is not None else math.nan
+        if math.isnan(number):
+            undefined.append(key)
+        else:
+            decoded[key] = number
+    levels = sorted(set(decoded.values()), reverse=True)
+    return [[k for k, w in decoded.items() if w == level] for level in levels], undefined
 
-    def __init__(self, scorers: Mapping[str, tuple[Scorer, float]]) -> None:
+
+def weights_from_ranking(ranking: Sequence[Sequence[str]], undefined: Sequence[str] = ()) -> dict:
+    """Mixture weights for tiers of principles (highest first): tier i gets priority i + 1
+    (:func:`weights_from_priority`), undefined principles the tier below the last."""
+    priorities = {key: tier + 1 for tier, keys in enumerate(ranking) for key in keys}
+    priorities.update({key: len(ranking) + 1 for key in undefined})
+    return weights_from_priority(priorities)
+
+
+class PrincipleWeightedScorer:
+    """Weighted sum of per-principle scorers, from ``{principle key: (scorer, weight)}``.
+
+    ``standardize``: each scorer's scores are first brought to mean 0 and standard deviation 1
+    over the batch, so that the weights alone say how much each principle counts (reward
+    models trained apart score on unrelated scales; without this, the one with the widest
+    scale decides whatever precedence the weights declare)."""
+
+    def __init__(
+        self, scorers: Mapping[str, tuple[Scorer, float]], *, standardize: bool = False
+    ) -> None:
         if not scorers:
             raise ValueError("A principle-weighted reward needs at least one principle.")
         self.scorers = dict(scorers)
+        self.standardize = standardize
 
     def __call__(self, prompts: Texts, completions: Texts) -> list[float]:
         total = [0.0] * len(completions)
         for scorer, weight in self.scorers.values():
-            for i, value in enumerate(scorer(prompts, completions)):
+            scores = list(scorer(prompts, completions))
+            if self.standardize:
+                scores = standardized(scores)
+            for i, value in enumerate(scores):
                 total[i] += weight * value
         return total
+
+
+def standardized(values: Sequence[float]) -> list[float]:
+    """``values`` at mean 0 and standard deviation 1 (all 0 when they do not vary)."""
+    mean = sum(values) / len(values) if values else 0.0
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) if values else 0.0
+    return [(v - mean) / spread if spread > 1e-12 else 0.0 for v in values]
 
 
 class LengthScorer:
@@ -122,7 +167,8 @@ def build_rewards(
                 given = spec.get("weights") or {}
                 weights = {k: float(given.get(k, 1.0 / len(keys))) for k in keys}
             mixture = {k: (_lookup(reward_models, k), weights[k]) for k in keys}
-            built.append(WeightedScorer("principles", PrincipleWeightedScorer(mixture), weight))
+            mixed = PrincipleWeightedScorer(mixture, standardize=True)
+            built.append(WeightedScorer("principles", mixed, weight))
         elif kind == "length":
             built.append(WeightedScorer("length", LengthScorer(spec["target"]), weight))
         elif kind == "strings":

@@ -89,6 +89,9 @@ class ExportOptions:
     exclude_both_bad: bool = False
     exclude_discretion: bool = False
     include_rationale: bool = True
+    # Non-empty: a per-principle preference dataset; chosen / rejected follow this principle's
+    # verdicts instead of the overall ranking (``rows.principle_view``).
+    principle: str = ""
 
     def validate(self) -> ExportOptions:
         for name, allowed in (
@@ -108,4 +111,6 @@ class ExportOptions:
             raise ValueError("margins needs one value per strength 0..3")
         if self.aggregation != "raw" and self.kind not in {"preference", "ranking"}:
             raise ValueError("majority / bradley_terry aggregation is for preference and ranking")
+        if self.principle and self.kind != "preference":
+            raise ValueError("a principle's pairs are a preference dataset (kind preference)")
         return self

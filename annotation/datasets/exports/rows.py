@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 from annotation.datasets.exports.pairs import (
     bradley_terry_ordering,
@@ -79,6 +80,8 @@ class TaskShaper:
         if options.exclude_discretion:
             judgments = [j for j in judgments if not judgment_discretion(j)]
         judgments = [j for j in judgments if _valid_ordering(j.ordering, task.responses)]
+        if options.principle:
+            judgments = principle_view(judgments, options.principle, task.responses)
         if not judgments:
             return
         kind = options.kind
@@ -479,6 +482,22 @@ class TaskShaper:
 
 
 # ---------------------------------------------------------------- SFT
+
+
+def principle_view(
+    judgments: Sequence[JudgmentRecord], key: str, responses: dict[int, str]
+) -> list[JudgmentRecord]:
+    """Each judgment as its verdict for principle ``key`` ranks the task: the response that
+    principle prefers above all the others (one bucket), strength 0 (a verdict has none).
+    Judgments whose verdict is a tie, "n/a", missing or names no response of the task are left
+    out: a per-principle dataset only holds pairs that principle decides."""
+    viewed = []
+    for judgment in judgments:
+        favoured = judgment.verdicts.get(key)
+        if isinstance(favoured, int) and favoured in responses:
+            others = [rid for rid in responses if rid != favoured]
+            viewed.append(replace(judgment, ordering=[[favoured], others], strength=0))
+    return viewed
 
 
 def sft_row(demo: DemoRecord, *, style: str = "conversational", spec_version: str = "") -> dict:

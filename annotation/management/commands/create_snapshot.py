@@ -25,19 +25,29 @@ class Command(ImportCommand):
             "--filters", default="{}", help='JSON, e.g. \'{"style": "text", "min_agreement": 0.7}\''
         )
         parser.add_argument("--name", default="")
+        parser.add_argument(
+            "--each-principle",
+            action="store_true",
+            help="One preference snapshot per principle, chosen / rejected by its verdicts.",
+        )
 
-    def run(self, *, project, kind, fmt, aggregation, filters, name, **_):
+    def run(self, *, project, kind, fmt, aggregation, filters, name, each_principle, **_):
         try:
             parsed = json.loads(filters)
         except json.JSONDecodeError as exc:
             raise CommandError(f"--filters is not JSON: {exc}") from exc
-        snapshot = snapshots.create_snapshot(
-            project=self.project(project), kind=kind, fmt=fmt, aggregation=aggregation,
-            filters=parsed, name=name, run="inline",
-        )  # fmt: skip
-        if snapshot.status != "ready":
-            raise CommandError(f"snapshot {snapshot.pk} failed: {snapshot.error}")
-        self.stdout.write(
-            f"snapshot {snapshot.pk}: {snapshot.row_count} rows, sha256 {snapshot.sha256}, "
-            f"{snapshots.artifact_file(snapshot)}"
-        )
+        options = {
+            "project": self.project(project), "fmt": fmt, "aggregation": aggregation,
+            "filters": parsed, "name": name, "run": "inline",
+        }  # fmt: skip
+        if each_principle:
+            built = snapshots.create_principle_snapshots(**options)
+        else:
+            built = [snapshots.create_snapshot(kind=kind, **options)]
+        for snapshot in built:
+            if snapshot.status != "ready":
+                raise CommandError(f"snapshot {snapshot.pk} failed: {snapshot.error}")
+            self.stdout.write(
+                f"snapshot {snapshot.pk}: {snapshot.row_count} rows, sha256 {snapshot.sha256}, "
+                f"{snapshots.artifact_file(snapshot)}"
+            )

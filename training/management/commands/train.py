@@ -40,12 +40,18 @@ class Command(BaseCommand):
         parser.add_argument("--queue", choices=TrainingRun.Queue.values, default="cpu")
         parser.add_argument("--processes", type=int, default=1, help="> 1 runs under torchrun.")
         parser.add_argument("--name", default="")
+        parser.add_argument(
+            "--precedence",
+            help='GRPO / PPO trained to a precedence of principles (JSON), e.g. \'{"reward_group":'
+            ' 3, "weights_from": "revealed", "annotators": ["alice"]}\'.',
+        )
         parser.add_argument("--wait", action="store_true", help="Show progress until it ends.")
 
     def handle(self, *, kind, snapshot, base, reward_model, config, set, queue, processes,
-               name, wait, **_):  # fmt: skip
+               name, wait, precedence, **_):  # fmt: skip
         try:
             values = json.loads(config)
+            precedence = json.loads(precedence) if precedence else None
             if not isinstance(values, dict):
                 raise CommandError("--config must be a JSON object of config fields")
             for item in set:
@@ -65,6 +71,7 @@ class Command(BaseCommand):
                 queue=queue,
                 num_processes=processes,
                 name=name,
+                precedence=precedence,
             )
         except DomainError as exc:
             raise CommandError(str(exc)) from exc
