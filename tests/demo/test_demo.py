@@ -16,7 +16,12 @@ from tests.support import start_worker, stop, wait_for
 from training import demo
 from training.models import TrainingRun
 
-pytestmark = [pytest.mark.worker, pytest.mark.training, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.worker,
+    pytest.mark.training,
+    pytest.mark.strict_membership,  # the seed grants the memberships itself
+    pytest.mark.django_db(transaction=True),
+]
 FINISHED = ("succeeded", "failed", "cancelled")
 # What a page shows when it has nothing to show.
 EMPTY_STATES = (
