@@ -89,6 +89,7 @@ def pages(snapshot: DatasetSnapshot) -> list[str]:
         "/",
         "/projects/new/",
         f"/projects/{slug}/settings/",
+        f"/projects/{slug}/members/",
         "/principles/",
         f"/projects/{slug}/datasets/",
         f"/snapshots/{snapshot.pk}/",
