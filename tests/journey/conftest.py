@@ -11,6 +11,12 @@ from tests.journey.browser import PASSWORD, Watch, sign_in
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 
 
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    """Sign-ins need no production-strength hashing here."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(scope="module")
 def browser():
     # Must-show test: a missing browser fails it, it never skips it.

@@ -84,8 +84,7 @@ def prompts_file() -> bytes:
 
 
 @pytest.fixture
-def people(make_user, settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+def people(make_user):
     return {
         "admin": make_user("ada", role="admin", password=PASSWORD),
         "bo": make_user("bo", password=PASSWORD),
