@@ -69,3 +69,31 @@ class EditWindowClosedError(DomainError):
     """A judgment can only be edited within its project's edit window."""
 
     http_status = 409
+
+
+# ---- project membership
+
+
+class NotAMemberError(DomainError):
+    """The user holds no active membership of the project (or one whose role does not allow
+    this): to them the project does not exist."""
+
+    http_status = 404
+
+
+class ProjectRoleError(DomainError):
+    """A member whose role in the project does not allow this (a viewer leasing a task)."""
+
+    http_status = 403
+
+
+class CapReachedError(DomainError):
+    """The member reached a cap of the membership (judgments in all, or today)."""
+
+    http_status = 409
+
+
+class InvitationGoneError(DomainError):
+    """The invitation link expired, was revoked or was used up."""
+
+    http_status = 410

@@ -209,6 +209,83 @@ class Project(models.Model):
         return self.name
 
 
+class ProjectMembershipRole(models.TextChoices):
+    MANAGER = "manager", "Manager"
+    ANNOTATOR = "annotator", "Annotator"
+    VIEWER = "viewer", "Viewer"
+
+
+class ProjectMembership(models.Model):
+    """A user's role in one project, with optional per-annotator caps. Admins and global
+    managers reach every project without one (``roles.project_role``)."""
+
+    Role = ProjectMembershipRole
+    # led by the unique (project, user) index
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="memberships", db_index=False
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.ANNOTATOR)
+    is_active = models.BooleanField(default=True)
+    # None = no cap. Counted over the member's judgments in the project (in all / since local
+    # midnight) when a lease is asked for.
+    max_judgments = models.PositiveIntegerField(null=True, blank=True)
+    max_per_day = models.PositiveIntegerField(null=True, blank=True)
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    deactivated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["project", "user"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user"], name="membership_once"),
+            choices_check("role", ProjectMembershipRole, "membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.project_id} ({self.role})"
+
+
+class ProjectInvitation(models.Model):
+    """A link that makes whoever opens it (signed in) a member of a project with ``role``.
+    Only the SHA-256 of its token is stored: the link is shown once, when it is created."""
+
+    Role = ProjectMembershipRole
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="invitations")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.ANNOTATOR)
+    token_hash = models.CharField(max_length=64, unique=True)
+    expires_at = models.DateTimeField()
+    max_uses = models.PositiveIntegerField(default=1)
+    uses = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            choices_check("role", ProjectMembershipRole, "invitation_role_valid"),
+            models.CheckConstraint(condition=Q(max_uses__gte=1), name="invitation_uses_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Invitation {self.pk} to {self.project_id} ({self.role})"
+
+
 class Prompt(models.Model):
     """A conversation (``messages=[{role, content}, …]``) awaiting responses."""
 

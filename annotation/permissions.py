@@ -1,14 +1,22 @@
 """REST API authorization: role sets per viewset action (``annotation.roles``), plus the
 object-level rule that annotators only ever reach their own assignments, judgments and
-demonstrations (enforced by the viewsets' querysets: someone else's is a 404). Every API
-request asks, so the role is the per-process remembered one (``roles.remembered_role``), as in
-the workspace pages."""
+demonstrations (enforced by the viewsets' querysets: someone else's is a 404), and that
+anyone but admins and managers reaches only the rows of projects where they hold an active
+membership (``MemberRows``: anything else is absent from lists and a 404). Every API request
+asks, so the role is the per-process remembered one (``roles.remembered_role``), as in the
+workspace pages."""
 
 from __future__ import annotations
 
 from rest_framework.permissions import BasePermission
 
-from annotation.roles import ANNOTATING_ROLES, STAFF_ROLES, Role, remembered_role
+from annotation.roles import (
+    ANNOTATING_ROLES,
+    STAFF_ROLES,
+    Role,
+    reachable_projects,
+    remembered_role,
+)
 
 ADMIN = frozenset({Role.ADMIN})
 STAFF = STAFF_ROLES
@@ -51,3 +59,19 @@ def request_method_action(view) -> str:
 
 def is_staff(user) -> bool:
     return remembered_role(user) in STAFF
+
+
+class MemberRows:
+    """A viewset mixin: admins and global managers see every row; anyone else only the rows
+    of projects where they hold an active membership with one of ``member_roles``, reached
+    through ``project_lookup`` (``"project"``, ``"task__project"``, ``"pk"`` for projects)."""
+
+    project_lookup = "project"
+    member_roles: frozenset = EVERYONE
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        reachable = reachable_projects(self.request.user, self.member_roles)
+        if reachable is not None:
+            queryset = queryset.filter(**{f"{self.project_lookup}__in": reachable})
+        return queryset

@@ -1,7 +1,8 @@
 """Every user gets an ``AnnotatorProfile``; superusers start as admins. A saved or deleted
-user or API token leaves the authentication cache; a saved or deleted user or profile clears
-this process's remembered roles (``roles.remembered_role``); a saved or deleted project or
-principle set leaves this process's workspace cache (``selectors.cached_workspace_project``)."""
+user or API token leaves the authentication cache; a saved or deleted user, profile or
+membership clears this process's remembered roles and memberships (``roles.remembered_role``,
+``roles.remembered_membership``); a saved or deleted project or principle set leaves this
+process's workspace cache (``selectors.cached_workspace_project``)."""
 
 from functools import partial
 
@@ -11,7 +12,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 from rest_framework.authtoken.models import Token
 
-from annotation.models import AnnotatorProfile, PrincipleSet, Project
+from annotation.models import AnnotatorProfile, PrincipleSet, Project, ProjectMembership
 from annotation.roles import forget_roles
 from annotation.workspace.selectors import forget_workspace_projects
 from common.auth import forget_token, forget_user
@@ -49,6 +50,8 @@ def forget_cached_token(sender, instance, **kwargs) -> None:
 
 @receiver(post_save, sender=AnnotatorProfile)
 @receiver(post_delete, sender=AnnotatorProfile)
+@receiver(post_save, sender=ProjectMembership)
+@receiver(post_delete, sender=ProjectMembership)
 def forget_remembered_roles(sender, instance, **kwargs) -> None:
     forget_roles()
     transaction.on_commit(forget_roles)

@@ -2,6 +2,7 @@ from django.urls import path
 
 from annotation.datasets import views as dataset_views
 from annotation.principles import views as principle_views
+from annotation.projects import member_views
 from annotation.projects import views as project_views
 from annotation.workspace import views as workspace_views
 
@@ -55,4 +56,27 @@ urlpatterns = [
         project_views.project_reactivate,
         name="project-reactivate",
     ),
+    # ---- members and invitation links (issue 16, part 2)
+    path("projects/<slug:slug>/members/", member_views.project_members, name="project-members"),
+    path(
+        "projects/<slug:slug>/members/<int:pk>/",
+        member_views.member_update,
+        name="project-member-update",
+    ),
+    path(
+        "projects/<slug:slug>/members/<int:pk>/deactivate/",
+        member_views.member_deactivate,
+        name="project-member-deactivate",
+    ),
+    path(
+        "projects/<slug:slug>/members/<int:pk>/reactivate/",
+        member_views.member_reactivate,
+        name="project-member-reactivate",
+    ),
+    path(
+        "projects/<slug:slug>/invitations/<int:pk>/revoke/",
+        member_views.invitation_revoke,
+        name="project-invitation-revoke",
+    ),
+    path("invitations/<str:token>/", member_views.invitation, name="invitation"),
 ]

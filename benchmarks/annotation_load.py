@@ -9,11 +9,12 @@ API token (``--api``) per annotator, starts gunicorn with ``DJANGO_ENV=productio
 deployed settings (``config/gunicorn.py``, a shared Redis cache), and runs C concurrent
 annotators, each looping
 
-    GET  /projects/<slug>/work/          (htmx: lease the next task, render it)
+    POST /projects/<slug>/work/          (htmx: lease the next task, render it)
     POST /assignments/<id>/submit/       (htmx: submit a judgment with an idempotency key)
 
-on its own keep-alive connection. ``--api`` then runs C other annotators on a project of their
-own (the same seed), each signed in by an API token (``Authorization: Token <key>``), looping
+on its own keep-alive connection (each annotator an active member of its project, without
+caps). ``--api`` then runs C other annotators on a project of their own (the same seed), each
+signed in by an API token (``Authorization: Token <key>``), looping
 the REST path with the same judgments (see ``HtmxClient`` and ``ApiClient``)
 
     POST /api/v1/projects/<pk>/next-task/     (lease the next task, as JSON)
@@ -76,6 +77,7 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.sessions.backends.db import SessionStore
 from annotation.datasets.bulk import create_tasks
 from annotation.principles.importers import import_principles
+from annotation.projects.members import add_member
 from annotation.projects.services import create_project, create_user
 from annotation.specs import PromptSpec, ResponseSpec
 from rest_framework.authtoken.models import Token
@@ -104,12 +106,14 @@ for level, path in ((level, path) for level in spec["levels"] for path in spec["
     credentials = []  # a session key per annotator (htmx), an API token (api)
     for n in range(c):
         user = create_user(username=f"load-{path}-c{c}-{n}", password=None)
+        add_member(project=project, user=user)  # annotators lease only in their projects
         if path == "api":
             credentials.append(Token.objects.create(user=user).key)
             continue
         store = SessionStore()
         store[SESSION_KEY] = str(user.pk)
-        store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+        # the backend that serves users (the first, django-axes', only checks lockouts)
+        store[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[-1]
         store[HASH_SESSION_KEY] = user.get_session_auth_hash()
         store.create()
         credentials.append(store.session_key)
@@ -246,17 +250,14 @@ class HtmxClient:
     def __init__(self, run: dict, session: str) -> None:
         csrf = secrets.token_hex(16)  # an unmasked 32-character CSRF secret: cookie == header
         cookie = f"sessionid={session}; csrftoken={csrf}"
-        self.fetch = (
-            "GET",
-            f"/projects/{run['slug']}/work/",
-            {"Cookie": cookie, "HX-Request": "true", "Accept": "text/html"},
-        )
         self.post_headers = {
             "Cookie": cookie,
             "HX-Request": "true",
             "X-CSRFToken": csrf,
             "Content-Type": "application/x-www-form-urlencoded",
         }
+        # only a POST leases (a GET shows the live lease or a start button)
+        self.fetch = ("POST", f"/projects/{run['slug']}/work/", self.post_headers)
 
     def leased(self, status: int, body: bytes) -> tuple[int, str] | str | None:
         """(assignment, idempotency key), ``EMPTY``, or None for an unexpected answer."""

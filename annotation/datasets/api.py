@@ -27,6 +27,7 @@ from annotation.models import (
 from annotation.permissions import (
     READERS,
     STAFF,
+    MemberRows,
 )
 from annotation.projects import serializers as project_serializers
 from common.api import ApiViewSet, validated
@@ -62,7 +63,7 @@ EXPORT_FILTER_KEYS = ("style", "prompt_style", "expansion", "tie_policy", "min_a
                       "date_to")  # fmt: skip
 
 
-class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+class SnapshotViewSet(MemberRows, mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     """Frozen, content-hashed dataset exports with their filters and provenance."""
 
     queryset = DatasetSnapshot.objects.order_by("-id")
@@ -71,6 +72,7 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
     ordering_fields = ["id", "created_at", "row_count"]
     ordering = ["-id"]
     action_roles = {"list": READERS, "retrieve": READERS, "download": READERS, "create": STAFF}
+    member_roles = READERS
 
     @extend_schema(
         request=serializers.SnapshotCreateSerializer,

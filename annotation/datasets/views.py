@@ -13,7 +13,6 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -25,7 +24,7 @@ from annotation.datasets.forms import FlagForm, SnapshotForm, TaskFilterForm
 from annotation.datasets.importers import jobs
 from annotation.datasets.serializers import IMPORT_FORMATS
 from annotation.models import AnnotatorProfile, DatasetSnapshot, ImportJob, Judgment, Project, Task
-from annotation.roles import is_staff_role
+from annotation.roles import READING_ROLES, STAFF_ROLES, require_project_role
 from annotation.workspace import judging
 from common.errors import DomainError
 from common.rendering import render_markdown
@@ -61,17 +60,18 @@ class ImportForm(forms.Form):
         return {key: data[key] for key in jobs.OPTION_KEYS if data.get(key) not in (None, "")}
 
 
-def _staff(request: HttpRequest) -> None:
-    if not is_staff_role(request.user):
-        raise PermissionDenied("imports are for admins and managers")
+def _allowed(request: HttpRequest, project_id: int, roles: frozenset[str] = STAFF_ROLES) -> None:
+    """Admins and managers (global or of the project) everywhere; viewer members where
+    ``roles`` says (the read-only pages); a non-member gets a 404, anyone else a 403."""
+    require_project_role(request.user, project_id, roles)
 
 
 @login_required
 def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
-    _staff(request)
     project = get_object_or_404(
         Project.objects.select_related("principle_set"), slug=slug, is_active=True
     )
+    _allowed(request, project.pk)
     form = ImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
@@ -98,8 +98,8 @@ def import_upload(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def import_job(request: HttpRequest, pk: int) -> HttpResponse:
-    _staff(request)
     job = get_object_or_404(ImportJob.objects.select_related("project"), pk=pk)
+    _allowed(request, job.project_id)
     template = "annotation/import_status.html" if request.htmx else "annotation/import_job.html"
     return render(request, template, {"job": job, "running": job.status in RUNNING})
 
@@ -122,8 +122,8 @@ def _page(request: HttpRequest, items):
 
 @login_required
 def snapshot_list(request: HttpRequest, slug: str) -> HttpResponse:
-    _staff(request)
     project = _project(slug)
+    _allowed(request, project.pk, READING_ROLES)
     page = _page(request, selectors.project_snapshots(project))
     rows = [(s, selectors.filters_summary(s.filters)) for s in page]
     return render(
@@ -135,8 +135,8 @@ def snapshot_list(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def snapshot_create(request: HttpRequest, slug: str) -> HttpResponse:
-    _staff(request)
     project = _project(slug)
+    _allowed(request, project.pk)
     form = SnapshotForm(project, request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -170,8 +170,8 @@ def _snapshot(pk: int) -> DatasetSnapshot:
 
 @login_required
 def snapshot_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    _staff(request)
     snapshot = _snapshot(pk)
+    _allowed(request, snapshot.project_id, READING_ROLES)
     ready = snapshot.status == DatasetSnapshot.Status.READY
     return render(
         request,
@@ -191,8 +191,8 @@ def snapshot_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def snapshot_status(request: HttpRequest, pk: int) -> HttpResponse:
     """The status fragment a building snapshot's page polls; once built, the page reloads."""
-    _staff(request)
     snapshot = get_object_or_404(DatasetSnapshot, pk=pk)
+    _allowed(request, snapshot.project_id, READING_ROLES)
     if request.htmx and snapshot.status != DatasetSnapshot.Status.BUILDING:
         return HttpResponseClientRefresh()
     return render(request, "annotation/datasets/_snapshot_status.html", {"snapshot": snapshot})
@@ -201,8 +201,8 @@ def snapshot_status(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def snapshot_download(request: HttpRequest, pk: int) -> HttpResponse:
     """The snapshot's file as built (``?as=jsonl`` converts a Parquet one to JSON Lines)."""
-    _staff(request)
     snapshot = get_object_or_404(DatasetSnapshot.objects.select_related("project"), pk=pk)
+    _allowed(request, snapshot.project_id, READING_ROLES)
     if snapshot.status != DatasetSnapshot.Status.READY:
         return HttpResponse(f"snapshot is {snapshot.status}", status=409)
     path = snapshots.artifact_file(snapshot)
@@ -226,8 +226,8 @@ def snapshot_download(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def task_list(request: HttpRequest, slug: str) -> HttpResponse:
-    _staff(request)
     project = _project(slug)
+    _allowed(request, project.pk, READING_ROLES)
     form = TaskFilterForm(request.GET or None)
     data = form.cleaned_data if form.is_valid() else {}
     tasks = selectors.staff_tasks(
@@ -267,11 +267,11 @@ def task_list(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    _staff(request)
     try:
         task = selectors.task_for_page(pk)
     except Task.DoesNotExist as exc:
         raise Http404("no such task") from exc
+    _allowed(request, task.project_id, READING_ROLES)
     responses = [(tr, render_markdown(tr.response.text)) for tr in task.task_responses.all()]
     labels = {tr.response_id: f"R{tr.position + 1}" for tr, _ in responses}
     judgments = [
@@ -308,10 +308,10 @@ def task_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def judgment_flag(request: HttpRequest, pk: int) -> HttpResponse:
     """Flag or unflag a judgment: GET asks for confirmation (and the reason), POST does it."""
-    _staff(request)
     judgment = get_object_or_404(
         Judgment.objects.select_related("task__project__principle_set", "annotator"), pk=pk
     )
+    _allowed(request, judgment.task.project_id)
     flagging = not judgment.flagged
     form = FlagForm(request.POST or None, initial={"flagged": "1" if flagging else "0"})
     if request.method == "POST" and form.is_valid():

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from django.db.models import Prefetch
+from django.http import Http404
+from django.urls import reverse
 from drf_spectacular.utils import (
     extend_schema,
 )
-from rest_framework import mixins
+from rest_framework import mixins, status
+from rest_framework.decorators import action
 from rest_framework.response import Response as ApiResponse
 from rest_framework.views import APIView
 
@@ -18,21 +21,23 @@ from annotation.filters import (
 )
 from annotation.models import (
     Project,
+    ProjectMembership,
     Prompt,
     Response,
     Task,
     TaskResponse,
 )
 from annotation.permissions import (
-    ANNOTATING,
     EVERYONE,
     READERS,
+    MemberRows,
     is_staff,
 )
+from annotation.projects import members as membership
+from annotation.projects import selectors, services
 from annotation.projects import serializers as project_serializers
-from annotation.projects import services
-from annotation.roles import role_of
-from common.api import ApiMixin, ApiViewSet
+from annotation.roles import STAFF_ROLES, require_project_role, role_of
+from common.api import ApiMixin, ApiViewSet, validated
 
 
 class MeView(ApiMixin, APIView):
@@ -54,6 +59,7 @@ class MeView(ApiMixin, APIView):
 
 
 class ProjectViewSet(
+    MemberRows,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -65,9 +71,13 @@ class ProjectViewSet(
     filterset_class = ProjectFilter
     ordering_fields = ["id", "name", "created_at"]
     http_method_names = ["get", "post", "patch", "head", "options"]
+    # next-task: the service decides by the role in the project (``roles.require_annotator``)
+    # members / invitations: staff and the project's managers (decided per project)
     action_roles = {
-        "list": EVERYONE, "retrieve": EVERYONE, "next_task": ANNOTATING, "export": READERS,
+        "list": EVERYONE, "retrieve": EVERYONE, "next_task": EVERYONE, "export": READERS,
+        "member_list": EVERYONE, "member_update": EVERYONE, "invitation_create": EVERYONE,
     }  # fmt: skip
+    project_lookup = "pk"
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -95,12 +105,87 @@ class ProjectViewSet(
             project=serializer.instance, **serializer.validated_data
         )
 
+    def _managed_project(self, pk: str) -> Project:
+        """The project, for its staff and managers (a non-member gets a 404, others a 403)."""
+        project = self.get_object()
+        require_project_role(self.request.user, project.pk, STAFF_ROLES)
+        return project
 
-class PromptViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+    @extend_schema(methods=["GET"], responses=project_serializers.MembershipSerializer(many=True))
+    @extend_schema(
+        methods=["POST"],
+        request=project_serializers.MemberCreateSerializer,
+        responses={201: project_serializers.MembershipSerializer},
+    )
+    @action(detail=True, methods=["get", "post"], url_path="members")
+    def member_list(self, request, pk=None):
+        """The project's members (paginated), or add one by username or e-mail."""
+        project = self._managed_project(pk)
+        if request.method == "GET":
+            members = (
+                ProjectMembership.objects.filter(project=project)
+                .select_related("user")
+                .order_by("id")
+            )
+            page = self.paginate_queryset(members)
+            body = project_serializers.MembershipSerializer(page, many=True).data
+            return self.get_paginated_response(body)
+        data = dict(validated(project_serializers.MemberCreateSerializer, request.data))
+        created = membership.add_member(
+            project=project,
+            user=selectors.find_user(data.pop("who")),
+            added_by=request.user,
+            **data,
+        )
+        return ApiResponse(
+            project_serializers.MembershipSerializer(created).data, status=status.HTTP_201_CREATED
+        )
+
+    @extend_schema(
+        request=project_serializers.MemberUpdateSerializer,
+        responses=project_serializers.MembershipSerializer,
+    )
+    @action(detail=True, methods=["patch"], url_path=r"members/(?P<member_pk>[0-9]+)")
+    def member_update(self, request, pk=None, member_pk=None):
+        """Change a member's role or caps; ``is_active`` deactivates or reactivates."""
+        project = self._managed_project(pk)
+        found = (
+            ProjectMembership.objects.select_related("user")
+            .filter(project=project, pk=member_pk)
+            .first()
+        )
+        if found is None:
+            raise Http404("no such member")
+        data = dict(validated(project_serializers.MemberUpdateSerializer, request.data))
+        active = data.pop("is_active", None)
+        if data:
+            membership.update_member(membership=found, **data)
+        if active is not None and active != found.is_active:
+            membership.set_member_active(membership=found, active=active)
+        return ApiResponse(project_serializers.MembershipSerializer(found).data)
+
+    @extend_schema(
+        request=project_serializers.InvitationCreateSerializer,
+        responses={201: project_serializers.InvitationSerializer},
+    )
+    @action(detail=True, methods=["post"], url_path="invitations")
+    def invitation_create(self, request, pk=None):
+        """An invitation link (its ``link`` is in this answer only)."""
+        project = self._managed_project(pk)
+        data = validated(project_serializers.InvitationCreateSerializer, request.data)
+        invitation, token = membership.create_invitation(
+            project=project, created_by=request.user, **data
+        )
+        link = request.build_absolute_uri(reverse("invitation", args=[token]))
+        body = project_serializers.InvitationSerializer(invitation, context={"link": link}).data
+        return ApiResponse(body, status=status.HTTP_201_CREATED)
+
+
+class PromptViewSet(MemberRows, mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     queryset = Prompt.objects.prefetch_related("responses").order_by("id")
     serializer_class = project_serializers.PromptSerializer
     filterset_class = PromptFilter
-    default_roles = READERS
+    default_roles = member_roles = READERS
 
     def get_serializer_class(self):
         return (
@@ -110,11 +195,12 @@ class PromptViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet
         )
 
 
-class ResponseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+class ResponseViewSet(MemberRows, mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     queryset = Response.objects.order_by("id")
     serializer_class = project_serializers.ResponseSerializer
     filterset_class = ResponseFilter
-    default_roles = READERS
+    default_roles = member_roles = READERS
+    project_lookup = "prompt__project"
 
     def get_serializer_class(self):
         return (
@@ -124,7 +210,7 @@ class ResponseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
         )
 
 
-class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
+class TaskViewSet(MemberRows, mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     queryset = (
         Task.objects.select_related("prompt")
         .prefetch_related(
@@ -137,7 +223,7 @@ class TaskViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewSet):
     )
     serializer_class = project_serializers.TaskSerializer
     filterset_class = TaskFilter
-    default_roles = READERS
+    default_roles = member_roles = READERS
 
     def get_serializer_class(self):
         return (

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django import forms
 
-from annotation.models import PrincipleSet, Project
+from annotation.models import PrincipleSet, Project, ProjectMembership
+from annotation.projects.members import MAX_INVITATION_DAYS
 
 DAY_S = 24 * 3600
 SETTINGS_FIELDS = [
@@ -93,3 +94,34 @@ class ProjectCreateForm(ProjectSettingsForm):
             **ProjectSettingsForm.Meta.help_texts,
             "slug": "In the project's addresses; letters, digits, - and _; fixed once created.",
         }
+
+
+MEMBER_ROLES = [(value, label) for value, label in ProjectMembership.Role.choices]
+
+
+class MemberCapsForm(forms.Form):
+    """A member's role and caps (empty: no cap)."""
+
+    role = forms.ChoiceField(choices=MEMBER_ROLES, label="Role")
+    max_judgments = forms.IntegerField(
+        min_value=0, max_value=10**9, required=False, label="Max judgments"
+    )
+    max_per_day = forms.IntegerField(
+        min_value=0, max_value=10**9, required=False, label="Max per day"
+    )
+
+
+class MemberAddForm(MemberCapsForm):
+    """Add a member by username or e-mail."""
+
+    who = forms.CharField(max_length=254, label="Username or e-mail")
+    field_order = ["who", "role", "max_judgments", "max_per_day"]
+
+
+class InvitationForm(forms.Form):
+    invite_role = forms.ChoiceField(
+        choices=MEMBER_ROLES, initial=ProjectMembership.Role.ANNOTATOR, label="Role"
+    )
+    expires_days = forms.IntegerField(
+        min_value=1, max_value=MAX_INVITATION_DAYS, initial=7, label="Expires in days"
+    )

@@ -8,10 +8,13 @@ from rest_framework import serializers
 from annotation.models import (
     PrincipleSet,
     Project,
+    ProjectInvitation,
+    ProjectMembership,
     Prompt,
     Response,
     Task,
 )
+from annotation.projects.members import MAX_INVITATION_DAYS
 
 User = get_user_model()
 
@@ -144,3 +147,60 @@ class StaffTaskSerializer(TaskSerializer):
     class Meta(TaskSerializer.Meta):
         fields = [*TaskSerializer.Meta.fields, "gold_answer", "origin_judgment"]
         read_only_fields = fields
+
+
+# ---- members and invitations
+
+CAP = {"min_value": 0, "max_value": 10**9, "allow_null": True, "required": False}
+
+
+class MembershipSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username", read_only=True)
+    email = serializers.CharField(source="user.email", read_only=True)
+
+    class Meta:
+        model = ProjectMembership
+        fields = [
+            "id", "user", "username", "email", "role", "is_active", "max_judgments",
+            "max_per_day", "created_at", "deactivated_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class MemberCreateSerializer(serializers.Serializer):
+    who = serializers.CharField(max_length=254, help_text="Username or e-mail.")
+    role = serializers.ChoiceField(
+        choices=ProjectMembership.Role.choices, default=ProjectMembership.Role.ANNOTATOR
+    )
+    max_judgments = serializers.IntegerField(**CAP)
+    max_per_day = serializers.IntegerField(**CAP)
+
+
+class MemberUpdateSerializer(serializers.Serializer):
+    """Any subset: ``is_active: false`` deactivates (live leases released), ``true``
+    reactivates."""
+
+    role = serializers.ChoiceField(choices=ProjectMembership.Role.choices, required=False)
+    max_judgments = serializers.IntegerField(**CAP)
+    max_per_day = serializers.IntegerField(**CAP)
+    is_active = serializers.BooleanField(required=False)
+
+
+class InvitationCreateSerializer(serializers.Serializer):
+    role = serializers.ChoiceField(
+        choices=ProjectMembership.Role.choices, default=ProjectMembership.Role.ANNOTATOR
+    )
+    expires_days = serializers.IntegerField(min_value=1, max_value=MAX_INVITATION_DAYS, default=7)
+    max_uses = serializers.IntegerField(min_value=1, max_value=10_000, default=1)
+
+
+class InvitationSerializer(serializers.ModelSerializer):
+    link = serializers.SerializerMethodField(help_text="Shown once, on creation.")
+
+    class Meta:
+        model = ProjectInvitation
+        fields = ["id", "project", "role", "expires_at", "max_uses", "uses", "created_at", "link"]
+        read_only_fields = fields
+
+    def get_link(self, invitation) -> str:
+        return self.context.get("link", "")

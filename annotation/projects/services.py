@@ -12,8 +12,11 @@ from annotation.models import (
     Judgment,
     PrincipleSet,
     Project,
+    ProjectMembership,
     Task,
 )
+from annotation.projects import members
+from annotation.roles import role_of
 from common.errors import DomainError
 
 User = get_user_model()
@@ -65,7 +68,8 @@ def create_project(
     created_by: User | None = None,
     **settings: object,
 ) -> Project:
-    """A project over a published principle set; ``settings`` are Project fields."""
+    """A project over a published principle set; ``settings`` are Project fields. A creator
+    who is not an admin becomes the project's manager member."""
     if not principle_set.is_published:
         raise DomainError("a project must use a published principle set")
     project = Project(
@@ -78,6 +82,13 @@ def create_project(
     )
     project.full_clean()
     project.save()
+    if created_by is not None and role_of(created_by) != AnnotatorProfile.Role.ADMIN:
+        members.ensure_member(
+            project=project,
+            user=created_by,
+            role=ProjectMembership.Role.MANAGER,
+            added_by=created_by,
+        )
     return project
 
 

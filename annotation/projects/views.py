@@ -1,4 +1,5 @@
-"""Project pages for admins and managers: create, edit settings, archive and reactivate.
+"""Project pages for admins and managers: create, edit settings, archive and reactivate
+(settings and archiving also for the project's own managers).
 
 Thin: the forms check what a person typed, ``services`` write. A "Preview" button renders the
 guidelines through the same sanitizer as the workspace (``common.rendering``) and saves
@@ -21,7 +22,7 @@ from django.views.decorators.http import require_http_methods
 from annotation.models import Project
 from annotation.projects import services
 from annotation.projects.forms import ProjectCreateForm, ProjectSettingsForm
-from annotation.roles import is_staff_role
+from annotation.roles import STAFF_ROLES, is_staff_role, require_project_role
 from common.errors import DomainError
 from common.rendering import render_markdown
 
@@ -31,8 +32,12 @@ def _staff(request: HttpRequest) -> None:
         raise PermissionDenied("projects are run by admins and managers")
 
 
-def _project(slug: str) -> Project:
-    return get_object_or_404(Project.objects.select_related("principle_set"), slug=slug)
+def _project(request: HttpRequest, slug: str) -> Project:
+    """The project for its staff pages: admins, global managers and the project's managers
+    (a non-member gets a 404)."""
+    project = get_object_or_404(Project.objects.select_related("principle_set"), slug=slug)
+    require_project_role(request.user, project.pk, STAFF_ROLES)
+    return project
 
 
 def _preview(request: HttpRequest) -> SafeString | None:
@@ -76,8 +81,7 @@ def project_new(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
-    _staff(request)
-    project = _project(slug)
+    project = _project(request, slug)
     # the form validates a copy: a refused change leaves the page's header as saved
     form = ProjectSettingsForm(request.POST or None, instance=copy.copy(project))
     preview = _preview(request)
@@ -97,8 +101,7 @@ def project_settings(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _set_active(request: HttpRequest, slug: str, active: bool) -> HttpResponse:
     """GET asks for confirmation; POST (CSRF-checked) archives or reactivates."""
-    _staff(request)
-    project = _project(slug)
+    project = _project(request, slug)
     if request.method == "POST":
         services.set_project_active(project=project, active=active)
         messages.success(

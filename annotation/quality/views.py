@@ -27,7 +27,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from annotation.models import AnnotatorProfile, MetricsReport, Project
 from annotation.quality import inputs, payloads, reports
-from annotation.roles import is_staff_role
+from annotation.roles import READING_ROLES, STAFF_ROLES, is_staff_role, require_project_role
 
 User = get_user_model()
 QUALITY, DISCRETION = MetricsReport.Kind.QUALITY, MetricsReport.Kind.DISCRETION
@@ -53,8 +53,12 @@ def _page(request: HttpRequest, full: str, partial: str, context: dict) -> HttpR
     return response
 
 
-def _project(slug: str) -> Project:
-    return get_object_or_404(Project.objects.select_related("principle_set"), slug=slug)
+def _project(request: HttpRequest, slug: str, roles: frozenset[str] = READING_ROLES) -> Project:
+    """The project for a user whose role in it is one of ``roles``: admins, managers (global
+    or of the project) and viewer members read; a non-member gets a 404, an annotator a 403."""
+    project = get_object_or_404(Project.objects.select_related("principle_set"), slug=slug)
+    require_project_role(request.user, project.pk, roles)
+    return project
 
 
 def _report_context(report: MetricsReport) -> dict[str, Any]:
@@ -138,11 +142,11 @@ def _scope(request: HttpRequest, project: Project, default: str | None = None) -
     return default or payloads.default_scope(project)
 
 
-@staff_required
+@login_required
 @require_GET
 def project_quality(request: HttpRequest, slug: str) -> HttpResponse:
     """Agreement over time and per principle, consensus, annotator table."""
-    project = _project(slug)
+    project = _project(request, slug)
     scope = _scope(request, project)
     report = reports.get_report(project, QUALITY, {"scope": scope})
     context = {
@@ -201,11 +205,11 @@ def _quality_view(data: dict) -> dict[str, Any]:
     }
 
 
-@staff_required
+@login_required
 @require_GET
 def annotator_detail(request: HttpRequest, slug: str, username: str) -> HttpResponse:
     """One annotator: reliability, speed, biases, gold results, discretion profile."""
-    project = _project(slug)
+    project = _project(request, slug)
     person = get_object_or_404(User, username=username)
     kind = (
         AnnotatorProfile.objects.filter(user=person).values_list("kind", flat=True).first()
@@ -273,12 +277,12 @@ def annotator_detail(request: HttpRequest, slug: str, username: str) -> HttpResp
     return _page(request, "quality/annotator.html", "quality/_annotator_body.html", context)
 
 
-@staff_required
+@login_required
 @require_GET
 def discretion(request: HttpRequest, slug: str) -> HttpResponse:
     """Category split, DA with intervals, PS heatmap with counts, revealed vs declared
     priority, DD matrix."""
-    project = _project(slug)
+    project = _project(request, slug)
     candidates = inputs.annotators_with_verdicts(project)
     names = {c["name"] for c in candidates}
     if "reference" in request.GET:
@@ -415,11 +419,11 @@ def _discretion_view(data: dict, selected: str | None) -> dict[str, Any]:
     }
 
 
-@staff_required
+@login_required
 @require_POST
 def refresh(request: HttpRequest, slug: str) -> HttpResponse:
     """Request a recompute of every cached report of the project, now."""
-    project = _project(slug)
+    project = _project(request, slug, STAFF_ROLES)
     reports.request_metrics_refresh(project.pk, delay=0)
     if request.htmx:
         response = HttpResponse(status=204)

@@ -26,10 +26,12 @@ from annotation.models import (
     Task,
 )
 from annotation.permissions import (
-    ANNOTATING,
+    EVERYONE,
     STAFF,
+    MemberRows,
     is_staff,
 )
+from annotation.roles import require_annotator
 from annotation.vocabulary import names_no_response
 from annotation.workspace import demonstrations, judging, leasing, serializers
 from annotation.workspace import selectors as workspace_selectors
@@ -45,9 +47,13 @@ def _database_id(value: str) -> int | None:
     return None
 
 
-class OwnRowsForAnnotators:
+class OwnRowsForAnnotators(MemberRows):
     """Rows with an ``annotator``: staff see everyone's, anyone else only their own (the
-    object-level rule of assignments, judgments and demonstrations)."""
+    object-level rule of assignments, judgments and demonstrations), in the projects where
+    they are still members. Open to every signed-in user: a viewer has no rows, and the
+    services refuse work in a project whose role does not annotate."""
+
+    project_lookup = "task__project"
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -97,7 +103,7 @@ class AssignmentViewSet(
     queryset = Assignment.objects.select_related("task__prompt").order_by("id")
     serializer_class = serializers.AssignmentSerializer
     filterset_class = AssignmentFilter
-    default_roles = ANNOTATING
+    default_roles = EVERYONE
 
     def get_serializer_class(self):
         if is_staff(self.request.user) and self.action in {"list", "retrieve"}:
@@ -181,7 +187,7 @@ class JudgmentViewSet(
     filterset_class = JudgmentFilter
     ordering_fields = ["id", "created_at"]
     http_method_names = ["get", "put", "post", "head", "options"]
-    default_roles = ANNOTATING
+    default_roles = EVERYONE
     action_roles = {"flag": STAFF}
 
     def get_serializer_class(self):
@@ -236,9 +242,10 @@ class DemonstrationViewSet(
     """SFT demonstrations. Annotators see their own only."""
 
     queryset = Demonstration.objects.prefetch_related("cited_principles").order_by("id")
+    project_lookup = "prompt__project"
     serializer_class = serializers.DemonstrationSerializer
     filterset_class = DemonstrationFilter
-    default_roles = ANNOTATING
+    default_roles = EVERYONE
 
     def get_serializer_class(self):
         if is_staff(self.request.user):
@@ -266,6 +273,7 @@ class DemonstrationViewSet(
         task = Task.objects.filter(pk=data["task"]).first()
         if task is None:
             raise DomainError(f"no task {data['task']}")
+        require_annotator(request.user, task.project_id)  # before slots name anything
         based_on = data["based_on"]
         order: list[int] = []
         if based_on is not None:

@@ -17,6 +17,7 @@ from annotation.models import (
     TaskResponse,
 )
 from annotation.principles import selectors as principle_selectors
+from annotation.roles import require_annotator
 from annotation.workspace.submission import (
     INACTIVE,
     MAX_TEXT,
@@ -52,6 +53,7 @@ def create_demonstration(
     replay = stored_under_key(Demonstration, key, annotator=annotator, task_id=task.pk)
     if replay is not None:
         return replay
+    require_annotator(annotator, task.project_id)
     if not isinstance(text, str) or not text.strip():
         raise DomainError("a demonstration needs text")
     if len(text) > 5 * MAX_TEXT:

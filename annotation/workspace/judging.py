@@ -26,7 +26,7 @@ from annotation.models import (
     TaskResponse,
 )
 from annotation.principles import selectors as principle_selectors
-from annotation.roles import is_staff_role
+from annotation.roles import STAFF_ROLES, project_role, require_annotator
 from annotation.vocabulary import is_not_applicable
 from annotation.workspace import pg
 from annotation.workspace.leasing import LEASED, SUBMITTED
@@ -201,6 +201,7 @@ def submit_judgment(
     if assignment.annotator_id != annotator.pk:
         raise NotYourAssignmentError("this task is leased to another annotator")
     task = _task_with_project(assignment)
+    require_annotator(annotator, task.project_id)  # a deactivated member submits nothing
     if task.kind not in (Task.Kind.COMPARE, Task.Kind.RANK):
         raise DomainError(f"a {task.kind} task takes a demonstration, not a judgment")
     clean = clean_judgment(
@@ -413,8 +414,9 @@ def flag_judgment(
     *, judgment: Judgment, by: User, flagged: bool = True, reason: str = ""
 ) -> Judgment:
     """Flag a doubtful judgment (snapshots with ``exclude_flagged`` leave it out) or clear the
-    flag. Staff only; the reason, who and when are recorded (cleared with the flag)."""
-    if not is_staff_role(by):
+    flag. Admins and managers (global or of the judgment's project) only; the reason, who and
+    when are recorded (cleared with the flag)."""
+    if project_role(by, judgment.task.project_id) not in STAFF_ROLES:
         raise DomainError("only managers and admins flag judgments")
     reason = reason.strip()
     if flagged and not reason:

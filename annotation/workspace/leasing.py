@@ -11,7 +11,7 @@ from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from annotation.errors import AlreadySubmittedError, NotYourAssignmentError
+from annotation.errors import AlreadySubmittedError, CapReachedError, NotYourAssignmentError
 from annotation.models import (
     Assignment,
     Judgment,
@@ -19,6 +19,8 @@ from annotation.models import (
     Task,
     TaskResponse,
 )
+from annotation.projects.selectors import judgments_counted
+from annotation.roles import Membership, require_annotator
 from annotation.workspace import pg
 from common import events
 from common.errors import DomainError
@@ -181,14 +183,38 @@ def live_lease(*, annotator: User, project: Project) -> Assignment | None:
     return _live_lease(annotator, project, timezone.now())
 
 
+def _cap_reached(annotator: User, project: Project, membership: Membership) -> str | None:
+    """Which cap of the membership the annotator has reached, in words, or None."""
+    total, today = judgments_counted(user=annotator, project_id=project.pk)
+    if membership.max_judgments is not None and total >= membership.max_judgments:
+        return f"you reached your cap of {membership.max_judgments} judgments in this project"
+    if membership.max_per_day is not None and today >= membership.max_per_day:
+        return (
+            f"you reached your cap of {membership.max_per_day} judgments today; come back tomorrow"
+        )
+    return None
+
+
 def next_task(*, annotator: User, project: Project) -> Assignment | None:
     """The annotator's live lease in ``project`` if any, else a new lease, else ``None``.
+
+    Only members who annotate in the project lease (``roles.require_annotator``: 404 / 403
+    otherwise); a member who reached a cap keeps a live lease but gets no new one
+    (``CapReachedError``). Without caps this costs no query (the membership is remembered).
 
     ``project`` may be a few seconds old (``selectors.cached_workspace_project``): the overlap
     and ``is_active`` are read from the database. On PostgreSQL the lease comes with its task
     content attached (see ``selectors.with_task``)."""
     if not project.is_active:
         return None
+    membership = require_annotator(annotator, project.pk)
+    if membership is not None and membership.capped:
+        reached = _cap_reached(annotator, project, membership)
+        if reached is not None:
+            live = live_lease(annotator=annotator, project=project)
+            if live is None:
+                raise CapReachedError(reached)
+            return live
     if pg.enabled():
         pools = [False]
         if project.gold_ratio > 0 and rng.random() < project.gold_ratio:

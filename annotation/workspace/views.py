@@ -1,10 +1,9 @@
 """htmx pages. Thin: they call selectors and services."""
 
 import uuid
-from functools import cache, wraps
+from functools import cache
 
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
@@ -17,7 +16,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from annotation.models import Assignment, Judgment, Project, Response
 from annotation.principles import selectors as principle_selectors
 from annotation.projects import selectors as project_selectors
-from annotation.roles import is_staff_role, may_annotate
+from annotation.roles import (
+    ANNOTATING_ROLES,
+    READING_ROLES,
+    is_staff_role,
+    project_role,
+    require_project_role,
+)
 from annotation.workspace import demonstrations, judging, leasing
 from annotation.workspace import selectors as workspace_selectors
 from annotation.workspace.forms import SKIP_REASONS, DemonstrationForm, JudgmentForm, SkipForm
@@ -27,13 +32,17 @@ from common.rendering import render_markdown
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    """The admin/manager dashboard (every project with its counts, searchable, 50 a page) or
-    the annotator's queue, by role."""
+    """The admin/manager dashboard (every project with its counts, searchable, 50 a page) or,
+    for anyone else, the queue of the projects they annotate and the projects they manage or
+    view as a member."""
     if is_staff_role(request.user):
         query = request.GET.get("q", "").strip()
         page = project_selectors.staff_projects(query=query, page=request.GET.get("page"))
         return render(request, "annotation/home_staff.html", {"page": page, "query": query})
-    context = {"queue": project_selectors.annotator_queue(annotator=request.user)}
+    context = {
+        "queue": project_selectors.annotator_queue(annotator=request.user),
+        "led": project_selectors.staff_projects(user=request.user).object_list,
+    }
     return render(request, "annotation/home_annotator.html", context)
 
 
@@ -46,25 +55,17 @@ def home(request: HttpRequest) -> HttpResponse:
 # (redirect after POST).
 
 
-def annotator_required(view):
-    """Signed in, with a role that annotates (remembered per process for a few seconds: the
-    workspace asks on every request; see ``roles.remembered_role``)."""
-
-    @login_required
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not may_annotate(request.user):
-            raise PermissionDenied("annotators only")
-        return view(request, *args, **kwargs)
-
-    return wrapper
-
-
-def _project_or_404(slug: str) -> Project:
+def _project_or_404(
+    request: HttpRequest, slug: str, roles: frozenset[str] = ANNOTATING_ROLES
+) -> Project:
+    """The active project, for a user whose role in it is one of ``roles`` (a non-member gets
+    a 404; the role and membership are remembered per process: no query when warm)."""
     try:
-        return workspace_selectors.cached_workspace_project(slug=slug)
+        project = workspace_selectors.cached_workspace_project(slug=slug)
     except Project.DoesNotExist as exc:
         raise Http404("no such active project") from exc
+    require_project_role(request.user, project.pk, roles)
+    return project
 
 
 def _assignment_or_404(request: HttpRequest, pk: int) -> Assignment:
@@ -76,6 +77,18 @@ def _assignment_or_404(request: HttpRequest, pk: int) -> Assignment:
         raise Http404("no such assignment") from exc
 
 
+NO_LONGER_MEMBER = "you are no longer a member of this project; nothing was saved"
+
+
+def _left_project(request: HttpRequest, assignment: Assignment) -> HttpResponse | None:
+    """The refusal of work on one's own lease in a project one no longer annotates in (a
+    deactivated member: 409, shown in the form like any refused submission), else None."""
+    if project_role(request.user, assignment.task.project_id) in ANNOTATING_ROLES:
+        return None
+    return _refused(request, assignment, [NO_LONGER_MEMBER], 409)
+
+
+ANY_ROLE = ANNOTATING_ROLES | READING_ROLES
 TASK_FORMS = frozenset({"compare", "rank", "demonstrate"})
 DONE_MESSAGES = {
     "judgment": "Saved.",
@@ -124,15 +137,21 @@ def _workspace_context(project: Project, assignment: Assignment | None, **extra)
     }
 
 
-@annotator_required
+@login_required
 @require_http_methods(["GET", "POST"])
 def work(request: HttpRequest, slug: str) -> HttpResponse:
     """GET shows the annotator's live lease in ``slug``, else a button to start; POST leases
     (or resumes) the next task. Leasing writes, so only a POST (CSRF-checked) leases: a link
     from another site leases nothing. Without htmx a POST redirects to the GET."""
-    project = _project_or_404(slug)
+    project = _project_or_404(request, slug)
     if request.method == "POST":
-        assignment = leasing.next_task(annotator=request.user, project=project)
+        try:
+            assignment = leasing.next_task(annotator=request.user, project=project)
+        except DomainError as exc:  # a cap reached
+            context = _workspace_context(project, None, errors=[str(exc)], start=False)
+            if request.htmx:
+                return _partial(request, "annotation/_workspace.html", context, 409)
+            return render(request, "annotation/workspace.html", context, status=409)
         if not request.htmx:
             return redirect(_work_url(project, assignment, request.GET.get("done", "")))
     else:
@@ -177,7 +196,10 @@ def _done(request: HttpRequest, project: Project, what: str, pk: int) -> HttpRes
             "annotation/_done.html",
             {"what": what, "pk": pk, "next_url": next_url, "message": DONE_MESSAGES[what]},
         )
-    assignment = leasing.next_task(annotator=request.user, project=project)
+    try:
+        assignment = leasing.next_task(annotator=request.user, project=project)
+    except DomainError:  # a cap reached: the workspace's POST says so
+        assignment = None
     return redirect(_work_url(project, assignment, what))
 
 
@@ -205,10 +227,12 @@ def _domain_status(exc: DomainError) -> int:
     return getattr(exc, "http_status", 422)
 
 
-@annotator_required
+@login_required
 @require_POST
 def submit(request: HttpRequest, pk: int) -> HttpResponse:
     assignment = _assignment_or_404(request, pk)
+    if refused := _left_project(request, assignment):
+        return refused
     project = assignment.task.project
     form = JudgmentForm(
         request.POST,
@@ -230,10 +254,12 @@ def submit(request: HttpRequest, pk: int) -> HttpResponse:
     return _done(request, project, "judgment", judgment.pk)
 
 
-@annotator_required
+@login_required
 @require_POST
 def demonstrate(request: HttpRequest, pk: int) -> HttpResponse:
     assignment = _assignment_or_404(request, pk)
+    if refused := _left_project(request, assignment):
+        return refused
     project = assignment.task.project
     form = DemonstrationForm(
         request.POST,
@@ -259,10 +285,12 @@ def demonstrate(request: HttpRequest, pk: int) -> HttpResponse:
     return _done(request, project, "demonstration", demonstration.pk)
 
 
-@annotator_required
+@login_required
 @require_POST
 def skip(request: HttpRequest, pk: int) -> HttpResponse:
     assignment = _assignment_or_404(request, pk)
+    if refused := _left_project(request, assignment):
+        return refused
     form = SkipForm(request.POST)
     if not form.is_valid():
         return _refused(request, assignment, _form_errors(form))
@@ -273,10 +301,10 @@ def skip(request: HttpRequest, pk: int) -> HttpResponse:
     return _done(request, assignment.task.project, "skip", assignment.pk)
 
 
-@annotator_required
+@login_required
 @require_GET
 def guidelines(request: HttpRequest, slug: str) -> HttpResponse:
-    project = _project_or_404(slug)
+    project = _project_or_404(request, slug, ANY_ROLE)
     return render(
         request,
         "annotation/guidelines.html",
@@ -288,11 +316,11 @@ def guidelines(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
-@annotator_required
+@login_required
 @require_GET
 def history(request: HttpRequest, slug: str) -> HttpResponse:
     """The annotator's own judgments and demonstrations (nobody else's)."""
-    project = _project_or_404(slug)
+    project = _project_or_404(request, slug)
     now = timezone.now()
     judgments = list(
         workspace_selectors.annotator_judgments(annotator=request.user, project=project)[:200]
@@ -317,7 +345,7 @@ def history(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
-@annotator_required
+@login_required
 @require_http_methods(["GET", "POST"])
 def judgment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """One's own judgment: read-only, or an edit form while the edit window is open."""
@@ -327,6 +355,8 @@ def judgment_detail(request: HttpRequest, pk: int) -> HttpResponse:
         )
     except Judgment.DoesNotExist as exc:
         raise Http404("no such judgment") from exc
+    if project_role(request.user, judgment.task.project_id) is None:
+        raise Http404("you are not (or no longer) a member of this project")
     assignment = judgment.assignment
     if assignment is None:
         raise Http404("this judgment was not made in the workspace")

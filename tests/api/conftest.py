@@ -23,7 +23,7 @@ def _roots(settings, tmp_path):
 
 
 def build_world(make_user, principle_set, project, compare_tasks):
-    from annotation.models import ImportJob, Principle
+    from annotation.models import ImportJob, Principle, ProjectMembership
     from annotation.webhooks import services as webhook_services
     from models_registry.models import ModelVersion, RegisteredModel
     from training.models import RunMetric, TrainingRun
@@ -34,7 +34,20 @@ def build_world(make_user, principle_set, project, compare_tasks):
         "annotator": make_user("api-annotator", role="annotator"),
         "annotator2": make_user("api-annotator-2", role="annotator"),
         "viewer": make_user("api-viewer", role="viewer"),
+        # members and non-members: an annotator account that manages the project, and an
+        # annotator and a viewer account that are members of nothing
+        "lead": make_user("api-lead", role="annotator"),
+        "outsider": make_user("api-outsider", role="annotator"),
+        "outsider_viewer": make_user("api-outsider-viewer", role="viewer"),
     }
+    roles = {"annotator": "annotator", "annotator2": "annotator", "viewer": "viewer"}
+    for name, role in {**roles, "lead": "manager"}.items():
+        ProjectMembership.objects.update_or_create(
+            project=project, user=users[name], defaults={"role": role}
+        )
+    ProjectMembership.objects.filter(  # as strict as a fresh install, whatever the fixtures
+        user__in=[users["outsider"], users["outsider_viewer"]]
+    ).delete()
     draft = principle_services.fork_principle_set(principle_set=principle_set)
     principle_services.update_principle(
         principle=draft.principles.get(key="honest"), title="Be truthful"
@@ -90,6 +103,7 @@ def build_world(make_user, principle_set, project, compare_tasks):
         run=run,
         registered=registered,
         version=version,
+        membership=ProjectMembership.objects.get(project=project, user=users["annotator"]),
         prompt=compare_tasks[0].prompt,
         response=compare_tasks[0].prompt.responses.first(),
     )

@@ -1,6 +1,11 @@
-"""Every API endpoint × every role (and anonymous) → the expected status, each request in its
-own savepoint so one role's write never changes what the next role sees. A completeness check
-fails when an endpoint of the OpenAPI schema is missing from the matrix."""
+"""Every API endpoint × every role (and anonymous) × member / non-member → the expected status,
+each request in its own savepoint so one role's write never changes what the next role sees. A
+completeness check fails when an endpoint of the OpenAPI schema is missing from the matrix.
+
+The annotator and the viewer are members of the project (with those roles); three more columns
+(``MEMBER_COLUMNS``) are an annotator account that manages the project (``lead``) and an
+annotator and a viewer account that are members of nothing: to them the project, and every
+row of it, does not exist (404, absent from lists)."""
 
 import json
 
@@ -15,8 +20,10 @@ V1 = "/api/v1/"
 EVERYONE = (200, 200, 200, 200, 401)
 READERS = (200, 200, 403, 200, 401)
 STAFF_GET = (200, 200, 403, 403, 401)
-ANNOTATING = (200, 200, 200, 403, 401)
 ADMIN_GET = (200, 403, 403, 403, 401)
+OWN = (200, 200, 200, 404, 401)  # one's own row: the viewer member has none
+OTHERS = (200, 200, 404, 404, 401)
+MANAGERS = (200, 200, 403, 403, 401)  # admins, global managers and the project's managers
 
 
 def staff(ok):
@@ -81,6 +88,28 @@ MATRIX = [
         {},
         (200, 200, 200, 403, 401),
     ),
+    ("projects members list", "get", "projects/{w.project.pk}/members/", None, MANAGERS),
+    (
+        "projects members add",
+        "post",
+        "projects/{w.project.pk}/members/",
+        {"who": "api-outsider", "role": "annotator", "max_per_day": 20},
+        staff(201),
+    ),
+    (
+        "projects members edit",
+        "patch",
+        "projects/{w.project.pk}/members/{w.membership.pk}/",
+        {"max_judgments": 50, "is_active": False},
+        MANAGERS,
+    ),
+    (
+        "projects invitations create",
+        "post",
+        "projects/{w.project.pk}/invitations/",
+        {"role": "viewer", "expires_days": 3},
+        staff(201),
+    ),
     (
         "projects bulk prompts",
         "post",
@@ -102,34 +131,28 @@ MATRIX = [
     ("responses detail", "get", "responses/{w.response.pk}/", None, READERS),
     ("tasks list", "get", "tasks/", None, READERS),
     ("tasks detail", "get", "tasks/{w.tasks[0].pk}/", None, READERS),
-    ("assignments list", "get", "assignments/", None, ANNOTATING),
-    ("assignments own detail", "get", "assignments/{w.a1.pk}/", None, ANNOTATING),
-    (
-        "assignments other's detail",
-        "get",
-        "assignments/{w.a2.pk}/",
-        None,
-        (200, 200, 404, 403, 401),
-    ),
+    ("assignments list", "get", "assignments/", None, EVERYONE),
+    ("assignments own detail", "get", "assignments/{w.a1.pk}/", None, OWN),
+    ("assignments other's detail", "get", "assignments/{w.a2.pk}/", None, OTHERS),
     (
         "assignments submit",
         "post",
         "assignments/{w.open_lease.pk}/submit/",
         {"ordering": [["A"], ["B"]], "strength": 1},
-        (403, 403, 201, 403, 401),
+        (403, 403, 201, 404, 401),
     ),
     (
         "assignments skip",
         "post",
         "assignments/{w.open_lease.pk}/skip/",
         {"reason": "unsure"},
-        (403, 403, 200, 403, 401),
+        (403, 403, 200, 404, 401),
     ),
-    ("judgments list", "get", "judgments/", None, ANNOTATING),
-    ("judgments own detail", "get", "judgments/{w.j1.pk}/", None, ANNOTATING),
-    ("judgments other's detail", "get", "judgments/{w.j2.pk}/", None, (200, 200, 404, 403, 401)),
-    ("judgments edit own", "put", "judgments/{w.j1.pk}/", "EDIT", (403, 403, 200, 403, 401)),
-    ("judgments edit other's", "put", "judgments/{w.j2.pk}/", "EDIT2", (403, 403, 404, 403, 401)),
+    ("judgments list", "get", "judgments/", None, EVERYONE),
+    ("judgments own detail", "get", "judgments/{w.j1.pk}/", None, OWN),
+    ("judgments other's detail", "get", "judgments/{w.j2.pk}/", None, OTHERS),
+    ("judgments edit own", "put", "judgments/{w.j1.pk}/", "EDIT", (403, 403, 200, 404, 401)),
+    ("judgments edit other's", "put", "judgments/{w.j2.pk}/", "EDIT2", (403, 403, 404, 404, 401)),
     (
         "judgments flag",
         "post",
@@ -137,14 +160,14 @@ MATRIX = [
         {"reason": "answered without reading"},
         (200, 200, 403, 403, 401),
     ),
-    ("demonstrations list", "get", "demonstrations/", None, ANNOTATING),
-    ("demonstrations detail", "get", "demonstrations/{w.demo.pk}/", None, ANNOTATING),
+    ("demonstrations list", "get", "demonstrations/", None, EVERYONE),
+    ("demonstrations detail", "get", "demonstrations/{w.demo.pk}/", None, OWN),
     (
         "demonstrations create",
         "post",
         "demonstrations/",
         {"task": "{w.j1.task_id}", "text": "Better answer", "based_on": "A"},
-        (400, 400, 201, 403, 401),
+        (400, 400, 201, 403, 401),  # staff hold no lease: no slot "A" for them
     ),
     ("snapshots list", "get", "snapshots/", None, READERS),
     (
@@ -201,6 +224,40 @@ MATRIX = [
 ]
 
 
+MEMBER_COLUMNS = ("lead", "outsider", "outsider_viewer")
+NOT_FOUND = (404, 404, 404)
+# (lead, outsider, outsider_viewer) where they differ from (annotator, annotator, viewer): the
+# lead is an annotator account (global gates such as staff-only actions still refuse it) that
+# manages the project; the outsiders meet a 404 wherever a row of the project is named.
+MEMBERSHIP = {
+    "projects detail": (200, 404, 404),
+    "projects next-task": (200, 404, 404),
+    "projects members list": (200, 404, 404),
+    "projects members add": (201, 404, 404),
+    "projects members edit": (200, 404, 404),
+    "projects invitations create": (201, 404, 404),
+    "projects export": (403, 403, 404),
+    "prompts detail": (403, 403, 404),
+    "responses detail": (403, 403, 404),
+    "tasks detail": (403, 403, 404),
+    "assignments own detail": NOT_FOUND,
+    "assignments submit": NOT_FOUND,
+    "assignments skip": NOT_FOUND,
+    "judgments own detail": NOT_FOUND,
+    "judgments edit own": NOT_FOUND,
+    "demonstrations detail": NOT_FOUND,
+    "demonstrations create": (400, 404, 404),
+    "snapshots detail": (403, 403, 404),
+    "snapshots download": (403, 403, 404),
+}
+
+
+def member_expectations(name: str, expected: tuple) -> tuple:
+    """The statuses of ``MEMBER_COLUMNS`` for a row: as listed, else as its annotator and
+    viewer members (endpoints that name no project row)."""
+    return MEMBERSHIP.get(name, (expected[2], expected[2], expected[3]))
+
+
 def fill(value, world):
     if isinstance(value, str) and value.startswith("{") and value.endswith("}"):
         return int(eval(value[1:-1], {}, {"w": world}))
@@ -234,13 +291,37 @@ def call(client, method, url, body):
 )
 def test_endpoint_by_role(world, name, method, path, body, expected):
     url = V1 + path.format(w=world)
+    columns = ROLES + MEMBER_COLUMNS
     got = []
-    for role in ROLES:
+    for role in columns:
         with transaction.atomic():
             response = call(client_for(world, role), method, url, body_for(body, world, role))
             got.append(response.status_code)
             transaction.set_rollback(True)
-    assert tuple(got) == expected, f"{name}: {dict(zip(ROLES, got, strict=True))}"
+    want = expected + member_expectations(name, expected)
+    assert tuple(got) == want, f"{name}: {dict(zip(columns, got, strict=True))}"
+
+
+# the lists each member reads rows from (viewers: the project's data; annotators: their work)
+MEMBER_LISTS = {
+    "viewer": ["projects/", "prompts/", "responses/", "tasks/", "snapshots/"],
+    "annotator": ["projects/", "assignments/", "judgments/", "demonstrations/"],
+}
+
+
+@pytest.mark.django_db
+def test_lists_hold_only_the_projects_of_members(world):
+    """Every list a non-member may read is empty; the same list holds the member's rows."""
+
+    def count(role, path):
+        response = client_for(world, role).get(V1 + path)
+        assert response.status_code == 200, (role, path)
+        return response.json()["count"]
+
+    for member, outsider in (("viewer", "outsider_viewer"), ("annotator", "outsider")):
+        for path in MEMBER_LISTS[member]:
+            assert count(member, path) > 0, (member, path)
+            assert count(outsider, path) == 0, (outsider, path)
 
 
 def test_matrix_covers_every_operation_of_the_schema():
@@ -275,6 +356,7 @@ def test_matrix_covers_every_operation_of_the_schema():
             "{w.run.pk}",
             "{w.registered.pk}",
             "{w.version.pk}",
+            "{w.membership.pk}",
         ):
             template = template.replace(placeholder, "{id}")
         covered.add((method.replace("-multipart", ""), V1 + template.split("?")[0]))
@@ -283,6 +365,7 @@ def test_matrix_covers_every_operation_of_the_schema():
 
     for _, method, path, _, _ in REGISTRY_MATRIX:
         covered.add((method, V1 + "registry/" + path.split("?")[0]))
+    operations = {(method, path.replace("{member_pk}", "{id}")) for method, path in operations}
     missing = sorted(operations - covered)
     assert not missing, f"endpoints without an authorization row: {missing}"
     assert reverse("api:me") == "/api/v1/me/"

@@ -167,7 +167,9 @@ def huge_valid_requests(raw: dict, world):
         role = next(role for role, status in zip(ROLES, expected, strict=True) if status < 300)
         valid = body_for(body, world, role)
         path = V1 + template.format(w=world)
-        schema_path = re.sub(r"/\d+/", "/{id}/", path)
+        schema_path = re.sub(r"/\d+/", "/{id}/", path).replace(
+            "members/{id}/", "members/{member_pk}/"
+        )
         fields = numeric_fields(raw, raw["paths"][schema_path][method])
         targets = dict.fromkeys([*numeric_leaves(valid), *((name,) for name in fields)])
         for target in targets:

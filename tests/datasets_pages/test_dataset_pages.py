@@ -61,6 +61,19 @@ def login(client, make_user, role):
     return client
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", REFUSED)
+def test_non_members_meet_404_on_every_page(client, make_user, project, ready, role):
+    from annotation.models import ProjectMembership
+
+    task = ready.project.tasks.first()
+    judgment = Judgment.objects.filter(task=task).first()
+    login(client, make_user, role)
+    ProjectMembership.objects.filter(project=project).delete()
+    for url in page_urls(project, ready, task, judgment):
+        assert client.get(url).status_code == 404, url
+
+
 def page_urls(project, snapshot, task, judgment) -> list[str]:
     return [
         reverse("snapshot-list", args=[project.slug]),
@@ -87,6 +100,9 @@ def test_role_matrix_on_every_page(client, make_user, project, ready, role):
         response = client.get(url)
         if role in STAFF:
             assert response.status_code == 200, url
+        elif role == "viewer":  # a viewer member reads; creating and flagging are for staff
+            writes = ("/datasets/new/", "/flag/")
+            assert response.status_code == (403 if url.endswith(writes) else 200), url
         elif role in REFUSED:
             assert response.status_code == 403, url
         else:

@@ -45,13 +45,31 @@ def test_staff_can_see_every_page(client, make_user, hh_like, role):
     assert response.status_code == 302
 
 
-@pytest.mark.parametrize("role", ["annotator", "viewer"])
-def test_others_are_refused(client, make_user, hh_like, role):
-    client.force_login(make_user(f"{role}-x", role=role))
+def test_annotators_are_refused(client, make_user, hh_like):
+    client.force_login(make_user("annotator-x", role="annotator"))
     for url in _urls(hh_like.slug):
         assert client.get(url).status_code == 403, url
     assert client.post(reverse("quality:refresh", args=[hh_like.slug])).status_code == 403
     assert not MetricsReport.objects.exists()
+
+
+def test_viewer_members_read_and_non_members_meet_404(client, make_user, hh_like):
+    """A viewer member reads the project's pages (not the all-projects index, no refresh);
+    without membership the project is a 404."""
+    from annotation.models import ProjectMembership
+
+    viewer = make_user("viewer-x", role="viewer")
+    client.force_login(viewer)
+    index, *pages = _urls(hh_like.slug)
+    refresh = reverse("quality:refresh", args=[hh_like.slug])
+    assert client.get(index).status_code == 403
+    for url in pages:
+        assert client.get(url).status_code == 200, url
+    assert client.post(refresh).status_code == 403
+    ProjectMembership.objects.filter(user=viewer).delete()
+    for url in pages:
+        assert client.get(url).status_code == 404, url
+    assert client.post(refresh).status_code == 404
 
 
 def test_anonymous_is_sent_to_login(client, hh_like):

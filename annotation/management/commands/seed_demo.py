@@ -9,6 +9,7 @@ from annotation.datasets.snapshots import create_snapshot
 from annotation.management.commands._base import ImportCommand
 from annotation.models import AnnotatorProfile, DatasetSnapshot, PrincipleSet, Project
 from annotation.principles.importers import import_principles
+from annotation.projects import members
 from annotation.projects import services as project_services
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "demo_data"
@@ -69,6 +70,11 @@ class Command(ImportCommand):
             import_preferences(
                 project=labels, path=hh_file, fmt="hh-rlhf", annotator="hh-rlhf-crowd", limit=limit
             )
+        for username, _, role in DEMO_USERS:
+            if role == Role.ANNOTATOR:  # the demo annotators work on the compare project
+                members.ensure_member(
+                    project=project, user=User.objects.get(username=username), role=role
+                )
         if not DatasetSnapshot.objects.filter(project=labels, status="ready").exists():
             snapshot = create_snapshot(
                 project=labels, kind="preference", name="hh-crowd-preferences", run="inline"
