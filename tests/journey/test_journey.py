@@ -31,6 +31,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.worker,
     pytest.mark.training,
+    pytest.mark.strict_membership,  # members only by the pages, as in a real deployment
     pytest.mark.django_db(transaction=True),
 ]
 
@@ -172,11 +173,12 @@ def create_project_and_import(page, principle_set, shots) -> Project:
 
 def add_members(page, project, shots) -> str:
     """bo is added by name; the returned invitation link is for cy."""
-    page.goto(f"/projects/{project.slug}/members/")
+    page.get_by_role("link", name="Home").click()
+    page.locator(f"[data-project={project.slug}]").get_by_role("link", name="Members").click()
     page.get_by_label("Username or e-mail").fill("bo")
-    page.locator("select[name=role]").select_option("annotator")
+    page.locator("select[name=role]").first.select_option("annotator")
     page.get_by_role("button", name="Add member").click()
-    page.wait_for_selector("text=bo")
+    expect_text(page, "tr[data-member=bo] [data-status]", "active")
     page.locator("select[name=invite_role]").select_option("annotator")
     page.locator("[name=expires_days]").fill("7")
     page.get_by_role("button", name="Create invitation link").click()
@@ -188,13 +190,16 @@ def add_members(page, project, shots) -> str:
 
 def accept_invitation(page, link, user, project, shots) -> None:
     page.goto(link)
-    page.wait_for_url("**/login/?next=*")
+    page.wait_for_url(lambda url: "/login/?next=" in url)  # anonymous: sign in first
     page.fill("input[name=username]", user.username)
     page.fill("input[name=password]", PASSWORD)
     keys(page, "Enter")
+    page.wait_for_selector("button:focus >> text=Join project")
     shots(page, "invitation")
-    page.get_by_role("button", name="Join project").click()
+    keys(page, "Enter")
     page.wait_for_url(f"**/projects/{project.slug}/work/")
+    roles = dict(project.memberships.values_list("user__username", "role"))
+    assert roles == {"bo": "annotator", "cy": "annotator"}
 
 
 def judge_every_task(page, project, shots, who: str) -> None:
@@ -231,7 +236,7 @@ def judge_every_task(page, project, shots, who: str) -> None:
 
 def outsider_sees_nothing(page, project, shots) -> None:
     page.wait_for_selector("text=Your annotation queue")
-    assert page.locator(f"[data-project={project.slug}]").count() == 0
+    assert page.locator(f"[data-project={project.slug}], [data-led={project.slug}]").count() == 0
     shots(page, "outsider-home")
     for url in (
         f"/projects/{project.slug}/work/",
