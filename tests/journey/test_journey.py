@@ -245,6 +245,7 @@ def outsider_sees_nothing(page, project, shots) -> None:
     ):
         assert page.goto(url).status == 404, url
     page.watch.expect_failed(404)
+    page.watch.assert_clean()
 
 
 def snapshot_and_download(page, project, tmp_path, shots) -> int:
