@@ -12,15 +12,17 @@ Every step's screenshot goes to ``test-artifacts/journey/``; with ``JOURNEY_SCRE
 (``docs/screenshots`` for the README), the chosen ones are also written there as small WebP.
 """
 
+import hashlib
 import json
 import os
 from collections import Counter
 
 import pytest
 from django.conf import settings
+from playwright.sync_api import expect
 
 from annotation.datasets.exports.pseudonyms import Pseudonymizer
-from annotation.models import Judgment, PrincipleSet, Project, Response
+from annotation.models import DatasetSnapshot, Judgment, PrincipleSet, Project, Response
 from tests.journey.browser import PASSWORD, Shots, keys
 from tests.support import REPO, start_worker, stop
 from training.models import TrainingRun
@@ -94,9 +96,7 @@ def people(make_user):
     }
 
 
-def test_manager_journey(people, open_as, live_server, tmp_path):
-    from playwright.sync_api import expect
-
+def test_manager_journey(people, open_as, tmp_path):
     shots = Shots(REPO / "test-artifacts" / "journey", os.environ.get("JOURNEY_SCREENSHOTS"))
     worker = start_worker(settings.CELERY_BROKER_URL, one_job_per_child=True)
     try:
@@ -113,7 +113,7 @@ def test_manager_journey(people, open_as, live_server, tmp_path):
         outsider_sees_nothing(open_as(people["dee"]), project, shots)
 
         snapshot_id = snapshot_and_download(admin, project, tmp_path, shots)
-        version_page = train_and_watch(admin, snapshot_id, shots, expect)
+        version_page = train_and_watch(admin, snapshot_id, shots)
         check_lineage(version_page, snapshot_id, principle_set, people, shots)
         for page in (admin, bo, cy):
             page.watch.assert_clean()
@@ -215,6 +215,8 @@ def judge_every_task(page, project, shots, who: str) -> None:
         assignment = form.get_attribute("data-assignment")
         texts = page.locator(".response .md").all_inner_texts()
         slot = next(i for i, text in enumerate(texts) if text.strip() in PREFERRED)
+        # 1/2: the better one; j: next principle, a/s: it favours A/B, d: decisive,
+        # t: tie, n: n/a; c: confidence one step up
         keys(page, str(slot + 1), "j", "as"[slot], "d", "j", "t", "j", "n", *"cccc")
         if number == 0:
             shots(page, f"workspace-{who}", readme=who == "bo")
@@ -263,15 +265,18 @@ def snapshot_and_download(page, project, tmp_path, shots) -> int:
         page.get_by_test_id("download-file").click()
     path = tmp_path / download.value.suggested_filename
     download.value.save_as(path)
+    snapshot_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
+    sha256 = DatasetSnapshot.objects.get(pk=snapshot_id).sha256
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == sha256
     rows = datasets.load_dataset(
         "json", data_files=str(path), split="train", cache_dir=str(tmp_path / "hf")
     )
     pairs = Counter((last(r["prompt"]), last(r["chosen"]), last(r["rejected"])) for r in rows)
     assert pairs == Counter({(p, good, bad): 2 for p, (good, bad) in PROMPTS.items()})
-    return int(page.url.rstrip("/").rsplit("/", 1)[1])
+    return snapshot_id
 
 
-def train_and_watch(page, snapshot_id, shots, expect):
+def train_and_watch(page, snapshot_id, shots):
     page.get_by_test_id("train-reward").click()
     assert page.locator("select[name=snapshot]").input_value() == str(snapshot_id)
     page.fill("input[name=config_max_steps]", "4")
@@ -302,8 +307,6 @@ def check_lineage(page, snapshot_id, principle_set, people, shots) -> None:
 
 
 def expect_text(page, selector: str, text: str) -> None:
-    from playwright.sync_api import expect
-
     expect(page.locator(selector).first).to_contain_text(text)
 
 
