@@ -23,7 +23,10 @@ def tab_to(page, name: str, limit: int = 60) -> None:
 
 
 def assert_focus_ring(page, name: str | None = None) -> None:
-    """The focused element (named ``name`` if given) is keyboard-focused and visibly so."""
+    """The focused element (named ``name`` if given: autofocus may land just after the load)
+    is keyboard-focused and visibly so."""
+    if name is not None:
+        page.wait_for_function("name => document.activeElement.innerText.trim() === name", arg=name)
     focused = page.evaluate(
         """() => { const e = document.activeElement; return {
             text: e.innerText.trim(), visible: e.matches(':focus-visible'),
@@ -52,6 +55,7 @@ def test_archive_asks_first_and_is_undone_by_keyboard(open_as, admin_user, proje
     tab_to(page, "Archive…")
     keys(page, "Enter")
     page.wait_for_url("**/archive/")
+    assert_focus_ring(page, "Archive the project")
     keys(page, "Enter")
     page.wait_for_url("**/settings/")
     assert status.inner_text() == "archived"
@@ -88,11 +92,13 @@ def test_snapshot_and_flag_by_keyboard(open_as, admin_user, annotator, compare_t
     keys(page, "Enter")
     page.wait_for_url(f"**/judgments/{judgment.pk}/flag/")
     # the reason it needs has the focus; without one nothing is flagged
-    assert page.evaluate("() => document.activeElement.name") == "reason"
+    reason_focused = "() => document.activeElement.name === 'reason'"
+    page.wait_for_function(reason_focused)
     tab_to(page, "Flag the judgment")
     keys(page, "Enter")
     page.get_by_role("alert").wait_for()
     assert not Judgment.objects.get(pk=judgment.pk).flagged
+    page.wait_for_function(reason_focused)
     page.keyboard.type("The verdict contradicts the choice.")
     tab_to(page, "Flag the judgment")
     keys(page, "Enter")
