@@ -184,7 +184,7 @@ def add_members(page, project, shots) -> str:
     page.get_by_role("button", name="Create invitation link").click()
     link = page.locator("input#invitation-link").input_value()
     assert link.startswith("http") and "/invitations/" in link
-    shots(page, "members", readme=True)
+    shots(page, "members", readme=True, height=920)
     return link
 
 
