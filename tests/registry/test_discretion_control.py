@@ -26,7 +26,7 @@ from annotation.workspace import demonstrations, judging, leasing
 from models_registry import profiles
 from models_registry.models import ModelVersion
 from tests.registry.conftest import wait_done
-from training import groups, services
+from training import generation, groups, services
 from training.models import RunGroup, TrainingRun
 
 pytestmark = [pytest.mark.worker, pytest.mark.training, pytest.mark.django_db(transaction=True)]
@@ -163,9 +163,11 @@ def test_policies_follow_the_precedence_they_were_trained_to(registry_worker, ma
             ).first(),
             registry_worker,
         )
-        profile = version.model_discretion_profile
-        assert profile["status"] == "ready", profile
-        assert profile["method"] == "policy-logprob-ratio" or profile["method"] == "policy-logprob"
+        assert version.model_discretion_profile["status"] == "ready"
+        # measured as what training changed: each response's log-likelihood ratio to the base
+        # (the automatic profile reads raw log-likelihoods, which the base's own bias dominates)
+        profile = generation.profile_version(version.pk, method="policy-logprob-ratio")
+        assert profile["method"] == "policy-logprob-ratio", profile
         measured[name] = profile
 
     declared, revealed = measured["declared"], measured["quinn"]

@@ -113,6 +113,13 @@ def test_a_group_run_launches_mixing_its_principle_models(world):
     }  # fmt: skip
     data = training_datasets.training_data(run)
     assert data["reward_models"] == {k: v.artifact_uri for k, v in versions.items()}
+    ppo = services.launch_run(
+        kind="ppo", config=POLICY, snapshot=world["snapshot"],
+        precedence={"reward_group": world["group"].pk, "weights_from": "explicit",
+                    "weights": {"p": 1, "q": 1}},
+    )  # fmt: skip
+    assert ppo.reward_model_version is None and ppo.precedence["ranking"] == [["p", "q"]]
+    assert ppo.config["rewards"][-1]["weights"] == {"p": 0.5, "q": 0.5}
     with pytest.raises(LaunchRejected, match="for GRPO and PPO runs"):
         services.launch_run(
             kind="dpo", snapshot=world["snapshot"], precedence={"reward_group": world["group"].pk}
