@@ -35,6 +35,7 @@ from annotation.quality.metrics import agreement as agr
 from annotation.quality.metrics import consensus as cons
 from annotation.quality.metrics import diagnostics as diag
 from annotation.quality.metrics import discretion as disc
+from annotation.quality.oracles import oracle_section
 from annotation.vocabulary import TIE
 
 
@@ -223,6 +224,7 @@ def quality_payload(
             **_agreement_section(project, rows, infos, names, scope, max_judgment_id),
             "consensus": _consensus_section(rows, infos, names),
             "annotators": _diagnostics_section(project, rows, infos, people, too_fast_s=too_fast_s),
+            "oracles": oracle_section(project, max_judgment_id, task_ids),
         }
     return jsonable(payload)
 

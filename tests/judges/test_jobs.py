@@ -10,10 +10,12 @@ import time
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 
 from annotation.datasets import snapshots
 from annotation.datasets.importers.judgments import combine_orders
 from annotation.models import Judgment, PrincipleVerdict
+from annotation.quality import reports
 from common.errors import DomainError
 from tests.judges.server import hashed_scores
 from tests.support import REPO, test_database_url, wait_for
@@ -177,7 +179,7 @@ def test_cli_launch_here_status_and_templates(pairs, server, project, capsys):
                      "principle-verdict@9")  # fmt: skip
 
 
-def test_agreement_with_humans_per_principle(pairs, server, project, annotator):
+def test_agreement_with_humans_per_principle(pairs, server, project, annotator, admin_user, client):
     job = _launch(project, server)
     runner.execute(job.pk)
     principles = {p.key: p for p in project.principle_set.principles.all()}
@@ -206,6 +208,14 @@ def test_agreement_with_humans_per_principle(pairs, server, project, annotator):
     assert rows["helpful"] == {
         "principle": "helpful", "title": "Be helpful", "n": 0, "agreement": None, "kappa": None
     }  # fmt: skip
+    # the quality page shows the same table for every oracle of the project
+    payload = reports.compute_and_store(project, "quality", {"scope": "humans"}).payload
+    [section] = payload["oracles"]
+    assert section["annotator"] == job.annotator.username and section["units"] == 8
+    assert {r["principle"]: r for r in section["principles"]} == rows
+    client.force_login(admin_user)
+    page = client.get(reverse("quality:project", args=[project.slug])).content.decode()
+    assert "Oracles against the human annotators" in page and job.annotator.username in page
 
 
 def test_generic_preference_template_ranks_each_pair(pairs, server, project):
