@@ -87,6 +87,21 @@ def parse_completion(body: dict, options: Sequence[str]) -> Answer:
     )
 
 
+def parse_text(body: dict) -> Answer:
+    """An ``/chat/completions`` reply asked for text (a critique, a revision) → its content."""
+    try:
+        content = body["choices"][0]["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise JudgeEndpointError(f"not a chat completion: {str(body)[:300]}") from None
+    usage = body.get("usage") or {}
+    return Answer(
+        probs={},
+        answer=content.strip(),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+    )
+
+
 def _server_message(response: httpx.Response) -> str:
     try:
         error = response.json().get("error")
@@ -133,7 +148,14 @@ class HttpJudge:
                 )
             self.headers["Authorization"] = f"Bearer {key}"
 
-    def _payload(self, messages: list[dict]) -> dict:
+    def _payload(self, messages: list[dict], max_tokens: int | None) -> dict:
+        if max_tokens:  # text (critique, revision), greedy
+            return {
+                "model": self.model,
+                "messages": messages,
+                "max_tokens": max_tokens,
+                "temperature": 0,
+            }
         return {
             "model": self.model,
             "messages": messages,
@@ -152,12 +174,18 @@ class HttpJudge:
             headers=self.headers, timeout=self.timeout_s, limits=limits, verify=self.ssl
         )
 
-    async def _ask(self, client: httpx.AsyncClient, messages: list[dict], probe=False) -> Answer:
+    async def _ask(
+        self,
+        client: httpx.AsyncClient,
+        messages: list[dict],
+        probe: bool = False,
+        max_tokens: int | None = None,
+    ) -> Answer:
         retries = 0
         while True:
             await self._pace()
             try:
-                response = await client.post(self.url, json=self._payload(messages))
+                response = await client.post(self.url, json=self._payload(messages, max_tokens))
             except httpx.TransportError as exc:
                 if probe:
                     raise JudgeEndpointError(
@@ -167,7 +195,10 @@ class HttpJudge:
                 failure, wait = f"{type(exc).__name__}: {exc}", None
             else:
                 if response.status_code == 200:
-                    answer = parse_completion(response.json(), self.options)
+                    body = response.json()
+                    answer = (
+                        parse_text(body) if max_tokens else parse_completion(body, self.options)
+                    )
                     return Answer(**{**answer.__dict__, "retries": retries})
                 failure = f"HTTP {response.status_code}: {_server_message(response)}"
                 if response.status_code != 429 and response.status_code < 500:
@@ -193,14 +224,19 @@ class HttpJudge:
             await asyncio.sleep(at - now)
 
     async def _ask_all(
-        self, questions: Sequence[list[dict]], answers: list[Answer | None]
+        self,
+        questions: Sequence[list[dict]],
+        answers: list[Answer | None],
+        max_tokens: int | None,
     ) -> list[Answer]:
         todo = iter(range(len(questions)))
 
         async def worker() -> None:
             async with self._client() as client:
                 for index in todo:  # shared: each index is taken by one worker
-                    answers[index] = await self._ask(client, questions[index])
+                    answers[index] = await self._ask(
+                        client, questions[index], max_tokens=max_tokens
+                    )
 
         workers = [asyncio.ensure_future(worker()) for _ in range(self.concurrency)]
         try:
@@ -211,22 +247,30 @@ class HttpJudge:
         return answers  # type: ignore[return-value]
 
     def ask(
-        self, questions: Sequence[list[dict]], into: list[Answer | None] | None = None
+        self,
+        questions: Sequence[list[dict]],
+        into: list[Answer | None] | None = None,
+        max_tokens: int | None = None,
     ) -> list[Answer]:
         """Answers in the order of ``questions`` (at most ``concurrency`` in flight). ``into``
         (``[None] * len(questions)``) receives each answer as it comes, so that a caller can
-        keep what was answered before a failure."""
+        keep what was answered before a failure. ``max_tokens``: ask for text of up to that
+        many tokens (the answer is the text; no probabilities)."""
         into = [None] * len(questions) if into is None else into
         self._next_at = 0.0  # a new event loop, a new clock
-        return asyncio.run(self._ask_all(questions, into))
+        return asyncio.run(self._ask_all(questions, into, max_tokens))
 
-    def probe(self, messages: list[dict]) -> Answer:
+    def write(self, conversations: Sequence[list[dict]], max_tokens: int) -> list[Answer]:
+        """Greedy text replies (critiques, revisions), in order."""
+        return self.ask(conversations, max_tokens=max_tokens)
+
+    def probe(self, messages: list[dict], max_tokens: int | None = None) -> Answer:
         """One question first: an unreachable URL, or any refusal but 429 / 5xx (retried),
         fails here at once with what the server said."""
 
         async def once() -> Answer:
             async with self._client() as client:
-                return await self._ask(client, messages, probe=True)
+                return await self._ask(client, messages, probe=True, max_tokens=max_tokens)
 
         return asyncio.run(once())
 
@@ -321,4 +365,39 @@ class ModelJudge:
                     if into is not None:
                         into[len(out)] = answer
                     out.append(answer)
+        return out
+
+    def write(self, conversations: Sequence[list[dict]], max_tokens: int) -> list[Answer]:
+        """Greedy text replies (critiques, revisions), batch by batch, in order."""
+        import torch
+
+        encoded = [self.encode(m) for m in conversations]
+        pad = self.tokenizer.pad_token_id
+        pad = self.tokenizer.eos_token_id if pad is None else pad
+        out: list[Answer] = []
+        with torch.inference_mode():
+            for start in range(0, len(encoded), self.batch_size):
+                batch = encoded[start : start + self.batch_size]
+                width = max(len(ids) for ids in batch)
+                ids = torch.tensor([[pad or 0] * (width - len(i)) + i for i in batch])
+                mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in batch])
+                generated = self.model.generate(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    max_new_tokens=max_tokens,
+                    do_sample=False,
+                    pad_token_id=pad,
+                )[:, width:].cpu()
+                for row, seq in zip(generated.tolist(), batch, strict=True):
+                    if pad is not None and pad in row:  # stopped early: the rest is padding
+                        row = row[: row.index(pad)]
+                    text = self.tokenizer.decode(row, skip_special_tokens=True)
+                    out.append(
+                        Answer(
+                            probs={},
+                            answer=text.strip(),
+                            prompt_tokens=len(seq),
+                            completion_tokens=len(row),
+                        )
+                    )
         return out
