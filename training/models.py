@@ -314,9 +314,7 @@ class JudgeRevision(models.Model):
 
     job = models.ForeignKey(JudgeJob, on_delete=models.CASCADE, related_name="revisions")
     task = models.ForeignKey("annotation.Task", on_delete=models.CASCADE, related_name="+")
-    response = models.ForeignKey(
-        "annotation.Response", on_delete=models.CASCADE, related_name="+"
-    )
+    response = models.ForeignKey("annotation.Response", on_delete=models.CASCADE, related_name="+")
     principle = models.ForeignKey(
         "annotation.Principle", on_delete=models.CASCADE, related_name="revisions"
     )

@@ -2,13 +2,17 @@
 loopback server (scripted text) and a registered model; each revision a demonstrate task that a
 human accepts or edits; a restarted job asks only about what is missing."""
 
+from unittest.mock import patch
+
 import pytest
+from django.test import Client
+from rest_framework.test import APIClient
 
 from annotation.models import Demonstration, Task, TaskResponse
 from annotation.workspace import demonstrations, leasing
 from common.errors import DomainError
 from models_registry import services as registry
-from tests.judges.server import scripted_text
+from tests.judges.server import JudgeServer, scripted_text
 from training.judges import runner, services, templates
 from training.models import JudgeRevision
 from training.tiny import save_tiny
@@ -68,16 +72,28 @@ def test_http_critiques_and_revisions_become_demonstrate_tasks(pairs, server, pr
     assert Task.objects.filter(project=project, kind="demonstrate").count() == 12
 
 
-def test_a_human_accepts_a_revision(pairs, server, project, annotator):
-    job = _critique(
-        project,
-        backend="http",
-        config={"base_url": server.base_url, "model": "judge-model", "max_tokens": 16},
-        task_ids=[pairs[0].pk],
-    )
-    runner.execute(job.pk)
-    demo_tasks = list(Task.objects.filter(project=project, kind="demonstrate"))
-    assert len(demo_tasks) == 2
+def test_api_launch_page_and_a_human_accepting_a_revision(pairs, project, annotator, admin_user):
+    hostile = "<script>alert(1)</script> **Safer** answer"
+    critique = templates.ensure_defaults()[templates.CRITIQUE_DEFAULT]
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    with JudgeServer(write=lambda messages: hostile) as server:
+        body = {
+            "project": project.pk, "backend": "http", "template": critique.pk,
+            "principle": "harmless", "task_ids": [pairs[0].pk],
+            "config": {"base_url": server.base_url, "model": "judge-model", "max_tokens": 16},
+        }  # fmt: skip
+        with patch.object(services, "queue_job"):  # run here rather than on a worker
+            created = api.post("/api/v1/judge-jobs/", body, format="json")
+        assert created.status_code == 201 and created.json()["principle"] == "harmless"
+        runner.execute(created.json()["id"])
+    listed = api.get(f"/api/v1/judge-jobs/{created.json()['id']}/revisions/").json()["results"]
+    assert len(listed) == 2 and all(r["revision"] == hostile for r in listed)
+    client = Client()
+    client.force_login(admin_user)
+    page = client.get(f"/training/judges/{created.json()['id']}/revisions/").content.decode()
+    assert "<strong>Safer</strong>" in page and "<script>alert" not in page
+
     full = project.annotations_per_task  # the compare tasks are done: only revisions to do
     Task.objects.filter(project=project, kind="compare").update(submitted_count=full)
     lease = leasing.next_task(annotator=annotator, project=project)
@@ -103,14 +119,14 @@ def test_registered_model_critiques_and_revises(pairs, project, tmp_path):
         project,
         backend="model",
         model_version=version,
-        config={"batch_size": 4, "max_tokens": 3},
-        task_ids=[t.pk for t in pairs[:2]],
+        config={"batch_size": 2, "max_tokens": 3},
+        task_ids=[pairs[0].pk],
     )
     runner.execute(job.pk)
     job.refresh_from_db()
     assert job.status == "succeeded", job.error
     rows = list(JudgeRevision.objects.filter(job=job))
-    assert len(rows) == 4 and job.requests == 8 and job.prompt_tokens > 0
+    assert len(rows) == 2 and job.requests == 4 and job.prompt_tokens > 0
     assert all(0 < r.completion_tokens <= 6 for r in rows)
     assert job.verdicts == sum(1 for r in rows if r.revision)
 

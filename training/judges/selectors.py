@@ -7,13 +7,18 @@ from django.db.models import QuerySet
 from annotation.quality import oracles
 from common.errors import DomainError
 from training.judges import templates as judge_templates
-from training.models import JudgeJob, JudgeTemplate
+from training.models import JudgeJob, JudgeRevision, JudgeTemplate
 
 
 def jobs() -> QuerySet[JudgeJob]:
     return JudgeJob.objects.select_related(
-        "project", "template", "annotator", "model_version__registered_model"
+        "project", "template", "annotator", "model_version__registered_model", "principle"
     ).order_by("-id")
+
+
+def revisions(job: JudgeJob) -> QuerySet[JudgeRevision]:
+    """A critique job's critiques and revisions, in the order they were written."""
+    return JudgeRevision.objects.filter(job=job).select_related("principle").order_by("id")
 
 
 def templates() -> QuerySet[JudgeTemplate]:
