@@ -52,11 +52,17 @@ def discretion_payload(
     seed: int | None = 0,
     task_ids: Iterable[int] | None = None,
     max_judgment_id: int | None = None,
+    reference_horizon: bool = True,
 ) -> dict[str, Any]:
     """The ``discretion_report`` JSON (``pairs``, ``categories``, ``annotators``,
-    ``supremacy``) plus ``meta`` (principles, declared ranking, kinds, reference, counts)."""
+    ``supremacy``) plus ``meta`` (principles, declared ranking, kinds, reference, counts);
+    ``reference_horizon`` as for ``inputs.discretion_inputs``."""
     inputs = discretion_inputs(
-        project, reference=reference, task_ids=task_ids, max_judgment_id=max_judgment_id
+        project,
+        reference=reference,
+        task_ids=task_ids,
+        max_judgment_id=max_judgment_id,
+        reference_horizon=reference_horizon,
     )
     keys = inputs.keys
     with threadpool_limits(limits=1):

@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotation.datasets import filters as snapshot_filters
+from annotation.datasets import selectors as dataset_selectors
 from annotation.datasets.importers.judgments import NAME, combine_orders
 from annotation.models import (
     AnnotatorProfile,
@@ -179,7 +179,7 @@ def launch_job(
     if snapshot is not None:
         if snapshot.project_id != project.pk:
             raise DomainError(f"snapshot {snapshot.pk} is not a snapshot of {project.slug}")
-        in_snapshot = snapshot_tasks(snapshot)
+        in_snapshot = dataset_selectors.snapshot_task_ids(snapshot)
         task_ids = sorted(in_snapshot & set(task_ids)) if task_ids else sorted(in_snapshot)
         if not task_ids:
             raise DomainError(f"snapshot {snapshot.pk} holds no task to judge")
@@ -218,17 +218,6 @@ def launch_job(
 
 def _queue(job: JudgeJob) -> str:
     return job.config.get("queue", "cpu") if job.backend == JudgeJob.Backend.MODEL else "cpu"
-
-
-def snapshot_tasks(snapshot: DatasetSnapshot) -> set[int]:
-    """The compare tasks judged in the snapshot's frozen judgment set."""
-    _, frozen = snapshot_filters.from_record(snapshot)
-    return set(
-        snapshot_filters.judgment_queryset(snapshot.project, frozen)
-        .filter(task__kind=Task.Kind.COMPARE)
-        .values_list("task_id", flat=True)
-        .distinct()
-    )
 
 
 def queue_job(job: JudgeJob) -> None:
