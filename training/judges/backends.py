@@ -11,6 +11,9 @@
   one question first and turns a wrong URL, model or key into one clear message.
 * :class:`ModelJudge` — a registered causal LM on the worker (transformers): one forward pass
   per question, the next-token probabilities of the options' first tokens read directly.
+* :class:`VllmJudge` — the same model through vLLM, chosen by :func:`local_judge` on a worker
+  that sees a GPU and can import ``vllm`` (``JUDGE_VLLM=0`` opts out): the options' first
+  tokens read from the top ``logprobs`` (20) of one greedy token, 0 when outside them.
 
 No Django here: the runner (``training.judges.runner``) feeds and stores.
 """
@@ -18,6 +21,7 @@ No Django here: the runner (``training.judges.runner``) feeds and stores.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import math
 import os
 import re
@@ -290,6 +294,28 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+def option_token_ids(tokenizer, options: Sequence[str]) -> list[int]:
+    """The first token of each option (they must differ): what a local judge reads."""
+    if not options:
+        return []
+    ids = [tokenizer(o, add_special_tokens=False)["input_ids"][:1] for o in options]
+    out = [i[0] if i else None for i in ids]
+    if None in out or len(set(out)) != len(out):
+        raise JudgeEndpointError(f"the options {list(options)} do not begin with distinct tokens")
+    return out  # type: ignore[return-value]
+
+
+def local_judge(model_dir: str, options: Sequence[str], *, batch_size: int = 8):
+    """A registered model's judge: vLLM when it is importable and a GPU is visible (and
+    ``JUDGE_VLLM`` is not ``0``), else transformers (:class:`ModelJudge`)."""
+    if os.environ.get("JUDGE_VLLM", "1") != "0" and importlib.util.find_spec("vllm"):
+        import torch
+
+        if torch.cuda.is_available():
+            return VllmJudge(model_dir, options)
+    return ModelJudge(model_dir, options, batch_size=batch_size)
+
+
 class ModelJudge:
     """A causal LM read directly: next-token probabilities of the options' first tokens."""
 
@@ -314,12 +340,7 @@ class ModelJudge:
         self.model = load_causal_lm(model_dir).to(self.device).eval()
         self.limit = max_positions(self.model.config) or 4096
         self.batch_size = batch_size
-        ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"][:1] for o in self.options]
-        self.option_ids = [i[0] if i else None for i in ids]
-        if None in self.option_ids or len(set(self.option_ids)) != len(self.option_ids):
-            raise JudgeEndpointError(
-                f"the options {self.options} do not begin with distinct tokens of this model"
-            )
+        self.option_ids = option_token_ids(self.tokenizer, self.options)
 
     def encode(self, messages: list[dict]) -> list[int]:
         """The prompt's token ids, cut from the left to fit the model (the question is last)."""
@@ -401,3 +422,70 @@ class ModelJudge:
                         )
                     )
         return out
+
+
+class VllmJudge:
+    """A registered causal LM served in-process by vLLM on a GPU worker (see the module doc).
+    Same prompts as :class:`ModelJudge` (its chat rendering, cut from the left); not exercised
+    by the test suite, which has no GPU."""
+
+    TOP_LOGPROBS = 20  # vLLM's default ceiling on returned log-probabilities
+
+    def __init__(self, model_dir: str, options: Sequence[str]):
+        from vllm import LLM
+
+        from training.trainers.common import load_tokenizer
+
+        self.options = list(options)
+        self.tokenizer = load_tokenizer(model_dir)
+        self.llm = LLM(model=model_dir, max_logprobs=self.TOP_LOGPROBS)
+        self.limit = self.llm.llm_engine.model_config.max_model_len
+        self.option_ids = option_token_ids(self.tokenizer, self.options)
+
+    def encode(self, messages: list[dict], room: int = 1) -> list[int]:
+        from training.trainers.common import render_prompt
+
+        text = render_prompt(self.tokenizer, messages)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[-(self.limit - room) :]
+
+    def _run(self, conversations: Sequence[list[dict]], params, room: int):
+        prompts = [{"prompt_token_ids": self.encode(m, room)} for m in conversations]
+        return self.llm.generate(prompts, params, use_tqdm=False)
+
+    def ask(
+        self, questions: Sequence[list[dict]], into: list[Answer | None] | None = None
+    ) -> list[Answer]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=0, logprobs=self.TOP_LOGPROBS)
+        out = []
+        for index, result in enumerate(self._run(questions, params, 1)):
+            top = result.outputs[0].logprobs[0]  # token id → Logprob
+            probs = {
+                o: math.exp(top[i].logprob) if i in top else 0.0
+                for o, i in zip(self.options, self.option_ids, strict=True)
+            }
+            answer = Answer(
+                probs=probs,
+                answer=max(probs, key=probs.__getitem__),
+                prompt_tokens=len(result.prompt_token_ids),
+            )
+            if into is not None:
+                into[index] = answer
+            out.append(answer)
+        return out
+
+    def write(self, conversations: Sequence[list[dict]], max_tokens: int) -> list[Answer]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=max_tokens, temperature=0)
+        return [
+            Answer(
+                probs={},
+                answer=r.outputs[0].text.strip(),
+                prompt_tokens=len(r.prompt_token_ids),
+                completion_tokens=len(r.outputs[0].token_ids),
+            )
+            for r in self._run(conversations, params, max_tokens)
+        ]

@@ -16,7 +16,7 @@ from django.utils import timezone
 from annotation.models import Prompt, Response, Task
 from common.errors import DomainError
 from training.judges import critiques, services, templates
-from training.judges.backends import Answer, HttpJudge, ModelJudge
+from training.judges.backends import Answer, HttpJudge, local_judge
 from training.models import JudgeAnswer, JudgeJob, JudgeTemplate
 from training.services import failure_text
 
@@ -96,7 +96,7 @@ def open_backend(job: JudgeJob):
             max_requests_per_s=c.get("max_requests_per_s", 0.0),
             backoff_s=settings.JUDGE_BACKOFF_S,
         )
-    return ModelJudge(job.model_version.artifact_uri, options, batch_size=c["batch_size"])
+    return local_judge(job.model_version.artifact_uri, options, batch_size=c["batch_size"])
 
 
 def _chunks(items: list[Question], size: int) -> Iterator[list[Question]]:
