@@ -198,9 +198,7 @@ def _quality_view(data: dict) -> dict[str, Any]:
     oracles = [
         {
             **o,
-            "principles": [
-                {**p, "agree_bg": heat_agreement(p["kappa"])} for p in o["principles"]
-            ],
+            "principles": [{**p, "agree_bg": heat_agreement(p["kappa"])} for p in o["principles"]],
         }
         for o in data.get("oracles", [])  # reports computed before oracles had none
     ]
