@@ -2,9 +2,11 @@
 loopback server (scripted text) and a registered model; each revision a demonstrate task that a
 human accepts or edits; a restarted job asks only about what is missing."""
 
+from io import StringIO
 from unittest.mock import patch
 
 import pytest
+from django.core.management import call_command
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -70,6 +72,16 @@ def test_http_critiques_and_revisions_become_demonstrate_tasks(pairs, server, pr
     job.refresh_from_db()
     assert job.status == "succeeded" and len(server.asked) - before == 5 * 2
     assert Task.objects.filter(project=project, kind="demonstrate").count() == 12
+
+    # the command line: one task's two responses, run here
+    out = StringIO()
+    call_command(
+        "judge", "launch", "--project", project.slug, "--template", "critique-revision",
+        "--principle", "honest", "--base-url", server.base_url, "--model", "judge-model",
+        "--max-tokens", "8", "--tasks", str(pairs[0].pk), "--here", stdout=out,
+    )  # fmt: skip
+    assert "2/2\t2 revisions" in out.getvalue()
+    assert JudgeRevision.objects.filter(principle__key="honest").count() == 2
 
 
 def test_api_launch_page_and_a_human_accepting_a_revision(pairs, project, annotator, admin_user):
