@@ -2,7 +2,7 @@
 that the policy follows it.
 
     .venv/bin/python benchmarks/discretion_control.py [--seeds 0,1,2] [--tasks 48]
-        [--probe 16] [--policy-steps 50]
+        [--probe 16] [--policy-steps 40]
 
 For each seed, in a fresh SQLite database under a temporary directory:
 
@@ -272,7 +272,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tasks", type=int, default=48)
     parser.add_argument("--probe", type=int, default=16)
-    parser.add_argument("--policy-steps", type=int, default=50)
+    parser.add_argument("--policy-steps", type=int, default=40)
     parser.add_argument("--keep", help="Keep each seed's database and artifacts under this folder.")
     args = parser.parse_args()
     print(cpu_reference.describe(), flush=True)
@@ -321,7 +321,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--tasks", type=int, default=48)
     parser.add_argument("--probe", type=int, default=16)
-    parser.add_argument("--policy-steps", type=int, default=50)
+    parser.add_argument("--policy-steps", type=int, default=40)
     parser.add_argument("--keep")
     return parser.parse_args(argv)
 

@@ -7,7 +7,7 @@ import os
 from celery import shared_task
 from celery.signals import worker_ready
 
-from training import groups, services
+from training import demo, groups, services
 from training.executor import execute
 from training.generation import execute_generation, profile_version_safely
 from training.judges import runner as judge_runner
@@ -63,6 +63,16 @@ def run_judge_job(job_id: int) -> None:
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     judge_runner.execute(job_id)
+
+
+@shared_task(name=demo.FOLLOW_UP_TASK, bind=True, max_retries=360, acks_late=True)
+def launch_demo_policy(self, reward_run_id: int) -> str:
+    """The demo's DPO run, launched once its reward run has succeeded (``training.demo``);
+    asks again every 10 s while the reward run is queued or running."""
+    outcome = demo.launch_policy_after(reward_run_id)
+    if outcome == "wait":
+        raise self.retry(countdown=10)
+    return outcome
 
 
 @worker_ready.connect

@@ -147,4 +147,4 @@ class FlagForm(forms.Form):
     flagged = forms.TypedChoiceField(
         choices=[("1", "flag"), ("0", "unflag")], coerce=lambda value: value == "1"
     )
-    reason = forms.CharField(required=False, widget=forms.Textarea({"rows": 2}))
+    reason = forms.CharField(required=False, widget=forms.Textarea({"rows": 2, "autofocus": True}))

@@ -102,7 +102,9 @@ MEMBER_ROLES = [(value, label) for value, label in ProjectMembership.Role.choice
 class MemberCapsForm(forms.Form):
     """A member's role and caps (empty: no cap)."""
 
-    role = forms.ChoiceField(choices=MEMBER_ROLES, label="Role")
+    role = forms.ChoiceField(
+        choices=MEMBER_ROLES, initial=ProjectMembership.Role.ANNOTATOR, label="Role"
+    )
     max_judgments = forms.IntegerField(
         min_value=0, max_value=10**9, required=False, label="Max judgments"
     )

@@ -9,11 +9,11 @@ from annotation.models import DatasetSnapshot, Judgment, PrincipleSet, Project, 
 
 @pytest.mark.django_db
 def test_seed_demo_is_idempotent_and_prints_logins(capsys):
-    call_command("seed_demo", "--limit", "50")
-    call_command("seed_demo", "--limit", "50")
+    call_command("seed_demo", "--limit", "50", "--persona-pairs", "12")
+    call_command("seed_demo", "--limit", "50", "--persona-pairs", "12")
     out = capsys.readouterr().out
-    assert "alice / alice-demo-pass" in out
-    assert Project.objects.count() == 2
+    assert "alice / alice-demo-pass" in out and "dash / dash-demo-pass" in out
+    assert Project.objects.count() == 3
     assert Task.objects.filter(project__slug="hh-harmless").count() == 50
     assert PrincipleSet.objects.get(name="demo-harmlessness").is_published
     labels = Project.objects.get(slug="hh-harmless-labels")
@@ -25,7 +25,7 @@ def test_seed_demo_is_idempotent_and_prints_logins(capsys):
 
 @pytest.mark.django_db
 def test_login_then_role_aware_home(client):
-    call_command("seed_demo", "--limit", "5")
+    call_command("seed_demo", "--limit", "5", "--persona-pairs", "6")
     assert client.get(reverse("home")).status_code == 302  # anonymous → login
     login = client.post(reverse("login"), {"username": "alice", "password": "alice-demo-pass"})
     assert login.status_code == 302
@@ -42,6 +42,6 @@ def test_login_then_role_aware_home(client):
 
 @pytest.mark.django_db
 def test_wrong_password_is_refused(client):
-    call_command("seed_demo", "--limit", "1")
+    call_command("seed_demo", "--limit", "1", "--persona-pairs", "6")
     response = client.post(reverse("login"), {"username": "alice", "password": "nope"})
     assert response.status_code == 200 and b"Wrong username or password" in response.content

@@ -38,7 +38,7 @@ TINY = {"batch_size": 8, "max_length": 96, "save_steps": 0, "eval_fraction": 0.2
 SFT = {**TINY, "max_steps": 60, "learning_rate": 3e-3, "max_completion_length": 16,
        "eval_prompts": 2, "num_samples": 1}  # fmt: skip
 RM = {**TINY, "max_steps": 20, "learning_rate": 2e-3, "eval_fraction": 0.25}
-POLICY = {**TINY, "max_steps": 30, "learning_rate": 2e-3, "max_completion_length": 16,
+POLICY = {**TINY, "max_steps": 40, "learning_rate": 2e-3, "max_completion_length": 16,
           "num_generations": 8, "eval_prompts": 2, "num_samples": 1,
           "rewards": [{"type": "principles"}]}  # fmt: skip
 FINISHED = ("succeeded", "failed", "cancelled")

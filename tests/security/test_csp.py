@@ -48,7 +48,7 @@ def browser(monkeypatch):
 def world():
     """The demo seed (users, a compare project, a labelled project, its snapshot and quality
     reports), a running training run with a loss curve and a registered model version."""
-    call_command("seed_demo", "--limit", "20")
+    call_command("seed_demo", "--limit", "20", "--persona-pairs", "12")
     snapshot = DatasetSnapshot.objects.get(project__slug="hh-harmless-labels")
     reports.compute_and_store(snapshot.project, "quality", {"scope": "all"})
     reports.compute_and_store(snapshot.project, "discretion", {"reference": None})

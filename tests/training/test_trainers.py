@@ -21,10 +21,10 @@ from training.trainers.rewards import (
     LengthScorer,
     PrincipleWeightedScorer,
     RegexScorer,
+    RunningScale,
     StringsScorer,
     build_rewards,
     json_scorer,
-    standardized,
     weights_from_priority,
 )
 
@@ -182,7 +182,9 @@ def test_rewards_and_weights():
     assert [(b.name, b.weight) for b in built] == [("principles", 1.0), ("json", 2.0)]
     z = 1.5**0.5  # the standardized 1, 2, 3 are -z, 0, z
     assert built[0].scorer(prompts, completions) == pytest.approx([-z / 3, 0.0, z / 3])
-    assert standardized([5.0, 5.0]) == [0.0, 0.0]
+    scale = RunningScale()
+    assert scale.standardize([5.0, 5.0]) == [0.0, 0.0]
+    assert scale.standardize([7.0, 7.0]) == pytest.approx([1.0, 1.0])  # mean 6, deviation 1
 
 
 def test_builtin_tiny_is_deterministic(tmp_path):

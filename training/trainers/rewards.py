@@ -63,9 +63,10 @@ class PrincipleWeightedScorer:
     """Weighted sum of per-principle scorers, from ``{principle key: (scorer, weight)}``.
 
     ``standardize``: each scorer's scores are first brought to mean 0 and standard deviation 1
-    over the batch, so that the weights alone say how much each principle counts (reward
-    models trained apart score on unrelated scales; without this, the one with the widest
-    scale decides whatever precedence the weights declare)."""
+    by the running mean and deviation of every score it gave so far (``RunningScale``), so that
+    the weights alone say how much each principle counts: reward models trained apart score on
+    unrelated scales, and without this the widest scale decides whatever the weights declare.
+    Running, not per batch: once a policy's samples agree, a batch's own spread is noise."""
 
     def __init__(
         self, scorers: Mapping[str, tuple[Scorer, float]], *, standardize: bool = False
@@ -73,24 +74,35 @@ class PrincipleWeightedScorer:
         if not scorers:
             raise ValueError("A principle-weighted reward needs at least one principle.")
         self.scorers = dict(scorers)
-        self.standardize = standardize
+        self.scales = {key: RunningScale() for key in self.scorers} if standardize else None
 
     def __call__(self, prompts: Texts, completions: Texts) -> list[float]:
         total = [0.0] * len(completions)
-        for scorer, weight in self.scorers.values():
+        for key, (scorer, weight) in self.scorers.items():
             scores = list(scorer(prompts, completions))
-            if self.standardize:
-                scores = standardized(scores)
+            if self.scales is not None:
+                scores = self.scales[key].standardize(scores)
             for i, value in enumerate(scores):
                 total[i] += weight * value
         return total
 
 
-def standardized(values: Sequence[float]) -> list[float]:
-    """``values`` at mean 0 and standard deviation 1 (all 0 when they do not vary)."""
-    mean = sum(values) / len(values) if values else 0.0
-    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) if values else 0.0
-    return [(v - mean) / spread if spread > 1e-12 else 0.0 for v in values]
+class RunningScale:
+    """Mean and standard deviation of every value seen so far (Welford's update)."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def standardize(self, values: Sequence[float]) -> list[float]:
+        """``values`` at the running mean 0 and deviation 1, after counting them in (all 0
+        while the values seen do not vary)."""
+        for value in values:
+            self.count += 1
+            delta = value - self.mean
+            self.mean += delta / self.count
+            self.m2 += delta * (value - self.mean)
+        spread = math.sqrt(self.m2 / self.count) if self.count else 0.0
+        return [(v - self.mean) / spread if spread > 1e-12 else 0.0 for v in values]
 
 
 class LengthScorer:
