@@ -31,3 +31,14 @@ class JudgeTemplateAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(models.JudgeRevision)
+class JudgeRevisionAdmin(admin.ModelAdmin):
+    """A critique job's critiques and revisions (read only: the job writes them)."""
+
+    list_display = ["id", "job", "principle", "response", "demonstrate_task"]
+    raw_id_fields = ["job", "task", "response", "revised_response", "demonstrate_task"]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -160,6 +160,7 @@ class RunMetric(models.Model):
 class JudgeTemplateKind(models.TextChoices):
     PRINCIPLE = "principle", "Principle verdict (pair × principle)"
     PREFERENCE = "preference", "Generic preference (pair)"
+    CRITIQUE = "critique", "Critique and revision (response × principle)"
 
 
 class JudgeTemplate(models.Model):
@@ -170,8 +171,11 @@ class JudgeTemplate(models.Model):
     version = models.PositiveIntegerField()
     kind = models.CharField(max_length=10, choices=Kind.choices)
     system = models.TextField()
-    # Placeholders: {prompt}, {response_a}, {response_b}, and {principle} for the principle kind.
+    # Placeholders: {prompt}, {response_a}, {response_b}, and {principle} for the principle kind;
+    # {prompt}, {response}, {principle} for the critique kind (the critique request).
     user = models.TextField()
+    # Critique kind: the follow-up request, after the critique, for the revised response.
+    revision = models.TextField(blank=True)
     options = models.JSONField(help_text='Answer labels, e.g. ["A", "B", "NA"].')
     sha256 = models.CharField(max_length=64)
     created_by = models.ForeignKey(
@@ -220,6 +224,10 @@ class JudgeJob(models.Model):
     )
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="judge_jobs"
+    )
+    # Critique template: the principle every response is critiqued and revised against.
+    principle = models.ForeignKey(
+        "annotation.Principle", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     status = models.CharField(
         max_length=10, choices=TrainingRunStatus.choices, default=TrainingRunStatus.QUEUED
@@ -296,4 +304,33 @@ class JudgeAnswer(models.Model):
                 name="judgeanswer_once_pair",
             ),
             models.CheckConstraint(condition=Q(order__lte=1), name="judgeanswer_order"),
+        ]
+
+
+class JudgeRevision(models.Model):
+    """A critique job's answer for one response: the judge's critique against the job's
+    principle and its revision, which becomes a demonstrate task (the revision at position 0,
+    the original at 1) that humans accept or edit."""
+
+    job = models.ForeignKey(JudgeJob, on_delete=models.CASCADE, related_name="revisions")
+    task = models.ForeignKey("annotation.Task", on_delete=models.CASCADE, related_name="+")
+    response = models.ForeignKey("annotation.Response", on_delete=models.CASCADE, related_name="+")
+    principle = models.ForeignKey(
+        "annotation.Principle", on_delete=models.CASCADE, related_name="revisions"
+    )
+    critique = models.TextField()
+    revision = models.TextField()
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    revised_response = models.ForeignKey(
+        "annotation.Response", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    demonstrate_task = models.ForeignKey(
+        "annotation.Task", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "response"], name="judgerevision_once")
         ]

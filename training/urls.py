@@ -12,5 +12,6 @@ urlpatterns = [
     path("principle-rewards/", views.principle_rewards, name="principle-rewards"),
     path("groups/<int:pk>/", views.group_detail, name="group"),
     path("judges/", judges.jobs, name="judges"),
+    path("judges/<int:pk>/revisions/", judges.revisions, name="judge_revisions"),
     path("judges/<int:pk>/<str:verb>/", judges.act, name="judge_act"),
 ]

@@ -13,9 +13,11 @@ from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, TextField
 from django.db.models.fields.json import KT
 from django.db.models.functions import Cast
 
+from annotation.datasets import filters as snapshot_filters
 from annotation.datasets import snapshots
 from annotation.datasets.exports import reading
 from annotation.models import (
+    AnnotatorProfile,
     DatasetSnapshot,
     Judgment,
     PrincipleVerdict,
@@ -23,6 +25,8 @@ from annotation.models import (
     Task,
     TaskResponse,
 )
+from annotation.quality import inputs as quality_inputs
+from annotation.quality import payloads as quality_payloads
 
 PREVIEW_ROWS = 20
 PREVIEW_CELL_CHARS = 2000
@@ -120,6 +124,65 @@ def card(snapshot: DatasetSnapshot) -> dict:
         "annotator_total": len(annotators),
         "figures": figures,
     }
+
+
+def snapshot_task_ids(snapshot: DatasetSnapshot) -> set[int]:
+    """The compare tasks judged in the snapshot's frozen judgment set."""
+    _, frozen = snapshot_filters.from_record(snapshot)
+    return set(
+        snapshot_filters.judgment_queryset(snapshot.project, frozen)
+        .filter(task__kind=Task.Kind.COMPARE)
+        .values_list("task_id", flat=True)
+        .distinct()
+    )
+
+
+def oracles(project: Project) -> list[str]:
+    """Model annotators with principle verdicts here (imported oracles, judge jobs): the
+    sources a dataset card can take its discretion figures from."""
+    return [
+        a["name"]
+        for a in quality_inputs.annotators_with_verdicts(project)
+        if a["kind"] == AnnotatorProfile.Kind.MODEL
+    ]
+
+
+def oracle_figures(snapshot: DatasetSnapshot, oracle: str) -> dict:
+    """The snapshot's discretion figures with ``oracle``'s principle verdicts as the reference
+    (read past the snapshot's judgment horizon: an oracle is often asked after the build): the
+    category split of its pairs and each annotator's discretion arbitrariness (no bootstrap).
+    Cached per snapshot content × the oracle's latest judgment."""
+    latest = (
+        Judgment.objects.filter(task__project_id=snapshot.project_id, annotator__username=oracle)
+        .order_by("-id")
+        .values_list("id", flat=True)
+        .first()
+    )
+
+    def compute() -> dict:
+        payload = quality_payloads.discretion_payload(
+            snapshot.project,
+            reference=oracle,
+            task_ids=sorted(snapshot_task_ids(snapshot)),
+            max_judgment_id=(snapshot.filters or {}).get("max_judgment_id"),
+            reference_horizon=False,
+        )
+        return {
+            "oracle": oracle,
+            "pairs": payload["pairs"],
+            "categories": payload["categories"],
+            "da": sorted(
+                (
+                    {"annotator": name, "da": a["da"], "n": a["da_n"]}
+                    for name, a in payload["annotators"].items()
+                ),
+                key=lambda row: (-row["n"], row["annotator"]),
+            )[:10],
+        }
+
+    return cache.get_or_set(
+        f"snapshot-oracle:{snapshot.sha256}:{oracle}:{latest}", compute, timeout=None
+    )
 
 
 # ---------------------------------------------------------------- tasks browser

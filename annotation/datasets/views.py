@@ -176,6 +176,12 @@ def snapshot_detail(request: HttpRequest, pk: int) -> HttpResponse:
     snapshot = _snapshot(pk)
     _allowed(request, snapshot.project_id, READING_ROLES)
     ready = snapshot.status == DatasetSnapshot.Status.READY
+    oracles = (
+        selectors.oracles(snapshot.project)
+        if ready and snapshot.kind != DatasetSnapshot.Kind.SFT
+        else []
+    )
+    oracle = request.GET.get("oracle")
     return render(
         request,
         "annotation/datasets/snapshot_detail.html",
@@ -185,6 +191,8 @@ def snapshot_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "tab": "datasets",
             "filters_summary": selectors.filters_summary(snapshot.filters),
             "card": selectors.card(snapshot) if ready else None,
+            "oracles": oracles,
+            "oracle": selectors.oracle_figures(snapshot, oracle) if oracle in oracles else None,
             "preview": selectors.preview(snapshot) if ready else [],
             "train_kinds": TRAIN_KINDS.get(snapshot.kind, ("grpo",)) if ready else (),
         },

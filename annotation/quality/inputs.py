@@ -335,13 +335,20 @@ def discretion_inputs(
     reference: str | None = None,
     task_ids: Iterable[int] | None = None,
     max_judgment_id: int | None = None,
+    reference_horizon: bool = True,
 ) -> DiscretionInputs:
-    """Everything :func:`metrics.discretion.discretion_report` needs, from the database."""
+    """Everything :func:`metrics.discretion.discretion_report` needs, from the database.
+    ``reference_horizon=False``: the reference's verdicts are read past ``max_judgment_id``
+    (an oracle asked about a snapshot after it was built)."""
     ref_id = resolve_annotator(reference).pk if reference else None
     pairs = pair_tasks(project, task_ids)
     principles = principles_of(project)
     P, covered = verdict_matrix(
-        project, pairs, principles, reference_id=ref_id, max_judgment_id=max_judgment_id
+        project,
+        pairs,
+        principles,
+        reference_id=ref_id,
+        max_judgment_id=max_judgment_id if reference_horizon or not ref_id else None,
     )
     vectors, counts = preference_vectors(
         project,

@@ -35,6 +35,7 @@ from annotation.quality.metrics import agreement as agr
 from annotation.quality.metrics import consensus as cons
 from annotation.quality.metrics import diagnostics as diag
 from annotation.quality.metrics import discretion as disc
+from annotation.quality.oracles import oracle_section
 from annotation.vocabulary import TIE
 
 
@@ -51,11 +52,17 @@ def discretion_payload(
     seed: int | None = 0,
     task_ids: Iterable[int] | None = None,
     max_judgment_id: int | None = None,
+    reference_horizon: bool = True,
 ) -> dict[str, Any]:
     """The ``discretion_report`` JSON (``pairs``, ``categories``, ``annotators``,
-    ``supremacy``) plus ``meta`` (principles, declared ranking, kinds, reference, counts)."""
+    ``supremacy``) plus ``meta`` (principles, declared ranking, kinds, reference, counts);
+    ``reference_horizon`` as for ``inputs.discretion_inputs``."""
     inputs = discretion_inputs(
-        project, reference=reference, task_ids=task_ids, max_judgment_id=max_judgment_id
+        project,
+        reference=reference,
+        task_ids=task_ids,
+        max_judgment_id=max_judgment_id,
+        reference_horizon=reference_horizon,
     )
     keys = inputs.keys
     with threadpool_limits(limits=1):
@@ -223,6 +230,7 @@ def quality_payload(
             **_agreement_section(project, rows, infos, names, scope, max_judgment_id),
             "consensus": _consensus_section(rows, infos, names),
             "annotators": _diagnostics_section(project, rows, infos, people, too_fast_s=too_fast_s),
+            "oracles": oracle_section(project, max_judgment_id, task_ids),
         }
     return jsonable(payload)
 

@@ -195,7 +195,15 @@ def _quality_view(data: dict) -> dict[str, Any]:
         ),
         key=lambda d: (-d["n"], d["annotator"]),
     )
+    oracles = [
+        {
+            **o,
+            "principles": [{**p, "agree_bg": heat_agreement(p["kappa"])} for p in o["principles"]],
+        }
+        for o in data.get("oracles", [])  # reports computed before oracles had none
+    ]
     return {
+        "oracles": oracles,
         "time_chart": chart,
         "buckets": buckets,
         "principles": principles,

@@ -31,6 +31,12 @@ def hashed_scores(messages: list[dict]) -> dict[str, float]:
     return {"A": weights[0] / total, "B": weights[1] / total, "NA": weights[2] / total}
 
 
+def scripted_text(messages: list[dict]) -> str:
+    """Deterministic scripted text for a conversation (its last message, hashed)."""
+    last = messages[-1]["content"]
+    return f"Scripted {hashlib.sha256(last.encode()).hexdigest()[:8]}: {last[:30]}"
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in two writes
@@ -72,6 +78,10 @@ class _Handler(BaseHTTPRequestHandler):
             srv.asked.append(messages[-1]["content"])
         if srv.delay_s:
             time.sleep(srv.delay_s)
+        prompt_tokens = sum(len(m["content"].split()) for m in messages)
+        if not request.get("logprobs") and int(request.get("max_tokens") or 1) > 1:
+            text = srv.write(messages)
+            return self._reply(200, _completion(srv.model, text, prompt_tokens, len(text.split())))
         probs = srv.score(messages)
         best = max(probs, key=probs.get)
         top = [
@@ -87,30 +97,38 @@ class _Handler(BaseHTTPRequestHandler):
         if srv.logprobs and request.get("logprobs"):
             token = {"token": best, "logprob": math.log(probs[best] or 1e-300), "top_logprobs": top}
             choice["logprobs"] = {"content": [token]}
-        prompt_tokens = sum(len(m["content"].split()) for m in messages)
-        self._reply(
-            200,
-            {
-                "id": "cmpl-test",
-                "object": "chat.completion",
-                "model": srv.model,
-                "choices": [choice],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": 1,
-                    "total_tokens": prompt_tokens + 1,
-                },
-            },
-        )
+        self._reply(200, {**_completion(srv.model, best, prompt_tokens, 1), "choices": [choice]})
+
+
+def _completion(model: str, text: str, prompt_tokens: int, completion_tokens: int) -> dict:
+    return {
+        "id": "cmpl-test",
+        "object": "chat.completion",
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
 
 
 class JudgeServer(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, score: Scores = hashed_scores, model: str = "judge-model"):
+    def __init__(
+        self,
+        score: Scores = hashed_scores,
+        model: str = "judge-model",
+        write: Callable[[list[dict]], str] = scripted_text,
+    ):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.score = score
+        self.write = write
         self.model = model
         self.storm = 0
         self.refused = 0

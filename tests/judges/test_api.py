@@ -33,6 +33,7 @@ MATRIX = [
     ("jobs cancel", "post", "judge-jobs/{job}/cancel/", None, STAFF(200)),
     ("jobs resume", "post", "judge-jobs/{job}/resume/", None, STAFF(200)),
     ("jobs agreement", "get", "judge-jobs/{job}/agreement/", None, STAFF(200)),
+    ("jobs revisions", "get", "judge-jobs/{job}/revisions/", None, STAFF(200)),
     ("templates list", "get", "judge-templates/", None, STAFF(200)),
     ("templates detail", "get", "judge-templates/{template}/", None, STAFF(200)),
     ("templates new version", "post", "judge-templates/", TEMPLATE, STAFF(201)),
@@ -88,6 +89,8 @@ def test_staff_page_by_role(users, job, client):
         client.force_login(users[role])
         response = client.get("/training/judges/")
         assert response.status_code == status, role
+        response = client.get(f"/training/judges/{job.pk}/revisions/")
+        assert response.status_code == status, role
     client.force_login(users["manager"])
     page = client.get("/training/judges/").content.decode()
     assert job.annotator.username in page and "Launch a judge job" in page
@@ -117,6 +120,10 @@ def test_staff_page_by_role(users, job, client):
         ),
         ({"backend": "http", "config": {"base_url": "http://h/v1", "model": "m", "x": 1}}, "x"),
         ({"backend": "model", "config": {}}, "model_version"),
+        (
+            {"backend": "http", "principle": "harmless", "config": {"base_url": "http://h/v1"}},
+            "principle",
+        ),
         (
             {
                 "backend": "http",
@@ -230,3 +237,16 @@ def test_staff_page_launch_form(users, pairs, project, client):
     assert job.status == "cancelled"
     client.force_login(users["viewer"])
     assert client.post(f"/training/judges/{job.pk}/resume/").status_code == 403
+
+    client.force_login(users["manager"])
+    critique = templates.ensure_defaults()[templates.CRITIQUE_DEFAULT]
+    form = {"project": project.pk, "backend": "http", "template": critique.pk,
+            "base_url": "http://127.0.0.1:9/v1", "model": "m"}  # fmt: skip
+    bad = client.post("/training/judges/", form)
+    assert bad.status_code == 400 and "needs a principle" in bad.content.decode()
+    ok = client.post("/training/judges/", {**form, "principle": "honest", "max_tokens": 99})
+    assert ok.status_code == 302
+    job = JudgeJob.objects.latest("id")
+    assert (job.principle.key, job.config["max_tokens"]) == ("honest", 99)
+    page = client.get("/training/judges/").content.decode()
+    assert f"/training/judges/{job.pk}/revisions/" in page

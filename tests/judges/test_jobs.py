@@ -10,10 +10,12 @@ import time
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 
 from annotation.datasets import snapshots
 from annotation.datasets.importers.judgments import combine_orders
 from annotation.models import Judgment, PrincipleVerdict
+from annotation.quality import payloads, reports
 from common.errors import DomainError
 from tests.judges.server import hashed_scores
 from tests.support import REPO, test_database_url, wait_for
@@ -177,7 +179,7 @@ def test_cli_launch_here_status_and_templates(pairs, server, project, capsys):
                      "principle-verdict@9")  # fmt: skip
 
 
-def test_agreement_with_humans_per_principle(pairs, server, project, annotator):
+def test_agreement_with_humans_per_principle(pairs, server, project, annotator, admin_user, client):
     job = _launch(project, server)
     runner.execute(job.pk)
     principles = {p.key: p for p in project.principle_set.principles.all()}
@@ -206,6 +208,14 @@ def test_agreement_with_humans_per_principle(pairs, server, project, annotator):
     assert rows["helpful"] == {
         "principle": "helpful", "title": "Be helpful", "n": 0, "agreement": None, "kappa": None
     }  # fmt: skip
+    # the quality page shows the same table for every oracle of the project
+    payload = reports.compute_and_store(project, "quality", {"scope": "humans"}).payload
+    [section] = payload["oracles"]
+    assert section["annotator"] == job.annotator.username and section["units"] == 8
+    assert {r["principle"]: r for r in section["principles"]} == rows
+    client.force_login(admin_user)
+    page = client.get(reverse("quality:project", args=[project.slug])).content.decode()
+    assert "Oracles against the human annotators" in page and job.annotator.username in page
 
 
 def test_generic_preference_template_ranks_each_pair(pairs, server, project):
@@ -231,7 +241,9 @@ def test_generic_preference_template_ranks_each_pair(pairs, server, project):
         assert judgment.rationale == reason and judgment.origin == f"judge:{job.pk}"
 
 
-def test_snapshot_scope_is_its_frozen_judgment_set(pairs, server, project, annotator):
+def test_snapshot_scope_is_its_frozen_judgment_set(
+    pairs, server, project, annotator, admin_user, client
+):
     for task in pairs[:3]:
         first, second = task.responses.values_list("id", flat=True)
         Judgment.objects.create(task=task, annotator=annotator, ordering=[[first], [second]])
@@ -248,6 +260,25 @@ def test_snapshot_scope_is_its_frozen_judgment_set(pairs, server, project, annot
     runner.execute(job.pk)
     job.refresh_from_db()
     assert job.status == "succeeded" and len(server.asked) == 3 * 3 * 2 == job.requests
+
+    # the snapshot's card takes the oracle (asked after the build) as its verdict source
+    expected = payloads.discretion_payload(
+        project, reference=job.annotator.username, task_ids=job.task_ids
+    )
+    client.force_login(admin_user)
+    url = reverse("snapshot", args=[snapshot.pk])
+    assert job.annotator.username in client.get(url).content.decode()  # offered
+    page = client.get(url, {"oracle": job.annotator.username}).content.decode()
+    cats = expected["categories"]
+    assert (
+        sum(cats.values()) == 3
+        and (
+            f"on 3 pairs: consensus {cats['consensus']} · conflict {cats['conflict']} · "
+            f"indifference {cats['indifference']}"
+        )
+        in page
+    )
+    assert "on 3 pairs" not in client.get(url, {"oracle": "nobody"}).content.decode()
     with pytest.raises(DomainError, match="holds no task to judge"):
         services.launch_job(
             project=project,

@@ -40,6 +40,9 @@ def test_registered_model_job_reads_next_token_probabilities(pairs, project, tin
             assert set(probs) == {"A", "B", "NA"}
             assert all(0 < p < 1 for p in probs.values()) and sum(probs.values()) < 1
 
+    # no GPU here: the transformers path, not vLLM
+    assert isinstance(runner.open_backend(job), ModelJudge)
+
     # batched with left padding = one question at a time
     answers = list(JudgeAnswer.objects.filter(job=job).order_by("id"))
     pairs_of = services.compare_pairs(job)

@@ -16,14 +16,14 @@ from common.api import ApiViewSet, validated
 from common.filters import FilterSet
 from models_registry.models import ModelVersion
 from training.judges import selectors, services, templates
-from training.models import JudgeJob, JudgeTemplate
+from training.models import JudgeJob, JudgeRevision, JudgeTemplate
 
 
 class JudgeTemplateSerializer(serializers.ModelSerializer):
     class Meta:
         model = JudgeTemplate
-        fields = ["id", "name", "version", "kind", "system", "user", "options", "sha256",
-                  "created_at"]  # fmt: skip
+        fields = ["id", "name", "version", "kind", "system", "user", "revision", "options",
+                  "sha256", "created_at"]  # fmt: skip
         read_only_fields = fields
 
 
@@ -36,25 +36,49 @@ class TemplateWriteSerializer(serializers.Serializer):
     user = serializers.CharField(
         max_length=20_000,
         help_text="With {prompt}, {response_a}, {response_b} (and {principle} for the "
-        "principle kind); other braces doubled.",
+        "principle kind), or {prompt}, {response}, {principle} (critique kind: the critique "
+        "request); other braces doubled.",
     )
     options = serializers.ListField(
-        child=serializers.CharField(max_length=20), min_length=2, max_length=3
+        child=serializers.CharField(max_length=20),
+        max_length=3,
+        required=False,
+        default=list,
+        help_text="2 or 3 answer labels; none for the critique kind.",
+    )
+    revision = serializers.CharField(
+        max_length=20_000,
+        required=False,
+        default="",
+        help_text="Critique kind: the follow-up request for the revised response.",
     )
 
 
 class JudgeJobSerializer(serializers.ModelSerializer):
     annotator = serializers.CharField(source="annotator.username", read_only=True)
+    principle = serializers.CharField(source="principle.key", read_only=True, default=None)
     progress = serializers.FloatField(read_only=True)
     estimated_cost = serializers.FloatField(read_only=True)
 
     class Meta:
         model = JudgeJob
         fields = ["id", "name", "project", "template", "backend", "model_version", "config",
-                  "task_ids", "snapshot", "annotator", "status", "total_items", "done_items",
+                  "task_ids", "snapshot", "annotator", "principle", "status", "total_items",
+                  "done_items",
                   "progress", "requests", "retries", "prompt_tokens", "completion_tokens",
                   "estimated_cost", "verdicts", "cancel_requested", "error", "created_at",
                   "started_at", "finished_at"]  # fmt: skip
+        read_only_fields = fields
+
+
+class RevisionSerializer(serializers.ModelSerializer):
+    principle = serializers.CharField(source="principle.key", read_only=True)
+
+    class Meta:
+        model = JudgeRevision
+        fields = ["id", "task", "response", "principle", "critique", "revision",
+                  "revised_response", "demonstrate_task", "prompt_tokens",
+                  "completion_tokens"]  # fmt: skip
         read_only_fields = fields
 
 
@@ -77,7 +101,7 @@ class LaunchSerializer(serializers.Serializer):
         help_text="http: base_url, model, api_key_env (a variable name), concurrency, "
         "max_retries, top_logprobs, max_requests_per_s (0: unpaced), price_prompt_per_m, "
         "price_completion_per_m (per million tokens). "
-        "model: batch_size, queue.",
+        "model: batch_size, queue. Critique template: max_tokens (default 512).",
     )
     template = serializers.PrimaryKeyRelatedField(
         queryset=JudgeTemplate.objects.all(), required=False, allow_null=True
@@ -101,6 +125,12 @@ class LaunchSerializer(serializers.Serializer):
     )
     annotator = serializers.CharField(required=False, default="", max_length=150)
     name = serializers.CharField(required=False, default="", max_length=200)
+    principle = serializers.CharField(
+        required=False,
+        default="",
+        max_length=100,
+        help_text="Critique template: the key of the principle to critique and revise against.",
+    )
 
 
 class JudgeJobFilter(FilterSet):
@@ -123,7 +153,9 @@ class JudgeJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
     def create(self, request):
         """Launch a job over the project's two-response compare tasks (or ``task_ids``): every
         pair × principle (principle template; the default) or pair (preference template), both
-        orders; 400 naming the bad field; 503 when the broker cannot take it."""
+        orders; or, with a critique template and ``principle``, a critique and a revision of
+        every response (each revision a demonstrate task). 400 naming the bad field; 503 when
+        the broker cannot take it."""
         data = validated(LaunchSerializer, request.data)
         job = services.launch_job(**data, created_by=request.user)
         return Response(JudgeJobSerializer(job).data, status=201)
@@ -140,6 +172,14 @@ class JudgeJobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiViewS
         """The oracle's agreement with the human annotators' verdicts, per principle."""
         rows = selectors.human_agreement(self.get_object())
         return Response(PrincipleAgreementSerializer(rows, many=True).data)
+
+    @extend_schema(responses=RevisionSerializer(many=True))
+    @action(detail=True, methods=["get"], filter_backends=[])
+    def revisions(self, request, pk=None):
+        """A critique job's critiques and revisions (with their demonstrate tasks), paginated."""
+        rows = selectors.revisions(self.get_object())
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(RevisionSerializer(page, many=True).data)
 
     @extend_schema(request=None, responses=JudgeJobSerializer)
     @action(detail=True, methods=["post"])

@@ -11,6 +11,9 @@
   one question first and turns a wrong URL, model or key into one clear message.
 * :class:`ModelJudge` — a registered causal LM on the worker (transformers): one forward pass
   per question, the next-token probabilities of the options' first tokens read directly.
+* :class:`VllmJudge` — the same model through vLLM, chosen by :func:`local_judge` on a worker
+  that sees a GPU and can import ``vllm`` (``JUDGE_VLLM=0`` opts out): the options' first
+  tokens read from the top ``logprobs`` (20) of one greedy token, 0 when outside them.
 
 No Django here: the runner (``training.judges.runner``) feeds and stores.
 """
@@ -18,6 +21,7 @@ No Django here: the runner (``training.judges.runner``) feeds and stores.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import math
 import os
 import re
@@ -87,6 +91,21 @@ def parse_completion(body: dict, options: Sequence[str]) -> Answer:
     )
 
 
+def parse_text(body: dict) -> Answer:
+    """An ``/chat/completions`` reply asked for text (a critique, a revision) → its content."""
+    try:
+        content = body["choices"][0]["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise JudgeEndpointError(f"not a chat completion: {str(body)[:300]}") from None
+    usage = body.get("usage") or {}
+    return Answer(
+        probs={},
+        answer=content.strip(),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+    )
+
+
 def _server_message(response: httpx.Response) -> str:
     try:
         error = response.json().get("error")
@@ -133,7 +152,14 @@ class HttpJudge:
                 )
             self.headers["Authorization"] = f"Bearer {key}"
 
-    def _payload(self, messages: list[dict]) -> dict:
+    def _payload(self, messages: list[dict], max_tokens: int | None) -> dict:
+        if max_tokens:  # text (critique, revision), greedy
+            return {
+                "model": self.model,
+                "messages": messages,
+                "max_tokens": max_tokens,
+                "temperature": 0,
+            }
         return {
             "model": self.model,
             "messages": messages,
@@ -152,12 +178,18 @@ class HttpJudge:
             headers=self.headers, timeout=self.timeout_s, limits=limits, verify=self.ssl
         )
 
-    async def _ask(self, client: httpx.AsyncClient, messages: list[dict], probe=False) -> Answer:
+    async def _ask(
+        self,
+        client: httpx.AsyncClient,
+        messages: list[dict],
+        probe: bool = False,
+        max_tokens: int | None = None,
+    ) -> Answer:
         retries = 0
         while True:
             await self._pace()
             try:
-                response = await client.post(self.url, json=self._payload(messages))
+                response = await client.post(self.url, json=self._payload(messages, max_tokens))
             except httpx.TransportError as exc:
                 if probe:
                     raise JudgeEndpointError(
@@ -167,7 +199,10 @@ class HttpJudge:
                 failure, wait = f"{type(exc).__name__}: {exc}", None
             else:
                 if response.status_code == 200:
-                    answer = parse_completion(response.json(), self.options)
+                    body = response.json()
+                    answer = (
+                        parse_text(body) if max_tokens else parse_completion(body, self.options)
+                    )
                     return Answer(**{**answer.__dict__, "retries": retries})
                 failure = f"HTTP {response.status_code}: {_server_message(response)}"
                 if response.status_code != 429 and response.status_code < 500:
@@ -193,14 +228,19 @@ class HttpJudge:
             await asyncio.sleep(at - now)
 
     async def _ask_all(
-        self, questions: Sequence[list[dict]], answers: list[Answer | None]
+        self,
+        questions: Sequence[list[dict]],
+        answers: list[Answer | None],
+        max_tokens: int | None,
     ) -> list[Answer]:
         todo = iter(range(len(questions)))
 
         async def worker() -> None:
             async with self._client() as client:
                 for index in todo:  # shared: each index is taken by one worker
-                    answers[index] = await self._ask(client, questions[index])
+                    answers[index] = await self._ask(
+                        client, questions[index], max_tokens=max_tokens
+                    )
 
         workers = [asyncio.ensure_future(worker()) for _ in range(self.concurrency)]
         try:
@@ -211,22 +251,30 @@ class HttpJudge:
         return answers  # type: ignore[return-value]
 
     def ask(
-        self, questions: Sequence[list[dict]], into: list[Answer | None] | None = None
+        self,
+        questions: Sequence[list[dict]],
+        into: list[Answer | None] | None = None,
+        max_tokens: int | None = None,
     ) -> list[Answer]:
         """Answers in the order of ``questions`` (at most ``concurrency`` in flight). ``into``
         (``[None] * len(questions)``) receives each answer as it comes, so that a caller can
-        keep what was answered before a failure."""
+        keep what was answered before a failure. ``max_tokens``: ask for text of up to that
+        many tokens (the answer is the text; no probabilities)."""
         into = [None] * len(questions) if into is None else into
         self._next_at = 0.0  # a new event loop, a new clock
-        return asyncio.run(self._ask_all(questions, into))
+        return asyncio.run(self._ask_all(questions, into, max_tokens))
 
-    def probe(self, messages: list[dict]) -> Answer:
+    def write(self, conversations: Sequence[list[dict]], max_tokens: int) -> list[Answer]:
+        """Greedy text replies (critiques, revisions), in order."""
+        return self.ask(conversations, max_tokens=max_tokens)
+
+    def probe(self, messages: list[dict], max_tokens: int | None = None) -> Answer:
         """One question first: an unreachable URL, or any refusal but 429 / 5xx (retried),
         fails here at once with what the server said."""
 
         async def once() -> Answer:
             async with self._client() as client:
-                return await self._ask(client, messages, probe=True)
+                return await self._ask(client, messages, probe=True, max_tokens=max_tokens)
 
         return asyncio.run(once())
 
@@ -244,6 +292,28 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(response.headers.get("retry-after", "")))
     except ValueError:
         return None
+
+
+def option_token_ids(tokenizer, options: Sequence[str]) -> list[int]:
+    """The first token of each option (they must differ): what a local judge reads."""
+    if not options:
+        return []
+    ids = [tokenizer(o, add_special_tokens=False)["input_ids"][:1] for o in options]
+    out = [i[0] if i else None for i in ids]
+    if None in out or len(set(out)) != len(out):
+        raise JudgeEndpointError(f"the options {list(options)} do not begin with distinct tokens")
+    return out  # type: ignore[return-value]
+
+
+def local_judge(model_dir: str, options: Sequence[str], *, batch_size: int = 8):
+    """A registered model's judge: vLLM when it is importable and a GPU is visible (and
+    ``JUDGE_VLLM`` is not ``0``), else transformers (:class:`ModelJudge`)."""
+    if os.environ.get("JUDGE_VLLM", "1") != "0" and importlib.util.find_spec("vllm"):
+        import torch
+
+        if torch.cuda.is_available():
+            return VllmJudge(model_dir, options)
+    return ModelJudge(model_dir, options, batch_size=batch_size)
 
 
 class ModelJudge:
@@ -270,12 +340,7 @@ class ModelJudge:
         self.model = load_causal_lm(model_dir).to(self.device).eval()
         self.limit = max_positions(self.model.config) or 4096
         self.batch_size = batch_size
-        ids = [self.tokenizer(o, add_special_tokens=False)["input_ids"][:1] for o in self.options]
-        self.option_ids = [i[0] if i else None for i in ids]
-        if None in self.option_ids or len(set(self.option_ids)) != len(self.option_ids):
-            raise JudgeEndpointError(
-                f"the options {self.options} do not begin with distinct tokens of this model"
-            )
+        self.option_ids = option_token_ids(self.tokenizer, self.options)
 
     def encode(self, messages: list[dict]) -> list[int]:
         """The prompt's token ids, cut from the left to fit the model (the question is last)."""
@@ -322,3 +387,105 @@ class ModelJudge:
                         into[len(out)] = answer
                     out.append(answer)
         return out
+
+    def write(self, conversations: Sequence[list[dict]], max_tokens: int) -> list[Answer]:
+        """Greedy text replies (critiques, revisions), batch by batch, in order."""
+        import torch
+
+        encoded = [self.encode(m) for m in conversations]
+        pad = self.tokenizer.pad_token_id
+        pad = self.tokenizer.eos_token_id if pad is None else pad
+        out: list[Answer] = []
+        with torch.inference_mode():
+            for start in range(0, len(encoded), self.batch_size):
+                batch = encoded[start : start + self.batch_size]
+                width = max(len(ids) for ids in batch)
+                ids = torch.tensor([[pad or 0] * (width - len(i)) + i for i in batch])
+                mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in batch])
+                generated = self.model.generate(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    max_new_tokens=max_tokens,
+                    do_sample=False,
+                    pad_token_id=pad,
+                )[:, width:].cpu()
+                for row, seq in zip(generated.tolist(), batch, strict=True):
+                    if pad is not None and pad in row:  # stopped early: the rest is padding
+                        row = row[: row.index(pad)]
+                    text = self.tokenizer.decode(row, skip_special_tokens=True)
+                    out.append(
+                        Answer(
+                            probs={},
+                            answer=text.strip(),
+                            prompt_tokens=len(seq),
+                            completion_tokens=len(row),
+                        )
+                    )
+        return out
+
+
+class VllmJudge:
+    """A registered causal LM served in-process by vLLM on a GPU worker (see the module doc).
+    Same prompts as :class:`ModelJudge` (its chat rendering, cut from the left); not exercised
+    by the test suite, which has no GPU."""
+
+    TOP_LOGPROBS = 20  # vLLM's default ceiling on returned log-probabilities
+
+    def __init__(self, model_dir: str, options: Sequence[str]):
+        from vllm import LLM
+
+        from training.trainers.common import load_tokenizer
+
+        self.options = list(options)
+        self.tokenizer = load_tokenizer(model_dir)
+        self.llm = LLM(model=model_dir, max_logprobs=self.TOP_LOGPROBS)
+        self.limit = self.llm.llm_engine.model_config.max_model_len
+        self.option_ids = option_token_ids(self.tokenizer, self.options)
+
+    def encode(self, messages: list[dict], room: int = 1) -> list[int]:
+        from training.trainers.common import render_prompt
+
+        text = render_prompt(self.tokenizer, messages)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[-(self.limit - room) :]
+
+    def _run(self, conversations: Sequence[list[dict]], params, room: int):
+        prompts = [{"prompt_token_ids": self.encode(m, room)} for m in conversations]
+        return self.llm.generate(prompts, params, use_tqdm=False)
+
+    def ask(
+        self, questions: Sequence[list[dict]], into: list[Answer | None] | None = None
+    ) -> list[Answer]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=1, temperature=0, logprobs=self.TOP_LOGPROBS)
+        out = []
+        for index, result in enumerate(self._run(questions, params, 1)):
+            top = result.outputs[0].logprobs[0]  # token id → Logprob
+            probs = {
+                o: math.exp(top[i].logprob) if i in top else 0.0
+                for o, i in zip(self.options, self.option_ids, strict=True)
+            }
+            answer = Answer(
+                probs=probs,
+                answer=max(probs, key=probs.__getitem__),
+                prompt_tokens=len(result.prompt_token_ids),
+            )
+            if into is not None:
+                into[index] = answer
+            out.append(answer)
+        return out
+
+    def write(self, conversations: Sequence[list[dict]], max_tokens: int) -> list[Answer]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(max_tokens=max_tokens, temperature=0)
+        return [
+            Answer(
+                probs={},
+                answer=r.outputs[0].text.strip(),
+                prompt_tokens=len(r.prompt_token_ids),
+                completion_tokens=len(r.outputs[0].token_ids),
+            )
+            for r in self._run(conversations, params, max_tokens)
+        ]

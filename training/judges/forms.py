@@ -36,10 +36,18 @@ class JudgeLaunchForm(forms.Form):
         help_text="Optional: judge only the tasks of this snapshot.",
     )
     annotator = forms.CharField(required=False, max_length=150, help_text="Default: derived.")
+    principle = forms.CharField(
+        required=False,
+        max_length=100,
+        help_text="Critique template: the principle key to critique and revise against.",
+    )
+    max_tokens = forms.IntegerField(
+        required=False, min_value=1, help_text="Critique template: default 512."
+    )
 
     def config(self) -> dict:
         data = self.cleaned_data
-        if data["backend"] != JudgeJob.Backend.HTTP:
-            return {}
-        keys = ("base_url", "model", "api_key_env", "concurrency")
+        keys: tuple[str, ...] = ("max_tokens",)
+        if data["backend"] == JudgeJob.Backend.HTTP:
+            keys += ("base_url", "model", "api_key_env", "concurrency")
         return {k: data[k] for k in keys if data.get(k) not in (None, "")}

@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from annotation.models import Prompt, Response, Task
 from common.errors import DomainError
-from training.judges import services, templates
-from training.judges.backends import Answer, HttpJudge, ModelJudge
-from training.models import JudgeAnswer, JudgeJob
+from training.judges import critiques, services, templates
+from training.judges.backends import Answer, HttpJudge, local_judge
+from training.models import JudgeAnswer, JudgeJob, JudgeTemplate
 from training.services import failure_text
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def open_backend(job: JudgeJob):
             max_requests_per_s=c.get("max_requests_per_s", 0.0),
             backoff_s=settings.JUDGE_BACKOFF_S,
         )
-    return ModelJudge(job.model_version.artifact_uri, options, batch_size=c["batch_size"])
+    return local_judge(job.model_version.artifact_uri, options, batch_size=c["batch_size"])
 
 
 def _chunks(items: list[Question], size: int) -> Iterator[list[Question]]:
@@ -135,7 +135,10 @@ def _cancelled(job: JudgeJob) -> bool:
 
 
 def run(job: JudgeJob) -> None:
-    """Ask what is missing, then record the verdicts (the job is already claimed)."""
+    """Ask what is missing, then record the verdicts (the job is already claimed); a critique
+    job critiques and revises (``critiques.run``)."""
+    if job.template.kind == JudgeTemplate.Kind.CRITIQUE:
+        return critiques.run(job, open_backend(job))
     pairs = services.compare_pairs(job)
     if not pairs:
         raise DomainError(f"project {job.project.slug} has no two-response compare task to judge")
@@ -187,7 +190,11 @@ def execute(job_id: int) -> None:
             log.info("judge job %s is not queued (missing or already handled)", job_id)
             return
         job = JudgeJob.objects.select_related(
-            "template", "project__principle_set", "model_version__registered_model", "annotator"
+            "template",
+            "project__principle_set",
+            "model_version__registered_model",
+            "annotator",
+            "principle",
         ).get(pk=job_id)
         try:
             run(job)

@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from annotation.datasets import filters as snapshot_filters
+from annotation.datasets import selectors as dataset_selectors
 from annotation.datasets.importers.judgments import NAME, combine_orders
 from annotation.models import (
     AnnotatorProfile,
@@ -56,6 +56,7 @@ HTTP_DEFAULTS = {
     "price_completion_per_m": 0.0,
 }
 MODEL_DEFAULTS = {"batch_size": 8, "queue": "cpu"}
+CRITIQUE_DEFAULTS = {"max_tokens": 512}  # critique jobs: the longest critique or revision
 
 
 def _number(config: dict, key: str, kind: type, low: float, high: float):
@@ -69,15 +70,21 @@ def _number(config: dict, key: str, kind: type, low: float, high: float):
     return kind(value)
 
 
-def clean_config(backend: str, config: dict, model_version: ModelVersion | None) -> dict:
+def clean_config(
+    backend: str, config: dict, model_version: ModelVersion | None, critique: bool = False
+) -> dict:
     """The job's config with defaults filled in; a DomainError names the first bad field."""
     if not isinstance(config, dict):
         raise DomainError("config must be an object")
     defaults = HTTP_DEFAULTS if backend == JudgeJob.Backend.HTTP else MODEL_DEFAULTS
+    if critique:
+        defaults = {**defaults, **CRITIQUE_DEFAULTS}
     unknown = sorted(set(config) - set(defaults))
     if unknown:
         raise DomainError(f"config: unknown field(s) {', '.join(unknown)} for {backend}")
     out = {**defaults, **config}
+    if critique:
+        out["max_tokens"] = _number(out, "max_tokens", int, 1, 8192)
     if backend == JudgeJob.Backend.HTTP:
         if model_version is not None:
             raise DomainError("model_version is for the model backend")
@@ -146,35 +153,47 @@ def launch_job(
     snapshot: DatasetSnapshot | None = None,
     annotator: str = "",
     name: str = "",
+    principle: str = "",
     created_by=None,
     enqueue: bool = True,
 ) -> JudgeJob:
     """Validate, store and queue a judge job (``enqueue=False``: the caller runs it). The scope
     is every two-response compare task of ``project``, or ``task_ids``, or the tasks of a
     ``snapshot``'s frozen judgment set (its id horizon and annotator, date, gold and flag
-    filters), or both intersected."""
+    filters), or both intersected. A critique template needs ``principle`` (its key): every
+    response of the scope (compare and rank tasks) is critiqued against it and revised."""
     if not project.is_active:
         raise DomainError(f"project {project.slug} is archived")
     if template is None:
         template = templates.ensure_defaults()[templates.PRINCIPLE_DEFAULT]
-    config = clean_config(backend, config or {}, model_version)
+    critique = template.kind == JudgeTemplate.Kind.CRITIQUE
+    if critique != bool(principle):
+        raise DomainError(
+            "a critique template needs a principle"
+            if critique
+            else "principle is for a critique template"
+        )
+    chosen = principle_of(project, principle) if critique else None
+    config = clean_config(backend, config or {}, model_version, critique)
     task_ids = sorted(set(task_ids or []))
     if snapshot is not None:
         if snapshot.project_id != project.pk:
             raise DomainError(f"snapshot {snapshot.pk} is not a snapshot of {project.slug}")
-        in_snapshot = snapshot_tasks(snapshot)
+        in_snapshot = dataset_selectors.snapshot_task_ids(snapshot)
         task_ids = sorted(in_snapshot & set(task_ids)) if task_ids else sorted(in_snapshot)
         if not task_ids:
             raise DomainError(f"snapshot {snapshot.pk} holds no task to judge")
     if task_ids:
+        kinds = [Task.Kind.COMPARE, Task.Kind.RANK] if critique else [Task.Kind.COMPARE]
         found = set(
-            Task.objects.filter(
-                project=project, kind=Task.Kind.COMPARE, id__in=task_ids
-            ).values_list("id", flat=True)
+            Task.objects.filter(project=project, kind__in=kinds, id__in=task_ids).values_list(
+                "id", flat=True
+            )
         )
         stray = [t for t in task_ids if t not in found]
         if stray:
-            raise DomainError(f"task_ids: {stray[:10]} are not compare tasks of {project.slug}")
+            what = "compare or rank" if critique else "compare"
+            raise DomainError(f"task_ids: {stray[:10]} are not {what} tasks of {project.slug}")
     with transaction.atomic():
         job = JudgeJob(
             name=name,
@@ -185,6 +204,7 @@ def launch_job(
             config=config,
             task_ids=task_ids,
             snapshot=snapshot,
+            principle=chosen,
             created_by=created_by,
         )
         label = model_label(job)
@@ -198,17 +218,6 @@ def launch_job(
 
 def _queue(job: JudgeJob) -> str:
     return job.config.get("queue", "cpu") if job.backend == JudgeJob.Backend.MODEL else "cpu"
-
-
-def snapshot_tasks(snapshot: DatasetSnapshot) -> set[int]:
-    """The compare tasks judged in the snapshot's frozen judgment set."""
-    _, frozen = snapshot_filters.from_record(snapshot)
-    return set(
-        snapshot_filters.judgment_queryset(snapshot.project, frozen)
-        .filter(task__kind=Task.Kind.COMPARE)
-        .values_list("task_id", flat=True)
-        .distinct()
-    )
 
 
 def queue_job(job: JudgeJob) -> None:
@@ -355,6 +364,13 @@ def record_verdicts(job: JudgeJob, pairs: dict[int, tuple[int, int]]) -> int:
 def _abn(options: list[str]) -> tuple[str, str, str]:
     """The option labels read as (A, B, NA); a two-option template has no NA."""
     return (options[0], options[1], options[2] if len(options) > 2 else "")
+
+
+def principle_of(project: Project, key: str) -> Principle:
+    found = Principle.objects.filter(principle_set_id=project.principle_set_id, key=key).first()
+    if found is None:
+        raise DomainError(f"principle {key!r} is not in {project.slug}'s principle set")
+    return found
 
 
 def principles_of(job: JudgeJob) -> list[Principle]:

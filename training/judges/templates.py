@@ -13,6 +13,7 @@ from training.models import JudgeTemplate
 
 PRINCIPLE_DEFAULT = "principle-verdict"
 PREFERENCE_DEFAULT = "preference"
+CRITIQUE_DEFAULT = "critique-revision"
 
 # After the paper's oracle prompt (Buyl et al. 2025, ``src/prompt_template.py``).
 DEFAULTS = {
@@ -43,22 +44,45 @@ DEFAULTS = {
         ),
         "options": ["A", "B", "NA"],
     },
+    # After Constitutional AI's supervised phase (Bai et al. 2022): critique, then revise.
+    CRITIQUE_DEFAULT: {
+        "kind": JudgeTemplate.Kind.CRITIQUE,
+        "system": "You review an assistant's response to a prompt against one principle.",
+        "user": (
+            "Prompt:\n{prompt}\n\nResponse:\n{response}\n\nPrinciple: {principle}\n\n"
+            "Identify specific ways in which the response fails to follow this principle. "
+            "Write only the critique."
+        ),
+        "revision": (
+            "Rewrite the response so that it follows the principle, addressing the critique. "
+            "Write only the revised response."
+        ),
+        "options": [],
+    },
 }
 
 
-def digest(kind: str, system: str, user: str, options: list[str]) -> str:
+def digest(kind: str, system: str, user: str, options: list[str], revision: str = "") -> str:
     """The sha256 that identifies a template's content."""
-    body = json.dumps(
-        {"kind": kind, "system": system, "user": user, "options": options},
-        sort_keys=True,
-        ensure_ascii=False,
-    )
+    content = {"kind": kind, "system": system, "user": user, "options": options}
+    if kind == JudgeTemplate.Kind.CRITIQUE:
+        content["revision"] = revision
+    body = json.dumps(content, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def _check(kind: str, user: str, options: object) -> None:
+def _check(kind: str, user: str, options: object, revision: str = "") -> None:
     if kind not in JudgeTemplate.Kind.values:
         raise DomainError(f"kind must be one of {', '.join(JudgeTemplate.Kind.values)}")
+    if kind == JudgeTemplate.Kind.CRITIQUE:
+        if options:
+            raise DomainError("a critique template has no answer options")
+        if not isinstance(revision, str) or not revision.strip():
+            raise DomainError("a critique template needs the revision request")
+        _placeholders(user, {"prompt", "response", "principle"})
+        return
+    if revision:
+        raise DomainError("only a critique template has a revision request")
     if (
         not isinstance(options, list)
         or len(options) not in (2, 3)
@@ -69,6 +93,10 @@ def _check(kind: str, user: str, options: object) -> None:
     needed = {"prompt", "response_a", "response_b"}
     if kind == JudgeTemplate.Kind.PRINCIPLE:
         needed.add("principle")
+    _placeholders(user, needed)
+
+
+def _placeholders(user: str, needed: set[str]) -> None:
     values = dict.fromkeys(needed, "x")
     try:
         user.format_map(values)
@@ -84,11 +112,18 @@ def _check(kind: str, user: str, options: object) -> None:
 
 @transaction.atomic
 def create_version(
-    *, name: str, kind: str, system: str, user: str, options: list[str], created_by=None
+    *,
+    name: str,
+    kind: str,
+    system: str,
+    user: str,
+    options: list[str],
+    revision: str = "",
+    created_by=None,
 ) -> JudgeTemplate:
     """The next version of ``name`` (the latest one when the content is unchanged)."""
-    _check(kind, user, options)
-    sha = digest(kind, system, user, options)
+    _check(kind, user, options, revision)
+    sha = digest(kind, system, user, options, revision)
     latest = JudgeTemplate.objects.filter(name=name).order_by("-version").first()
     if latest is not None:
         if latest.kind != kind:
@@ -104,6 +139,7 @@ def create_version(
                 system=system,
                 user=user,
                 options=options,
+                revision=revision,
                 sha256=sha,
                 created_by=created_by,
             )
@@ -139,4 +175,25 @@ def render(
     return [
         {"role": "system", "content": template.system},
         {"role": "user", "content": template.user.format_map(values)},
+    ]
+
+
+def render_critique(
+    template: JudgeTemplate, *, prompt: str, response: str, principle: str
+) -> list[dict]:
+    """The chat messages asking for the critique of ``response`` against ``principle``."""
+    values = {"prompt": prompt, "response": response, "principle": principle}
+    return [
+        {"role": "system", "content": template.system},
+        {"role": "user", "content": template.user.format_map(values)},
+    ]
+
+
+def revision_request(template: JudgeTemplate, critique_messages: list[dict], critique: str):
+    """The conversation asking for the revision: the critique request, the judge's critique,
+    then the template's revision request."""
+    return [
+        *critique_messages,
+        {"role": "assistant", "content": critique},
+        {"role": "user", "content": template.revision},
     ]

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_POST
 
 from annotation.roles import is_staff_role
 from common.errors import DomainError
+from common.rendering import render_markdown
 from training.judges import selectors, services, templates
 from training.judges.forms import JudgeLaunchForm
 from training.models import JudgeJob
@@ -37,6 +38,7 @@ def jobs(request: HttpRequest) -> HttpResponse:
                 model_version=data["model_version"],
                 snapshot=data["snapshot"],
                 annotator=data["annotator"],
+                principle=data["principle"],
                 created_by=request.user,
             )
         except DomainError as exc:
@@ -47,6 +49,22 @@ def jobs(request: HttpRequest) -> HttpResponse:
     context = {"jobs": selectors.jobs()[:200], "form": form}
     status = 400 if request.method == "POST" else 200
     return render(request, "training/judges.html", context, status=status)
+
+
+@login_required
+def revisions(request: HttpRequest, pk: int) -> HttpResponse:
+    """A critique job's critiques and revisions (model output, rendered as untrusted text)."""
+    _staff(request)
+    job = get_object_or_404(selectors.jobs(), pk=pk)
+    rows = [
+        {
+            "row": r,
+            "critique": render_markdown(r.critique),
+            "revision": render_markdown(r.revision),
+        }
+        for r in selectors.revisions(job)[:500]
+    ]
+    return render(request, "training/judge_revisions.html", {"job": job, "rows": rows})
 
 
 @login_required

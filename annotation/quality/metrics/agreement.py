@@ -140,6 +140,32 @@ def cohen_pairs(x: LabelMatrix | Iterable[Triple], min_items: int = 2) -> list[d
     return out
 
 
+def agreement_with_reference(
+    reference: dict[Hashable, Hashable], labels: Iterable[Triple]
+) -> dict[str, Any]:
+    """How far a reference rater (an oracle) agrees with other raters: ``labels`` are
+    ``(item, rater, label)``; each (item, rater) whose item the reference labelled is a unit.
+    ``{"n": units, "agreement": share of equal labels, "kappa": Cohen's κ of the reference
+    against the pooled raters}`` (agreement None without units, κ None with fewer than 2 units
+    or when chance agreement is 1)."""
+    triples: list[Triple] = []
+    agree = 0
+    for item, rater, label in labels:
+        mine = reference.get(item)
+        if mine is None:
+            continue
+        unit = (item, rater)
+        triples += [(unit, "reference", mine), (unit, "others", label)]
+        agree += mine == label
+    n = len(triples) // 2
+    pairs = cohen_pairs(triples) if n >= 2 else []
+    return {
+        "n": n,
+        "agreement": agree / n if n else None,
+        "kappa": pairs[0]["kappa"] if pairs else None,
+    }
+
+
 def percent_agreement(x: LabelMatrix | Iterable[Triple]) -> float | None:
     """Observed pairwise agreement: share of agreeing (annotator, annotator) pairs per item,
     pooled over items with ≥ 2 labels."""

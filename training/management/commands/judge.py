@@ -15,7 +15,9 @@ class Command(BaseCommand):
     help = (
         "LLM judges and principle oracles (issue 19). launch: create a job (queued, or run here "
         "with --here); run ID: run (or resume) a job in this process, asking only what is "
-        "missing; cancel ID; status [ID]; templates."
+        "missing; cancel ID; status [ID]; templates. A critique template (--template "
+        "critique-revision --principle KEY) critiques and revises every response; each "
+        "revision becomes a demonstrate task."
     )
 
     def add_arguments(self, parser):
@@ -34,6 +36,14 @@ class Command(BaseCommand):
         launch.add_argument("--annotator", default="", help="Model annotator name.")
         launch.add_argument("--tasks", default="", help="Comma-separated task ids (default all).")
         launch.add_argument("--snapshot", type=int, help="Judge the tasks of this snapshot.")
+        launch.add_argument(
+            "--principle",
+            default="",
+            help="Critique template: the principle key to critique and revise against.",
+        )
+        launch.add_argument(
+            "--max-tokens", type=int, help="Critique template: longest critique or revision."
+        )
         launch.add_argument("--here", action="store_true", help="Run in this process.")
         run = sub.add_parser("run", help="Run or resume a job in this process.")
         run.add_argument("job", type=int)
@@ -66,6 +76,7 @@ class Command(BaseCommand):
                 ("model", "model"),
                 ("api_key_env", "api_key_env"),
                 ("concurrency", "concurrency"),
+                ("max_tokens", "max_tokens"),
             )
             if o.get(arg) is not None
         }
@@ -95,6 +106,7 @@ class Command(BaseCommand):
             model_version=version,
             task_ids=tasks,
             annotator=o["annotator"],
+            principle=o["principle"],
             enqueue=not here,
         )
         self.stdout.write(f"judge job {job.pk} ({job.annotator.username}) created")
@@ -120,7 +132,7 @@ class Command(BaseCommand):
         for j in jobs:
             j.refresh_from_db()
             self.stdout.write(
-                f"{j.pk}\t{j.status}\t{j.done_items}/{j.total_items}\t{j.verdicts} verdicts\t"
+                f"{j.pk}\t{j.status}\t{j.done_items}/{j.total_items}\t{j.verdicts} {_made(j)}\t"
                 f"{j.prompt_tokens + j.completion_tokens} tokens\t${j.estimated_cost:.4f}\t"
                 f"{j.annotator.username}\t{j.error.splitlines()[0] if j.error else ''}"
             )
@@ -129,3 +141,7 @@ class Command(BaseCommand):
         templates.ensure_defaults()
         for t in selectors.templates():
             self.stdout.write(f"{t.name}@{t.version}\t{t.kind}\t{t.sha256[:12]}\t{t.options}")
+
+
+def _made(job: JudgeJob) -> str:
+    return "revisions" if job.principle_id else "verdicts"
