@@ -6,6 +6,7 @@ SQLite-backed Celery broker under ``DATA_DIR``. ``DJANGO_ENV=production`` requir
 """
 
 import os
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -378,6 +379,28 @@ MODEL_ROOTS = [
 ]
 LAUNCH_PUBLISH_RETRIES = int(os.environ.get("LAUNCH_PUBLISH_RETRIES", "2"))
 LAUNCH_PUBLISH_RETRY_INTERVAL = float(os.environ.get("LAUNCH_PUBLISH_RETRY_INTERVAL", "0.2"))
+
+# --- Slurm launcher (issue 18): runs on these Celery queues are submitted as Slurm jobs by the
+# worker that takes them (a CPU worker on a login node), which then supervises the job
+# (training.slurm). ARTIFACT_ROOT must be on a filesystem the worker and the nodes share.
+TRAINING_SLURM_QUEUES = [
+    q.strip() for q in os.environ.get("TRAINING_SLURM_QUEUES", "slurm").split(",") if q.strip()
+]
+TRAINING_QUEUE_LAUNCHERS = {queue: "slurm" for queue in TRAINING_SLURM_QUEUES}
+TRAINING_SLURM_PARTITION = os.environ.get("TRAINING_SLURM_PARTITION", "")
+TRAINING_SLURM_NODES = int(os.environ.get("TRAINING_SLURM_NODES", "1"))
+# torchrun agents per node: 1 on a real cluster; >1 emulates several nodes on one machine.
+TRAINING_SLURM_TASKS_PER_NODE = int(os.environ.get("TRAINING_SLURM_TASKS_PER_NODE", "1"))
+TRAINING_SLURM_CPUS_PER_TASK = int(os.environ.get("TRAINING_SLURM_CPUS_PER_TASK", "1"))
+TRAINING_SLURM_GPUS_PER_NODE = int(os.environ.get("TRAINING_SLURM_GPUS_PER_NODE", "0"))
+TRAINING_SLURM_TIME_LIMIT = os.environ.get("TRAINING_SLURM_TIME_LIMIT", "")  # e.g. "12:00:00"
+# More sbatch options, shell-quoted (e.g. "--account=ml --qos=high").
+TRAINING_SLURM_EXTRA_ARGS = os.environ.get("TRAINING_SLURM_EXTRA_ARGS", "")
+# The Python that runs torchrun on the nodes (default: the worker's own, on the shared disk).
+TRAINING_SLURM_PYTHON = os.environ.get("TRAINING_SLURM_PYTHON", sys.executable)
+# Rendezvous port on the job's first node: this + job id % 1000 (two jobs never share one).
+TRAINING_SLURM_RDZV_PORT = int(os.environ.get("TRAINING_SLURM_RDZV_PORT", "29500"))
+TRAINING_SLURM_POLL_SECONDS = float(os.environ.get("TRAINING_SLURM_POLL_SECONDS", "2"))
 
 # --- registry filter: query time limit (issue 17)
 # Each statement of a user-built query (the registry's MLflow-style search: API and page) may

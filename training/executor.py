@@ -8,17 +8,17 @@ import json
 import logging
 import subprocess
 import sys
-import time
 import traceback
 from collections import deque
 from pathlib import Path
 
 from django.conf import settings
 
-from training import services, trainers
+from training import services, slurm, trainers
 from training.datasets import training_data
 from training.generation import profile_version_safely
 from training.models import TrainingRun
+from training.relay import relay
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def execute(run_id: int) -> None:
         tail.add(f"attempt {run.attempts} on {run.worker}")
         output_dir, work_dir = services.run_dirs(run)
         data = training_data(run)
-        if run.num_processes > 1:
+        if run.num_processes > 1 or settings.TRAINING_QUEUE_LAUNCHERS.get(run.queue) == "slurm":
             result = _supervise_torchrun(run, data, output_dir, work_dir, tail)
         else:
             result = trainers.run_training(
@@ -92,8 +92,9 @@ def execute(run_id: int) -> None:
 def _supervise_torchrun(
     run: TrainingRun, data: dict, output_dir: Path, work_dir: Path, tail: LogTail
 ) -> trainers.TrainingResult:
-    """Spawn ``torchrun`` over ``training.trainers.launch``; relay rank 0's progress file to the
-    database, turn a cancel request into the cancel file, and read the result file."""
+    """Spawn ``torchrun`` over ``training.trainers.launch`` (or submit it as a Slurm job when the
+    run's queue launches with Slurm: ``training.slurm``); relay rank 0's progress file to the
+    database, turn a cancel request into the cancel file (``scancel``), and read the result file."""
     spec_dir = work_dir.parent / "launch"
     spec_dir.mkdir(parents=True, exist_ok=True)
     files = {
@@ -128,34 +129,28 @@ def _supervise_torchrun(
         "--spec",
         str(spec),
     ]
-    log_file = spec_dir / "torchrun.log"
-    with log_file.open("w") as sink:
-        process = subprocess.Popen(
-            command, cwd=settings.BASE_DIR, stdout=sink, stderr=subprocess.STDOUT
+    hooks = _db_hooks(run.pk, tail)
+    if settings.TRAINING_QUEUE_LAUNCHERS.get(run.queue) == "slurm":
+        ended = slurm.supervise(run, spec, files, hooks, tail.add)
+        if ended is not None:  # cancelled before rank 0 wrote a result
+            return ended
+    else:
+        log_file = spec_dir / "torchrun.log"
+        with log_file.open("w") as sink:
+            process = subprocess.Popen(
+                command, cwd=settings.BASE_DIR, stdout=sink, stderr=subprocess.STDOUT
+            )
+        relay(
+            progress_file=files["progress.jsonl"],
+            log_file=log_file,
+            hooks=hooks,
+            log_line=tail.add,
+            finished=lambda: process.poll() is not None,
+            cancel=files["cancel"].touch,
         )
-    hooks, reports_seen, log_offset = _db_hooks(run.pk, tail), 0, 0
-    while True:
-        finished = process.poll() is not None
-        with log_file.open() as handle:
-            handle.seek(log_offset)
-            for line in handle.read().splitlines():
-                tail.add(line)
-            log_offset = handle.tell()
-        if files["progress.jsonl"].exists():
-            reports = files["progress.jsonl"].read_text().splitlines()
-            complete = reports if finished else reports[:-1]  # the last line may be partial
-            for line in complete[reports_seen:]:
-                report = json.loads(line)
-                hooks.on_metrics(report["step"], report["max_steps"], report["logs"])
-            reports_seen = max(reports_seen, len(complete))
-        if hooks.should_cancel() and not files["cancel"].exists():
-            files["cancel"].touch()
-        if finished:
-            break
-        time.sleep(0.5)
+        if not files["result.json"].exists():
+            raise RuntimeError(f"torchrun exited with {process.returncode}:\n{tail.text}")
     output = tail.text
-    if not files["result.json"].exists():
-        raise RuntimeError(f"torchrun exited with {process.returncode}:\n{output}")
     outcome = json.loads(files["result.json"].read_text())
     if outcome["status"] == "failed":
         raise RuntimeError(outcome.get("error") or output)

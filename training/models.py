@@ -27,6 +27,7 @@ class TrainingRunStatus(models.TextChoices):
 class TrainingRunQueue(models.TextChoices):
     CPU = "cpu", "CPU"
     GPU = "gpu", "GPU"
+    SLURM = "slurm", "Slurm cluster"
 
 
 class RunGroupStatus(models.TextChoices):
@@ -73,7 +74,7 @@ class TrainingRun(models.Model):
     name = models.CharField(max_length=200, blank=True)
     kind = models.CharField(max_length=8, choices=Kind.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    queue = models.CharField(max_length=4, choices=Queue.choices, default=Queue.CPU)
+    queue = models.CharField(max_length=20, choices=Queue.choices, default=Queue.CPU)
     # > 1: the worker spawns torchrun with this many processes (DDP / DeepSpeed / FSDP).
     num_processes = models.PositiveSmallIntegerField(default=1)
     config = models.JSONField(default=dict, help_text="Validated, defaults filled in.")
@@ -103,6 +104,8 @@ class TrainingRun(models.Model):
     cancel_requested = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=0)
     celery_task_id = models.CharField(max_length=100, blank=True)
+    # The Slurm job of the latest attempt, on a queue that launches with Slurm (training.slurm).
+    slurm_job_id = models.CharField(max_length=50, blank=True)
     # Which worker holds the run, and when it last reported: a restarted worker, or a stale
     # heartbeat, means the holder died and the run is re-queued to resume from its checkpoint.
     worker = models.CharField(max_length=200, blank=True)

@@ -163,6 +163,16 @@ def record_progress(*, run_id: int, step: int, max_steps: int, logs: dict, log_t
     )
 
 
+def record_slurm_job(*, run_id: int, job_id: str) -> None:
+    """The run's attempt was submitted to Slurm as ``job_id``."""
+    TrainingRun.objects.filter(pk=run_id).update(slurm_job_id=job_id, heartbeat_at=timezone.now())
+
+
+def heartbeat(*, run_id: int) -> None:
+    """The run's holder is alive (e.g. while its Slurm job waits for nodes)."""
+    TrainingRun.objects.filter(pk=run_id).update(heartbeat_at=timezone.now())
+
+
 def cancel_requested(*, run_id: int) -> bool:
     return TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists()
 
