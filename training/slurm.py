@@ -15,6 +15,7 @@ with the job's state, exit code and the end of its log.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -203,6 +204,11 @@ def supervise(
         interval=settings.TRAINING_SLURM_POLL_SECONDS,
     )
     if files["result.json"].exists():
+        outcome = json.loads(files["result.json"].read_text())
+        log_line(
+            f"Slurm job {job_id}: {outcome['status']}, world size"
+            f" {outcome.get('metrics', {}).get('world_size', '?')}"
+        )
         return None
     if watch.cancelled:
         return trainers.TrainingResult(metrics={}, global_step=last_step, cancelled=True)

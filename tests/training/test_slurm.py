@@ -1,0 +1,146 @@
+"""The Slurm launcher against a real single-node Slurm (``scripts/slurm-test-cluster``): runs on
+the ``slurm`` queue go through ``services.launch_run`` to a real Celery worker, which submits
+them with ``sbatch`` as 2-task jobs (two torchrun agents, one process each, a gloo c10d
+rendezvous on the one node: two "nodes") and supervises them."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.support import start_worker, stop, wait_for
+from training import services, slurm
+from training.models import RunMetric, TrainingRun
+
+
+def _slurm_up() -> bool:
+    if not shutil.which("sinfo"):
+        return False
+    done = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
+    return done.returncode == 0 and bool(re.search(r"idle|mixed|allocated", done.stdout))
+
+
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.training,
+    pytest.mark.worker,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not _slurm_up(), reason="no Slurm here"),
+]
+
+FAST = {"max_steps": 6, "batch_size": 4, "learning_rate": 1e-3, "max_length": 64,
+        "save_steps": 0, "eval_fraction": 0.2}  # fmt: skip
+SLURM_ENV = {
+    "TRAINING_SLURM_QUEUES": "slurm",
+    "TRAINING_SLURM_NODES": "1",
+    "TRAINING_SLURM_TASKS_PER_NODE": "2",  # two torchrun agents on the one node: two "nodes"
+    "TRAINING_SLURM_CPUS_PER_TASK": "1",
+    "TRAINING_SLURM_POLL_SECONDS": "0.5",
+}
+
+
+@pytest.fixture
+def worker():
+    process = start_worker(settings.CELERY_BROKER_URL, queues="slurm", extra_env=SLURM_ENV)
+    yield process
+    stop(process)
+
+
+def _finished(run: TrainingRun, worker, timeout: float = 240) -> TrainingRun:
+    try:
+        return wait_for(
+            lambda: TrainingRun.objects.filter(
+                pk=run.pk, status__in=["succeeded", "failed", "cancelled"]
+            ).first(),
+            timeout=timeout,
+            interval=0.5,
+        )
+    except Exception as exc:  # whatever failed, the worker is stopped
+        raise AssertionError(f"{exc}\n{stop(worker)}") from exc
+
+
+def _agents(run: TrainingRun) -> list[int]:
+    """PIDs of the run's torchrun agents (one per Slurm task)."""
+    spec = str(services.run_root(run) / "launch" / "spec.json")
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"torch.distributed.run" in argv and spec.encode() in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _run_processes(run: TrainingRun) -> list[int]:
+    """PIDs of any process (agent or rank) still working on the run."""
+    marker = str(services.run_root(run)).encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _running(run: TrainingRun, steps: int, worker) -> None:
+    try:
+        wait_for(lambda: TrainingRun.objects.get(pk=run.pk).current_step >= steps, timeout=180)
+    except Exception as exc:
+        run.refresh_from_db()
+        raise AssertionError(f"{exc}\n{run.log_tail[-3000:]}\n{stop(worker)}") from exc
+
+
+def test_two_node_job_trains_and_registers(worker, preference_snapshot):
+    run = services.launch_run(kind="reward", queue="slurm", snapshot=preference_snapshot,
+                              config=FAST)  # fmt: skip
+    run = _finished(run, worker)
+    assert run.status == "succeeded", f"{run.error}\n{run.log_tail[-3000:]}"
+    version = run.output_model_version
+    assert version is not None and len(version.sha256) == 64 and version.size_bytes > 0
+    assert Path(version.artifact_uri, "config.json").is_file()
+    assert RunMetric.objects.filter(run=run, name="loss").count() == FAST["max_steps"]
+    assert run.progress == 1.0 and run.current_step == FAST["max_steps"]
+    job = slurm.job_info(run.slurm_job_id)
+    assert job["JobState"] == "COMPLETED" and job["NumTasks"] == "2", (job, run.log_tail)
+    # both agents met at the rendezvous: one world of two "nodes"
+    assert f"Slurm job {run.slurm_job_id}: succeeded, world size 2" in run.log_tail, run.log_tail
+    assert f"submitted Slurm job {run.slurm_job_id}" in run.log_tail
+    assert not services.run_dirs(run)[1].exists()  # checkpoints and launch files cleaned
+
+
+def test_cancel_scancels_the_job(worker, preference_snapshot):
+    run = services.launch_run(kind="reward", queue="slurm", snapshot=preference_snapshot,
+                              config={**FAST, "max_steps": 100000})  # fmt: skip
+    _running(run, 2, worker)
+    services.request_cancel(run=run)
+    run = _finished(run, worker, timeout=90)
+    assert run.status == "cancelled", f"{run.error}\n{run.log_tail[-3000:]}"
+    assert run.output_model_version is None and run.current_step >= 2
+    assert slurm.job_info(run.slurm_job_id)["JobState"] == "CANCELLED"
+    wait_for(lambda: not _run_processes(run), timeout=30)  # nothing of the job lives on
+
+
+def test_killed_node_task_fails_the_run_with_the_reason(worker, preference_snapshot):
+    run = services.launch_run(kind="reward", queue="slurm", snapshot=preference_snapshot,
+                              config={**FAST, "max_steps": 100000})  # fmt: skip
+    _running(run, 2, worker)
+    agents = _agents(run)
+    assert len(agents) == 2, agents
+    os.kill(max(agents), signal.SIGKILL)  # one "node"'s torchrun dies (an OOM kill, a crash)
+    run = _finished(run, worker, timeout=120)
+    assert run.status == "failed", f"{run.status}\n{run.log_tail[-3000:]}"
+    assert f"Slurm job {run.slurm_job_id} ended FAILED" in run.error, run.error
+    assert slurm.job_info(run.slurm_job_id)["JobState"] == "FAILED"
+    assert run.output_model_version is None
+    wait_for(lambda: not _run_processes(run), timeout=30)  # the other task was killed too
