@@ -209,6 +209,8 @@ def supervise(
             f"Slurm job {job_id}: {outcome['status']}, world size"
             f" {outcome.get('metrics', {}).get('world_size', '?')}"
         )
+        if watch.info and watch.info.get("JobState") != "COMPLETED":  # e.g. an agent's exit
+            log_line(f"{watch.describe().replace('without', 'after')}: the result stands")
         return None
     if watch.cancelled:
         return trainers.TrainingResult(metrics={}, global_step=last_step, cancelled=True)
