@@ -25,13 +25,20 @@ def _slurm_up() -> bool:
     return done.returncode == 0 and bool(re.search(r"idle|mixed|allocated", done.stdout))
 
 
-pytestmark = [
-    pytest.mark.slurm,
+pytestmark = pytest.mark.slurm
+LIVE = [
     pytest.mark.training,
     pytest.mark.worker,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(not _slurm_up(), reason="no Slurm here"),
 ]
+
+
+def live(test):
+    """A test against the real Slurm, through a real Celery worker."""
+    for mark in LIVE:
+        test = mark(test)
+    return test
 
 FAST = {"max_steps": 6, "batch_size": 4, "learning_rate": 1e-3, "max_length": 64,
         "save_steps": 0, "eval_fraction": 0.2}  # fmt: skip
@@ -104,6 +111,26 @@ def _running(run: TrainingRun, steps: int, worker) -> None:
         raise AssertionError(f"{exc}\n{run.log_tail[-3000:]}\n{stop(worker)}") from exc
 
 
+def test_batch_script_asks_for_the_configured_allocation(settings, tmp_path):
+    settings.TRAINING_SLURM_NODES, settings.TRAINING_SLURM_GPUS_PER_NODE = 4, 8
+    settings.TRAINING_SLURM_PARTITION, settings.TRAINING_SLURM_TIME_LIMIT = "gpu", "2:00:00"
+    settings.TRAINING_SLURM_EXTRA_ARGS = "--account=ml --qos='high prio'"
+    run = TrainingRun(pk=7, num_processes=8)
+    script = slurm.batch_script(run, tmp_path / "spec.json", tmp_path / "slurm.log")
+    options = re.findall(r"^#SBATCH (.+)$", script, re.MULTILINE)
+    assert options == [
+        "--job-name=run-7", "--nodes=4", "--ntasks-per-node=1", "--cpus-per-task=1",
+        "--requeue", "--open-mode=append", f"--output={tmp_path / 'slurm.log'}",
+        f"--chdir={settings.BASE_DIR}", "--gres=gpu:8", "--partition=gpu", "--time=2:00:00",
+        "--account=ml", "'--qos=high prio'",
+    ]  # fmt: skip
+    (srun,) = [line for line in script.splitlines() if line.startswith("srun ")]
+    assert "--nproc_per_node=8 --rdzv-backend=c10d --nnodes=$SLURM_NTASKS" in srun
+    assert f"--spec {tmp_path / 'spec.json'}" in srun
+    subprocess.run(["bash", "-n"], input=script, text=True, check=True)  # valid shell
+
+
+@live
 def test_two_node_job_trains_and_registers(worker, preference_snapshot):
     run = services.launch_run(kind="reward", queue="slurm", snapshot=preference_snapshot,
                               config=FAST)  # fmt: skip
@@ -121,6 +148,7 @@ def test_two_node_job_trains_and_registers(worker, preference_snapshot):
     assert not services.run_dirs(run)[1].exists()  # checkpoints and launch files cleaned
 
 
+@live
 def test_cancel_scancels_the_job(worker, preference_snapshot):
     run = services.launch_run(kind="reward", queue="slurm", snapshot=preference_snapshot,
                               config={**FAST, "max_steps": 100000})  # fmt: skip
@@ -133,6 +161,7 @@ def test_cancel_scancels_the_job(worker, preference_snapshot):
     wait_for(lambda: not _run_processes(run), timeout=30)  # nothing of the job lives on
 
 
+@live
 def test_killed_node_task_fails_the_run_with_the_reason(worker, preference_snapshot):
     run = services.launch_run(kind="reward", queue="slurm", snapshot=preference_snapshot,
                               config={**FAST, "max_steps": 100000})  # fmt: skip
@@ -148,6 +177,7 @@ def test_killed_node_task_fails_the_run_with_the_reason(worker, preference_snaps
     wait_for(lambda: not _run_processes(run), timeout=30)  # the other task was killed too
 
 
+@live
 def test_node_failure_requeues_the_job_which_resumes_and_succeeds(worker, preference_snapshot):
     """The node goes DOWN mid-run (what slurmctld does when a node stops answering): Slurm
     kills the job and requeues it (``--requeue``); once the node is back, the job starts
@@ -172,3 +202,18 @@ def test_node_failure_requeues_the_job_which_resumes_and_succeeds(worker, prefer
     assert run.current_step == config["max_steps"] and run.output_model_version is not None
     # resumed from a checkpoint, not from the start: step 1 was reported by the first start only
     assert RunMetric.objects.filter(run=run, name="loss", step=1).count() == 1
+
+
+@live
+def test_a_job_slurm_refuses_fails_the_run_with_sbatch_s_reason(preference_snapshot):
+    env = {**SLURM_ENV, "TRAINING_SLURM_PARTITION": "no-such-partition"}
+    worker = start_worker(settings.CELERY_BROKER_URL, queues="slurm", extra_env=env)
+    try:
+        run = services.launch_run(kind="reward", queue="slurm", snapshot=preference_snapshot,
+                                  config=FAST)  # fmt: skip
+        run = _finished(run, worker, timeout=120)
+    finally:
+        stop(worker)
+    assert run.status == "failed"
+    assert run.error.startswith("SlurmError: sbatch failed:") and "partition" in run.error
+    assert run.slurm_job_id == "" and not services.run_root(run).exists()
