@@ -40,6 +40,7 @@ def live(test):
         test = mark(test)
     return test
 
+
 FAST = {"max_steps": 6, "batch_size": 4, "learning_rate": 1e-3, "max_length": 64,
         "save_steps": 0, "eval_fraction": 0.2}  # fmt: skip
 SLURM_ENV = {
@@ -97,6 +98,19 @@ def _run_processes(run: TrainingRun) -> list[int]:
     for entry in Path("/proc").iterdir():
         try:
             if entry.name.isdigit() and marker in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _steps(job_id: str) -> list[int]:
+    """PIDs of the job's ``slurmstepd`` processes on this node."""
+    marker = f"slurmstepd: [{job_id}.".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(marker):
                 pids.append(int(entry.name))
         except OSError:
             continue
@@ -193,7 +207,9 @@ def test_node_failure_requeues_the_job_which_resumes_and_succeeds(worker, prefer
         wait_for(lambda: slurm.job_info(run.slurm_job_id)["Restarts"] == "1", timeout=60)
     finally:
         subprocess.run([*down, "State=RESUME"], check=True)
-    # Slurm holds a requeued job back for two minutes; let it start now
+    # Slurm holds a requeued job back for two minutes; once the first start's processes are
+    # gone (a second copy beside them drains the node: "Duplicate jobid"), let it start now.
+    wait_for(lambda: not _run_processes(run) and not _steps(run.slurm_job_id), timeout=60)
     subprocess.run(["scontrol", "update", f"JobId={run.slurm_job_id}", "StartTime=now"], check=True)
     run = _finished(run, worker)
     assert run.status == "succeeded", f"{run.error}\n{run.log_tail[-3000:]}"
