@@ -91,3 +91,10 @@ class CachedTokenAuthentication(TokenAuthentication):
         if not user.is_active:  # an entry is dropped when its user is saved: belt and braces
             raise AuthenticationFailed(_("User inactive or deleted."))
         return user, self.get_model()(key=key, user=user)
+
+
+class BearerTokenAuthentication(CachedTokenAuthentication):
+    """The same API tokens sent as ``Authorization: Bearer <token>`` (what MLflow's clients
+    send from ``MLFLOW_TRACKING_TOKEN``)."""
+
+    keyword = "Bearer"

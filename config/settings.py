@@ -5,6 +5,7 @@ SQLite-backed Celery broker under ``DATA_DIR``. ``DJANGO_ENV=production`` requir
 ``SECRET_KEY`` and turns on every deployment safeguard (``manage.py check --deploy`` is clean).
 """
 
+import json
 import os
 from datetime import timedelta
 from pathlib import Path
@@ -35,6 +36,19 @@ PRODUCTION = ENVIRONMENT == "production"
 DATA_DIR = Path(os.environ.get("DATA_DIR", BASE_DIR / "var")).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", DATA_DIR / "artifacts")).resolve()
+# Where registered artifacts are kept: empty = under ARTIFACT_ROOT (one machine or a shared
+# filesystem); an fsspec URL (s3://bucket/prefix, gs://…) for workers on several machines
+# (models_registry.storage). Its options (endpoint_url, key, secret…) are JSON, never logged.
+ARTIFACT_STORAGE_URL = os.environ.get("ARTIFACT_STORAGE_URL", "").rstrip("/")
+try:
+    ARTIFACT_STORAGE_OPTIONS = json.loads(os.environ.get("ARTIFACT_STORAGE_OPTIONS") or "{}")
+except ValueError as exc:
+    raise ImproperlyConfigured("ARTIFACT_STORAGE_OPTIONS must be a JSON object") from exc
+if not isinstance(ARTIFACT_STORAGE_OPTIONS, dict):
+    raise ImproperlyConfigured("ARTIFACT_STORAGE_OPTIONS must be a JSON object")
+# Experiment trackers every run reports to unless its config says otherwise (comma-separated:
+# mlflow, tensorboard, wandb; their own env such as MLFLOW_TRACKING_URI configures them).
+TRAINING_REPORT_TO = env_list("TRAINING_REPORT_TO", "")
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media")).resolve()
 MEDIA_URL = "/media/"
 

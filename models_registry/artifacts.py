@@ -1,38 +1,62 @@
-"""Streaming a model artifact (a directory or a file) as an uncompressed tar, chunk by chunk:
-the response never holds a whole weight file in memory (weights barely compress anyway)."""
+"""Streaming a model artifact (a directory or a file, local or behind fsspec) as an
+uncompressed tar, chunk by chunk: the response never holds a whole weight file in memory
+(weights barely compress anyway)."""
 
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
 
 
-def _files(root: Path) -> list[tuple[Path, str]]:
-    if root.is_file():
-        return [(root, root.name)]
-    return [
-        (path, f"{root.name}/{path.relative_to(root).as_posix()}")
-        for path in sorted(root.rglob("*"), key=lambda p: p.relative_to(root).as_posix())
-        if path.is_file() and not path.is_symlink()
-    ]
+@dataclass(frozen=True)
+class Entry:
+    """One file of an archive: its name in the tar, size, mtime and how to open it."""
+
+    name: str
+    size: int
+    mtime: int
+    open: Callable[[], BinaryIO]
 
 
-def stream_tar(root: Path) -> Iterator[bytes]:
-    """The bytes of a POSIX (PAX) tar of ``root``: one header per regular file, its content in
-    1 MiB chunks, padding to 512-byte blocks, and the two zero blocks that end an archive."""
-    for path, name in _files(root):
+def local_entries(root: Path) -> list[Entry]:
+    """The regular files of ``root`` (a file, or a directory walked in sorted order) named
+    ``<root name>/<relative path>``."""
+    files = (
+        [(root, root.name)]
+        if root.is_file()
+        else [
+            (path, f"{root.name}/{path.relative_to(root).as_posix()}")
+            for path in sorted(root.rglob("*"), key=lambda p: p.relative_to(root).as_posix())
+            if path.is_file() and not path.is_symlink()
+        ]
+    )
+    out = []
+    for path, name in files:
         stat = path.stat()
-        info = tarfile.TarInfo(name)
-        info.size = stat.st_size
-        info.mtime = int(stat.st_mtime)
+        out.append(Entry(name, stat.st_size, int(stat.st_mtime), partial(path.open, "rb")))
+    return out
+
+
+def stream_tar(root: Path | Iterable[Entry]) -> Iterator[bytes]:
+    """The bytes of a POSIX (PAX) tar of ``root`` (a local path, or entries such as
+    ``models_registry.storage.remote_entries``): one header per file, its content in 1 MiB
+    chunks, padding to 512-byte blocks, and the two zero blocks that end an archive."""
+    entries = local_entries(root) if isinstance(root, Path) else root
+    for entry in entries:
+        info = tarfile.TarInfo(entry.name)
+        info.size = entry.size
+        info.mtime = entry.mtime
         info.mode = 0o644
         yield info.tobuf(format=tarfile.PAX_FORMAT)
         written = 0
-        with path.open("rb") as handle:
+        with entry.open() as handle:
             while written < info.size:
                 chunk = handle.read(min(CHUNK, info.size - written))
                 if not chunk:

@@ -453,12 +453,13 @@ def _precedence_side(version: ModelVersion) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- MLflow-style search
 
 _CLAUSE = re.compile(
-    r"""\s*(?P<field>[A-Za-z_][\w.]*)\s*
+    r"""\s*(?P<field>[A-Za-z_][\w.]*(?:`[^`]+`)?)\s*
         (?P<op>!=|=|(?i:not\s+like)|(?i:ilike)|(?i:like)|(?i:in))\s*
         (?P<value>'(?:[^']|'')*'|"(?:[^"]|"")*"|-?\d+|\((?:[^()])*\))\s*""",
     re.VERBOSE,
 )
 _AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+_TAG = re.compile(r"tags?\.(?P<key>`[^`]+`|[\w.]+)")
 VERSION_FIELDS = {
     "name": "registered_model__name",
     "kind": "registered_model__kind",
@@ -525,8 +526,10 @@ def _typed(field: str, column: str, value: Any) -> Any:
 def parse_filter(text: str, fields: dict[str, str]) -> Q:
     """MLflow's filter string (``name = 'rm' AND stage = 'production'``; operators =, !=,
     LIKE, ILIKE, NOT LIKE, IN (…)) → a Q object. Raises ``DomainError`` on anything else,
-    values of the wrong type included. LIKE runs as the database's own LIKE
-    (``common.lookups``), never as a regex."""
+    values of the wrong type included. A tag (``tag.kind``, ``tags.`mlflow.x` ``: MLflow's
+    clients add ``tag.`mlflow.prompt.is_prompt` != 'true'``) is the field of that name; any
+    other tag is absent (``!=`` / NOT LIKE match every row, the rest none). LIKE runs as the
+    database's own LIKE (``common.lookups``), never as a regex."""
     text = (text or "").strip()
     query = Q()
     if not text:
@@ -538,10 +541,16 @@ def parse_filter(text: str, fields: dict[str, str]) -> Q:
         if not match:
             raise DomainError(f"cannot parse filter clause {clause.strip()!r}")
         field, op, value = match["field"].lower(), match["op"].lower(), _literal(match["value"])
+        op = " ".join(op.split())
+        tag = _TAG.fullmatch(field)
+        if tag is not None:  # MLflow tags: ours are the fields; any other tag is absent
+            field = tag["key"].strip("`")
+            if field not in fields:
+                query &= Q() if op in ("!=", "not like") else Q(pk__in=[])
+                continue
         column = fields.get(field)
         if column is None:
             raise DomainError(f"unknown filter field {field!r}; use {', '.join(sorted(fields))}")
-        op = " ".join(op.split())
         if op == "in":
             if not isinstance(value, list):
                 raise DomainError("IN takes a parenthesized list")

@@ -79,7 +79,7 @@ def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "stage_form": StageForm(initial={"stage": version.stage}),
             "profile_form": ProfileForm(),
             "others": selectors.versions().exclude(pk=pk).order_by("-id")[:200],
-            "downloadable": services.local_artifact(version.artifact_uri) is not None,
+            "downloadable": services.artifact_location(version.artifact_uri) is not None,
         },
     )
 
@@ -101,10 +101,13 @@ def model_card(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_required
 def artifact(request: HttpRequest, pk: int) -> HttpResponse:
     version = _version(pk)
-    root = services.local_artifact(version.artifact_uri)
-    if root is None:
+    location = services.artifact_location(version.artifact_uri)
+    if location is None:
         raise Http404("this version's artifact is not stored here")
-    return artifact_response(version, root)
+    try:
+        return artifact_response(version, location)
+    except DomainError as exc:  # an uncommitted upload, or a manifest that does not match
+        raise Http404(str(exc)) from exc
 
 
 @staff_required
