@@ -16,11 +16,15 @@ import shutil
 import uuid
 from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from common.errors import DomainError
 from models_registry.artifacts import CHUNK, Entry
+
+if TYPE_CHECKING:
+    from models_registry.models import ModelVersion
 
 MANIFEST_SUFFIX = ".sha256"
 
@@ -164,3 +168,8 @@ def resolve(uri: str, sha256: str) -> str:
     """What a worker loads: a stored artifact's verified local copy; anything else (a local
     path, a hub id, a URI recorded as given) unchanged."""
     return str(local_copy(uri, sha256)) if in_store(uri) else uri
+
+
+def loadable(version: ModelVersion) -> str:
+    """A registered model version as a worker loads it (base, reference, reward, judge)."""
+    return resolve(version.artifact_uri, version.sha256)

@@ -9,6 +9,7 @@ from pathlib import Path
 from django.conf import settings
 
 from annotation.models import DatasetSnapshot
+from models_registry import storage
 from models_registry.models import ModelVersion
 from training.models import TrainingRun
 
@@ -79,11 +80,11 @@ def training_rows(kind: str, snapshot: DatasetSnapshot) -> list[dict]:
 
 def training_data(run: TrainingRun) -> dict:
     """The ``data`` argument of ``training.trainers.run_training`` for this run."""
-    base = run.base_model_version.artifact_uri if run.base_model_version else run.base_model
+    base = storage.loadable(run.base_model_version) if run.base_model_version else run.base_model
     data = {"base_model": base, "rows": training_rows(run.kind, run.snapshot)}
     reward_models = _principle_reward_models(run)
     if run.reward_model_version:
-        reward_models["reward"] = run.reward_model_version.artifact_uri
+        reward_models["reward"] = storage.loadable(run.reward_model_version)
     if reward_models:
         data["reward_models"] = reward_models
     return data
@@ -92,7 +93,5 @@ def training_data(run: TrainingRun) -> dict:
 def _principle_reward_models(run: TrainingRun) -> dict[str, str]:
     """principle key → artifact of its reward model, for a run trained to a precedence."""
     by_key = run.precedence.get("reward_models") or {}
-    uris = dict(
-        ModelVersion.objects.filter(pk__in=by_key.values()).values_list("pk", "artifact_uri")
-    )
-    return {key: uris[pk] for key, pk in by_key.items()}
+    found = ModelVersion.objects.in_bulk(by_key.values())
+    return {key: storage.loadable(found[pk]) for key, pk in by_key.items()}

@@ -23,6 +23,7 @@ from django.utils import timezone
 from annotation.models import DatasetSnapshot
 from common import background, events
 from common.errors import DomainError
+from models_registry import storage
 from models_registry.models import ModelVersion
 from models_registry.services import register_model_version
 from training import precedence as precedence_requests
@@ -184,9 +185,26 @@ def request_cancel(*, run: TrainingRun) -> TrainingRun:
     return run
 
 
-@transaction.atomic
 def finish_run(*, run_id: int, result: trainers.TrainingResult, log_tail: str) -> TrainingRun:
-    """Cancelled: keep metrics, no artifact. Succeeded: register the model version."""
+    """Cancelled: keep metrics, no artifact. Succeeded: register the model version — first
+    uploaded to the object store when ``ARTIFACT_STORAGE_URL`` names one (committed by its
+    manifest, outside any transaction), the local copy then removed."""
+    stored = None
+    if storage.remote_root() and not result.cancelled and result.artifact_path is not None:
+        stored = storage.publish(Path(result.artifact_path), f"runs/{run_id}")
+        if result.sha256 and stored[1] != result.sha256:
+            raise RuntimeError(f"uploaded artifact sha256 {stored[1]} != trained {result.sha256}")
+    return _finish_run(run_id=run_id, result=result, log_tail=log_tail, stored=stored)
+
+
+@transaction.atomic
+def _finish_run(
+    *,
+    run_id: int,
+    result: trainers.TrainingResult,
+    log_tail: str,
+    stored: tuple[str, str, int] | None,
+) -> TrainingRun:
     run = (
         TrainingRun.objects.select_for_update(of=("self",))
         .select_related("snapshot", "base_model_version", "reward_model_version")
@@ -204,9 +222,9 @@ def finish_run(*, run_id: int, result: trainers.TrainingResult, log_tail: str) -
         run.output_model_version = register_model_version(
             name=run.name,
             kind=run.kind,
-            artifact_uri=str(result.artifact_path),
-            sha256=result.sha256 or "",
-            size_bytes=result.size_bytes or 0,
+            artifact_uri=stored[0] if stored else str(result.artifact_path),
+            sha256=stored[1] if stored else result.sha256 or "",
+            size_bytes=stored[2] if stored else result.size_bytes or 0,
             parents={
                 "base": run.base_model_version,
                 "reference": run.base_model_version if run.kind in {"dpo", "ppo"} else None,
@@ -224,10 +242,10 @@ def finish_run(*, run_id: int, result: trainers.TrainingResult, log_tail: str) -
         status=run.status,
         output_model_version_id=run.output_model_version_id,
     )
-    if run.status == Status.SUCCEEDED:  # keep the model; drop checkpoints and launch files
+    if run.status == Status.SUCCEEDED:  # keep the model (unless stored remotely); drop the rest
         model_dir, root = run_dirs(run)[0], run_root(run)
         for path in root.iterdir() if root.is_dir() else ():
-            if path != model_dir:
+            if path != model_dir or stored:
                 shutil.rmtree(path, ignore_errors=True)
     return run
 
