@@ -58,7 +58,7 @@ def _members_digest(data: bytes) -> str:
             rel = member.name.split("/", 1)[1]
             lines.append(f"{hashlib.sha256(content).hexdigest()}  {rel}\n")
     return hashlib.sha256(
-        "".join(sorted(lines, key=lambda l: l.split("  ", 1)[1])).encode()
+        "".join(sorted(lines, key=lambda line: line.split("  ", 1)[1])).encode()
     ).hexdigest()
 
 
@@ -132,7 +132,7 @@ def test_uncommitted_upload_is_invisible_and_tampering_is_refused(s3_storage, tm
         storage.remote_entries(uri, "f" * 64)
 
     s3_storage.pipe(f"{key}/weights.bin", b"\x02" * 5000)  # the object changed after commit
-    with pytest.raises(services.DomainError, match="weights.bin does not match"):
+    with pytest.raises(services.DomainError, match=r"weights\.bin does not match"):
         storage.local_copy(uri, sha256)
     cache = settings.ARTIFACT_ROOT / "cache"
     assert not any(sha256 in p.name for p in (cache.iterdir() if cache.exists() else ()))
