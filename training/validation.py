@@ -11,6 +11,7 @@ devices) is one more family function called from :func:`validate_launch`.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,10 +140,32 @@ def check_processes(num_processes: object) -> int:
 
 def check_config(kind: str, config: object, num_processes: int) -> trainers.RunConfig:
     """The kind's schema with its defaults filled in, every value typed and bounded."""
+    values = dict(config) if isinstance(config, dict) else ({} if config is None else config)
+    if isinstance(values, dict) and values.get("report_to") is None:
+        values["report_to"] = list(settings.TRAINING_REPORT_TO)  # the deployment's default
     try:
-        return trainers.from_dict(kind, config or {}, world_size=num_processes, limits=limits())
+        run_config = trainers.from_dict(
+            kind, values or {}, world_size=num_processes, limits=limits()
+        )
     except ConfigError as exc:
         raise LaunchRejected(str(exc), f"config.{exc.field}" if exc.field else "config") from exc
+    check_trackers(run_config.report_to or [])
+    return run_config
+
+
+#: the module each experiment tracker needs (transformers' integrations import them)
+TRACKER_MODULES = {"mlflow": "mlflow", "tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def check_trackers(trackers: list[str]) -> None:
+    """Every tracker of ``report_to`` importable here (a worker would fail on it later)."""
+    for tracker in trackers:
+        if importlib.util.find_spec(TRACKER_MODULES[tracker]) is None:
+            raise LaunchRejected(
+                f"report_to: {tracker} is not installed on this deployment "
+                f"(pip install {TRACKER_MODULES[tracker]}, or leave it out of report_to)",
+                "config.report_to",
+            )
 
 
 def check_base_model(

@@ -271,7 +271,7 @@ def trl_arguments(config: RunConfig, checkpoint_dir: Path) -> dict[str, Any]:
         "save_strategy": "steps" if config.save_steps else "no",
         **({"save_steps": config.save_steps} if config.save_steps else {}),
         "save_total_limit": config.save_total_limit,
-        "report_to": "none",
+        "report_to": list(config.report_to) if config.report_to else "none",
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
     }

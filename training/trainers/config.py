@@ -26,6 +26,7 @@ SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
     "inverse_sqrt",
 )  # fmt: skip
+TRACKERS = ("mlflow", "tensorboard", "wandb")  # report_to: transformers' integrations
 REWARD_TYPES = ("reward_model", "principles", "length", "strings", "regex", "json")
 INT64_MAX = 2**63 - 1
 SEED_MAX = 2**32 - 1  # numpy's seed range (transformers.set_seed seeds numpy)
@@ -103,6 +104,15 @@ class RunConfig:
     )
     save_total_limit: int = _f(2, "Checkpoints kept on disk.", 1, 1000)
     eval_fraction: float = _f(0.1, "Share of rows held out for evaluation (0 = none).", 0, 1)
+    # --- Tracking ---
+    report_to: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": f"Experiment trackers to report to besides the platform ({', '.join(TRACKERS)}"
+            "); unset = the deployment's TRAINING_REPORT_TO, [] = none. Their own environment "
+            "(MLFLOW_TRACKING_URI, TENSORBOARD_LOGGING_DIR, WANDB_PROJECT …) configures them."
+        },
+    )
 
     def validate(self, world_size: int = 1) -> None:
         """Raise ValueError with a readable message when the settings cannot work."""
@@ -120,6 +130,9 @@ class RunConfig:
             raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}.")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}.")
+        trackers = self.report_to or []
+        if any(t not in TRACKERS for t in trackers) or len(set(trackers)) != len(trackers):
+            raise ValueError(f"report_to takes distinct trackers from {', '.join(TRACKERS)}.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
