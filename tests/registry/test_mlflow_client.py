@@ -150,3 +150,47 @@ def test_token_scheme_and_error_shape(world, live_server):
     bad = requests.get(url, params={"name": "rm-a", "version": "x"}, headers=headers, timeout=10)
     assert bad.status_code == 400 and bad.json()["error_code"] == "INVALID_PARAMETER_VALUE"
     assert "version" in bad.json()["message"]
+
+
+ROLES = ("admin", "manager", "annotator", "viewer", "anonymous")
+READERS = (200, 200, 403, 200, 401)
+M = "/api/2.0/mlflow/"
+MATRIX = [
+    ("get", "registered-models/search?max_results=5", None, READERS),
+    ("get", "registered-models/get?name=rm-a", None, READERS),
+    ("post", "registered-models/get-latest-versions", {"name": "rm-a"}, READERS),
+    ("get", "registered-models/get-latest-versions?name=rm-a", None, READERS),
+    ("get", "model-versions/search?filter=name%3D%27rm-a%27", None, READERS),
+    ("get", "model-versions/get?name=rm-a&version=1", None, READERS),
+    ("get", "model-versions/get-download-uri?name=rm-a&version=1", None, READERS),
+    (
+        "post",
+        "model-versions/transition-stage",
+        {"name": "rm-a", "version": "2", "stage": "Staging"},
+        (200, 200, 403, 403, 401),
+    ),
+]
+
+
+def test_every_mlflow_endpoint_by_role(world, make_user):
+    from django.db import transaction
+    from rest_framework.test import APIClient
+
+    users = {**world["users"], "admin": make_user("ml-admin", role="admin")}
+    users["annotator"] = make_user("ml-annotator", role="annotator")
+    wrong = []
+    for method, path, body, expected in MATRIX:
+        got = []
+        for role in ROLES:
+            with transaction.atomic():
+                client = APIClient()
+                if role != "anonymous":
+                    client.force_authenticate(users[role])
+                response = getattr(client, method)(M + path, body, format="json")
+                got.append(response.status_code)
+                if response.status_code != 200:
+                    assert set(response.json()) == {"error_code", "message"}, response.json()
+                transaction.set_rollback(True)
+        if tuple(got) != expected:
+            wrong.append(f"{method} {path}: {dict(zip(ROLES, got, strict=True))}")
+    assert not wrong, wrong
