@@ -6,7 +6,8 @@ An upload is committed by its manifest: the files go under a fresh prefix, then 
 ``sha256sum``-style manifest (``<artifact>.sha256``, whose own sha256 is the version's) is
 written last, so a crash mid-upload never leaves a visible artifact. Downloads stream from the
 store chunk by chunk; a worker that needs a registered model (base, reference, reward) copies
-it into ``ARTIFACT_ROOT/cache/<sha256>/`` and checks every file's digest first.
+it into ``ARTIFACT_ROOT/cache/<sha256>/`` and checks every file's digest first (the machine
+that trained it keeps its own copy there). Nothing evicts the cache yet.
 """
 
 from __future__ import annotations
@@ -134,6 +135,26 @@ def remote_entries(uri: str, sha256: str = "") -> list[Entry]:
     return out
 
 
+def _cache(sha256: str) -> Path:
+    return Path(settings.ARTIFACT_ROOT) / "cache" / sha256
+
+
+def adopt(local: Path, sha256: str) -> None:
+    """Move a just-published artifact (``sha256``: its verified digest) into the cache, where
+    ``local_copy`` finds it without a download; dropped instead when already cached."""
+    cache = _cache(sha256)
+    if cache.exists():
+        shutil.rmtree(local, ignore_errors=True)
+        return
+    staging = cache.parent / f".{sha256}.{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    local.rename(staging / local.name)
+    try:
+        staging.rename(cache)
+    except OSError:  # cached meanwhile
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def local_copy(uri: str, sha256: str) -> Path:
     """A verified local copy of a stored artifact, cached under ``ARTIFACT_ROOT/cache``: each
     file is downloaded into a private folder, its digest checked against the manifest, and the
@@ -141,7 +162,7 @@ def local_copy(uri: str, sha256: str) -> Path:
     if not sha256:
         raise DomainError(f"{uri} has no sha256 to verify a download against")
     name = PurePosixPath(_fs(uri)[1]).name
-    cache = Path(settings.ARTIFACT_ROOT) / "cache" / sha256
+    cache = _cache(sha256)
     target = cache / name
     if target.exists():
         return target

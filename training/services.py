@@ -188,7 +188,7 @@ def request_cancel(*, run: TrainingRun) -> TrainingRun:
 def finish_run(*, run_id: int, result: trainers.TrainingResult, log_tail: str) -> TrainingRun:
     """Cancelled: keep metrics, no artifact. Succeeded: register the model version — first
     uploaded to the object store when ``ARTIFACT_STORAGE_URL`` names one (committed by its
-    manifest, outside any transaction), the local copy then removed."""
+    manifest, outside any transaction), the local copy then moved into the download cache."""
     stored = None
     if storage.remote_root() and not result.cancelled and result.artifact_path is not None:
         stored = storage.publish(Path(result.artifact_path), f"runs/{run_id}")
@@ -242,10 +242,12 @@ def _finish_run(
         status=run.status,
         output_model_version_id=run.output_model_version_id,
     )
-    if run.status == Status.SUCCEEDED:  # keep the model (unless stored remotely); drop the rest
+    if run.status == Status.SUCCEEDED:  # keep the model; drop checkpoints and launch files
         model_dir, root = run_dirs(run)[0], run_root(run)
+        if stored:  # the store holds it: the local copy becomes this machine's cached copy
+            storage.adopt(model_dir, stored[1])
         for path in root.iterdir() if root.is_dir() else ():
-            if path != model_dir or stored:
+            if path != model_dir:
                 shutil.rmtree(path, ignore_errors=True)
     return run
 

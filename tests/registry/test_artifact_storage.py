@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import tarfile
 
 import pytest
@@ -78,7 +79,10 @@ def test_s3_round_trip(s3_storage, project, make_user, isolated_artifacts):
     assert s3_storage.exists(f"{key}/config.json")
     manifest = s3_storage.cat_file(key + storage.MANIFEST_SUFFIX).decode()
     assert hashlib.sha256(manifest.encode()).hexdigest() == version.sha256
-    assert not training_services.run_dirs(run)[0].exists()  # the local copy is gone
+    assert not training_services.run_dirs(run)[0].exists()  # moved into the cache:
+    cached = isolated_artifacts / "cache" / version.sha256
+    assert services.artifact_digest(cached / "model")[0] == version.sha256
+    shutil.rmtree(cached)  # from here on, as on another machine: nothing cached
 
     manager = make_user("s3-manager", role="manager")
     web = Client()
@@ -101,9 +105,7 @@ def test_s3_round_trip(s3_storage, project, make_user, isolated_artifacts):
     execute(second.pk)
     second.refresh_from_db()
     assert second.status == "succeeded", second.error or second.log_tail[-3000:]
-    cached = isolated_artifacts / "cache" / version.sha256
-    assert cached.is_dir()
-    assert services.artifact_digest(next(cached.iterdir()))[0] == version.sha256
+    assert services.artifact_digest(cached / "model")[0] == version.sha256  # fetched, checked
     child = second.output_model_version
     assert child.artifact_uri.startswith(f"s3://{BUCKET}/")
     assert [(p.role, p.parent_id) for p in child.parent_links.all()] == [("base", version.pk)]
