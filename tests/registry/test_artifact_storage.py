@@ -139,3 +139,13 @@ def test_uncommitted_upload_is_invisible_and_tampering_is_refused(s3_storage, tm
     cache = settings.ARTIFACT_ROOT / "cache"
     assert not any(sha256 in p.name for p in (cache.iterdir() if cache.exists() else ()))
     assert ModelVersion.objects.count() == 0
+
+
+def test_system_check_names_a_store_fsspec_cannot_open(settings):
+    from models_registry.checks import artifact_storage_is_usable
+
+    settings.ARTIFACT_STORAGE_URL = "s3://bucket/artifacts"
+    assert artifact_storage_is_usable(None) == []
+    settings.ARTIFACT_STORAGE_URL = "nosuchfs://bucket/artifacts"
+    (error,) = artifact_storage_is_usable(None)
+    assert error.id == "models_registry.E001" and "nosuchfs://" in error.msg

@@ -12,7 +12,11 @@ from models_registry.models import ModelVersion, StageChange
 mlflow_client = pytest.importorskip("mlflow.tracking", reason="mlflow-skinny (dev extra)")
 from mlflow.exceptions import MlflowException  # noqa: E402
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    # MLflow deprecates stages (our registry's vocabulary) in favour of aliases
+    pytest.mark.filterwarnings("ignore:.*Model registry stages:FutureWarning"),
+]
 
 
 @pytest.fixture
