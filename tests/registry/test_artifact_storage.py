@@ -36,7 +36,7 @@ def s3_endpoint():
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=PORT)
     server.start()
     options = {"endpoint_url": f"http://127.0.0.1:{PORT}", "key": "test", "secret": "test"}
-    s3fs.S3FileSystem(**options).mkdir(BUCKET)
+    s3fs.S3FileSystem(**options).makedirs(BUCKET, exist_ok=True)  # a retried create may find it
     yield options
     server.stop()
 
