@@ -44,7 +44,12 @@ def world(make_user, isolated_artifacts, tmp_path):
 
 @pytest.fixture
 def client_as(live_server, monkeypatch):
-    """``client_as(token)``: an ``MlflowClient`` on the live server sending that token."""
+    """``client_as(token)``: an ``MlflowClient`` on the live server sending that token. The
+    client keeps its HTTP connections alive, and with them the server's request threads: those
+    close their database connection after each request (no persistent connections)."""
+    from django.db import connections
+
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 0)
 
     def make(token: str | None):
         if token is None:
