@@ -222,6 +222,7 @@ SPECTACULAR_SETTINGS = {
         "TrainingRunKindEnum": "training.models.TrainingRunKind",
         "TrainingRunStatusEnum": "training.models.TrainingRunStatus",
         "RegisteredModelKindEnum": "models_registry.models.RegisteredModelKind",
+        "ModelVersionStageEnum": "models_registry.models.ModelVersionStage",
     },
 }
 
