@@ -485,6 +485,15 @@ ORDER_FIELDS = {
 }
 
 
+MODEL_ORDER_FIELDS = {
+    "name": "name",
+    "kind": "kind",
+    "created_at": "created_at",
+    "creation_timestamp": "created_at",  # MLflow's names (a model is never updated here)
+    "last_updated_timestamp": "created_at",
+}
+
+
 _ITEM = re.compile(r"""\s*('(?:[^']|'')*'|"(?:[^"]|"")*"|-?\d+)\s*(?:,|$)""")
 # Columns that hold whole numbers, with the largest value each holds (a filter value outside
 # is refused, as is anything but digits: the database would fail on it).
@@ -596,10 +605,13 @@ def search_models(filter_string: str = "", order_by: Iterable[str] = ()) -> Quer
     ordering = []
     for item in order_by:
         parts = item.split()
-        if not parts or parts[0].lower() not in ("name", "created_at", "kind"):
-            raise DomainError("order registered models by name, kind or created_at")
+        column = MODEL_ORDER_FIELDS.get(parts[0].lower()) if parts else None
+        if column is None:
+            raise DomainError(
+                f"order registered models by {', '.join(MODEL_ORDER_FIELDS)} [ASC|DESC]"
+            )
         desc = len(parts) > 1 and parts[1].upper() == "DESC"
-        ordering.append(("-" if desc else "") + parts[0].lower())
+        ordering.append(("-" if desc else "") + column)
     return (
         RegisteredModel.objects.filter(parse_filter(filter_string, MODEL_FIELDS))
         .prefetch_related("versions")

@@ -76,6 +76,8 @@ def test_client_lists_reads_and_pages(world, client_as):
     assert [m.name for m in client.search_registered_models(filter_string="name LIKE 'rm-%'")] == [
         "rm-a"
     ]
+    newest_first = client.search_registered_models(order_by=["creation_timestamp DESC"])
+    assert [m.name for m in newest_first] == ["sft-b", "rm-a"]
 
     model = client.get_registered_model("rm-a")
     assert model.tags == {"kind": "reward"}
