@@ -24,7 +24,6 @@ from common.query_limits import time_limit
 from models_registry import selectors, services
 from models_registry.models import ModelVersion, RegisteredModel
 from models_registry.registry_api import (
-    MAX_INT,
     LatestSerializer,
     NameSerializer,
     RegistryView,
@@ -109,12 +108,11 @@ class MlflowSearchSerializer(SearchSerializer):
     holds at most ``PAGE_CAP`` (the token says where the next one starts)."""
 
     max_results = serializers.IntegerField(min_value=1, max_value=200_000, default=100)
-    page_token = serializers.IntegerField(min_value=0, max_value=MAX_INT, default=0)
 
     def validate_max_results(self, value: int) -> int:
         return min(value, PAGE_CAP)
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data):  # an empty page token is the first page
         if hasattr(data, "get") and data.get("page_token") == "":
             data = {k: v for k, v in data.items() if k != "page_token"}
         return super().to_internal_value(data)
@@ -147,10 +145,11 @@ class MlflowView(RegistryView):
         return response
 
 
-def _search(data: dict, queryset, render) -> dict:
+def _search(data: dict, queryset, render, key: str) -> Response:
+    """One page of a search as MLflow answers it (``next_page_token`` only when more follow)."""
     with time_limit():
         rows, token = paged(queryset, data, render)
-    return {"rows": rows, **({"next_page_token": token} if token else {})}
+    return Response({key: rows, **({"next_page_token": token} if token else {})})
 
 
 class SearchRegisteredModels(MlflowView):
@@ -158,10 +157,8 @@ class SearchRegisteredModels(MlflowView):
     def get(self, request):
         """MLflow ``registered-models/search`` (filter, max_results, order_by, page_token)."""
         data = query_data(MlflowSearchSerializer, request)
-        found = _search(
-            data, selectors.search_models(data["filter"], data["order_by"]), mlflow_model
-        )
-        return Response({"registered_models": found.pop("rows"), **found})
+        qs = selectors.search_models(data["filter"], data["order_by"])
+        return _search(data, qs, mlflow_model, "registered_models")
 
 
 class GetRegisteredModel(MlflowView):
@@ -198,8 +195,7 @@ class SearchModelVersions(MlflowView):
         ``/api/v1/registry/model-versions/search``)."""
         data = query_data(MlflowSearchSerializer, request)
         qs = selectors.search_versions(data["filter"], data["order_by"])
-        found = _search(data, qs, mlflow_version)
-        return Response({"model_versions": found.pop("rows"), **found})
+        return _search(data, qs, mlflow_version, "model_versions")
 
 
 class GetModelVersion(MlflowView):
