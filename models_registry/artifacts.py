@@ -4,6 +4,7 @@ uncompressed tar, chunk by chunk: the response never holds a whole weight file i
 
 from __future__ import annotations
 
+import hashlib
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -17,12 +18,18 @@ BLOCK = tarfile.BLOCKSIZE
 
 @dataclass(frozen=True)
 class Entry:
-    """One file of an archive: its name in the tar, size, mtime and how to open it."""
+    """One file of an archive: its name in the tar, size, mtime, how to open it and, when
+    known, the sha256 its content must have."""
 
     name: str
     size: int
     mtime: int
     open: Callable[[], BinaryIO]
+    sha256: str = ""
+
+
+class ContentMismatch(RuntimeError):
+    """A file's bytes differ from its recorded sha256 (the archive is cut short)."""
 
 
 def local_entries(root: Path) -> list[Entry]:
@@ -47,7 +54,9 @@ def local_entries(root: Path) -> list[Entry]:
 def stream_tar(root: Path | Iterable[Entry]) -> Iterator[bytes]:
     """The bytes of a POSIX (PAX) tar of ``root`` (a local path, or entries such as
     ``models_registry.storage.remote_entries``): one header per file, its content in 1 MiB
-    chunks, padding to 512-byte blocks, and the two zero blocks that end an archive."""
+    chunks, padding to 512-byte blocks, and the two zero blocks that end an archive. An entry
+    with a ``sha256`` is hashed as it streams: on a mismatch the archive stops before its end
+    (``ContentMismatch``), so a client never receives a complete archive with altered bytes."""
     entries = local_entries(root) if isinstance(root, Path) else root
     for entry in entries:
         info = tarfile.TarInfo(entry.name)
@@ -55,14 +64,18 @@ def stream_tar(root: Path | Iterable[Entry]) -> Iterator[bytes]:
         info.mtime = entry.mtime
         info.mode = 0o644
         yield info.tobuf(format=tarfile.PAX_FORMAT)
-        written = 0
+        written, digest = 0, hashlib.sha256() if entry.sha256 else None
         with entry.open() as handle:
             while written < info.size:
                 chunk = handle.read(min(CHUNK, info.size - written))
                 if not chunk:
                     break
                 written += len(chunk)
+                if digest is not None:
+                    digest.update(chunk)
                 yield chunk
+        if digest is not None and (written != info.size or digest.hexdigest() != entry.sha256):
+            raise ContentMismatch(f"{entry.name} does not match its sha256")
         if written < info.size:  # the file shrank while streaming: keep the archive well-formed
             yield b"\0" * (info.size - written)
         remainder = info.size % BLOCK

@@ -124,14 +124,14 @@ def read_manifest(uri: str, sha256: str = "") -> list[tuple[str, str]]:
 
 def remote_entries(uri: str, sha256: str = "") -> list[Entry]:
     """The files of a stored artifact as tar entries (``artifacts.stream_tar``), opened
-    lazily and read in ``CHUNK``-sized blocks."""
+    lazily, read in ``CHUNK``-sized blocks and checked against the manifest as they stream."""
     fs, base = _fs(uri)
     name = PurePosixPath(base).name
     out = []
-    for _, rel in read_manifest(uri, sha256):
+    for expected, rel in read_manifest(uri, sha256):
         info = fs.info(f"{base}/{rel}")
         opener = partial(fs.open, f"{base}/{rel}", "rb", block_size=CHUNK)
-        out.append(Entry(f"{name}/{rel}", int(info["size"]), 0, opener))
+        out.append(Entry(f"{name}/{rel}", int(info["size"]), 0, opener, expected))
     return out
 
 

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.test import Client
 
 from models_registry import services, storage
+from models_registry.artifacts import ContentMismatch, stream_tar
 from models_registry.models import ModelVersion
 from tests.training.conftest import preference_rows, write_snapshot
 from training import services as training_services
@@ -133,7 +134,12 @@ def test_uncommitted_upload_is_invisible_and_tampering_is_refused(s3_storage, tm
     with pytest.raises(services.DomainError, match="does not match sha256"):
         storage.remote_entries(uri, "f" * 64)
 
+    entries = storage.remote_entries(uri, sha256)
+    assert _members_digest(b"".join(stream_tar(entries))) == sha256
     s3_storage.pipe(f"{key}/weights.bin", b"\x02" * 5000)  # the object changed after commit
+    streamed = stream_tar(storage.remote_entries(uri, sha256))
+    with pytest.raises(ContentMismatch, match=r"model/weights\.bin"):
+        b"".join(streamed)  # cut short: never a complete archive with altered bytes
     with pytest.raises(services.DomainError, match=r"weights\.bin does not match"):
         storage.local_copy(uri, sha256)
     cache = settings.ARTIFACT_ROOT / "cache"
