@@ -93,5 +93,5 @@ def training_data(run: TrainingRun) -> dict:
 def _principle_reward_models(run: TrainingRun) -> dict[str, str]:
     """principle key → artifact of its reward model, for a run trained to a precedence."""
     by_key = run.precedence.get("reward_models") or {}
-    found = ModelVersion.objects.in_bulk(by_key.values())
+    found = ModelVersion.objects.in_bulk(list(by_key.values()))
     return {key: storage.loadable(found[pk]) for key, pk in by_key.items()}
