@@ -21,6 +21,7 @@ from models_registry.models import ModelVersion
 from tests.training.conftest import preference_rows, write_snapshot
 from training import services as training_services
 from training.executor import execute
+from training.generation import resolve_method
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] (dev extra)")
 s3fs = pytest.importorskip("s3fs", reason="s3fs (train extra)")
@@ -110,6 +111,12 @@ def test_s3_round_trip(s3_storage, project, make_user, isolated_artifacts):
     child = second.output_model_version
     assert child.artifact_uri.startswith(f"s3://{BUCKET}/")
     assert [(p.role, p.parent_id) for p in child.parent_links.all()] == [("base", version.pk)]
+
+    shutil.rmtree(cached)  # profiling (a worker job) fetches the version the same way
+    label, scorer = resolve_method(ModelVersion.objects.get(pk=version.pk))
+    assert label == "reward-model"
+    assert len(scorer(["Can you help?"], ["Sure, safely."])) == 1
+    assert services.artifact_digest(cached / "model")[0] == version.sha256
 
 
 @pytest.mark.django_db
