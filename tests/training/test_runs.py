@@ -52,6 +52,7 @@ def _assert_succeeded(run: TrainingRun) -> None:
     assert not services.run_dirs(run)[1].exists()  # checkpoints cleaned after success
 
 
+@pytest.mark.e2e
 def test_every_kind_end_to_end_through_a_real_worker(worker, preference_snapshot, sft_snapshot):
     reward = services.launch_run(kind="reward", config=FAST, snapshot=preference_snapshot)
     sft = services.launch_run(kind="sft", config=POLICY, snapshot=sft_snapshot)
