@@ -106,8 +106,9 @@ class RunConfig:
     eval_fraction: float = _f(0.1, "Share of rows held out for evaluation (0 = none).", 0, 1)
     # --- Trainer options ---
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = _f(
-        "auto", "Attention kernel; auto = the model's default. flash_attention_2 needs a GPU "
-        "worker with flash_attn installed."
+        "auto",
+        "Attention kernel; auto = the model's default. flash_attention_2 needs a GPU "
+        "worker with flash_attn installed.",
     )
     torch_compile: bool = _f(False, "Compile the model with torch.compile.")
     use_liger_kernel: bool = _f(False, "Liger fused kernels (needs liger_kernel installed).")
@@ -116,23 +117,32 @@ class RunConfig:
     )
     weight_decay: float = _f(0.0, "Decoupled weight decay.", 0, 10)
     num_train_epochs: float | None = _f(
-        None, "Passes over the training rows; the run stops after these or max_steps, whichever "
-        "comes first (None = max_steps only).", 0, 1e6
+        None,
+        "Passes over the training rows; the run stops after these or max_steps, whichever "
+        "comes first (None = max_steps only).",
+        0,
+        1e6,
     )
     warmup_ratio: float | None = _f(
         None, "Warm-up as a share of the run's steps, in [0, 1); replaces warmup_steps.", 0, 1
     )
     eval_steps: int = _f(
-        0, "Evaluate on the held-out rows every N steps while training (0 = only at the end).",
-        0, "max_steps"
+        0,
+        "Evaluate on the held-out rows every N steps while training (0 = only at the end).",
+        0,
+        "max_steps",
     )
     early_stopping_patience: int = _f(
-        0, "Stop after N evaluations without improving metric_for_best_model (0 = off; needs "
-        "eval_steps). The artifact is the model at the stop.", 0, 1000
+        0,
+        "Stop after N evaluations without improving metric_for_best_model (0 = off; needs "
+        "eval_steps). The artifact is the model at the stop.",
+        0,
+        1000,
     )
     metric_for_best_model: str = _f(
-        "loss", "Evaluation metric early stopping watches (without 'eval_'); names containing "
-        "'loss' are minimised, others maximised."
+        "loss",
+        "Evaluation metric early stopping watches (without 'eval_'); names containing "
+        "'loss' are minimised, others maximised.",
     )
 
     #: trainer options a kind ignores, refused when set away from their defaults
@@ -192,8 +202,9 @@ class RewardConfig(RunConfig):
     )
     # --- Ranking snapshots ---
     ranking_pairs: Literal["all", "adjacent", "best_vs_rest"] = _f(
-        "all", "How a ranking snapshot's K responses become pairs: all ordered pairs, adjacent "
-        "ranks only, or the best against each other (ties are skipped)."
+        "all",
+        "How a ranking snapshot's K responses become pairs: all ordered pairs, adjacent "
+        "ranks only, or the best against each other (ties are skipped).",
     )
 
     def validate(self, world_size: int = 1) -> None:
@@ -254,14 +265,16 @@ class DPOConfig(PolicyConfig):
     )
     # --- Ranking snapshots ---
     ranking_pairs: Literal["all", "adjacent", "best_vs_rest"] = _f(
-        "all", "How a ranking snapshot's K responses become pairs: all ordered pairs, adjacent "
-        "ranks only, or the best against each other (ties are skipped)."
+        "all",
+        "How a ranking snapshot's K responses become pairs: all ordered pairs, adjacent "
+        "ranks only, or the best against each other (ties are skipped).",
     )
     # --- Trainer options ---
     padding_free: bool = _f(False, "Flatten batches without padding (needs flash attention).")
     precompute_ref_log_probs: bool = _f(
-        False, "Compute the reference log-probabilities once before training (frees the "
-        "reference model's memory while training)."
+        False,
+        "Compute the reference log-probabilities once before training (frees the "
+        "reference model's memory while training).",
     )
 
     def validate(self, world_size: int = 1) -> None:
@@ -314,8 +327,11 @@ class GRPOConfig(OnlineRLConfig):
     learning_rate: float = _f(1e-6, "Peak learning rate (TRL's GRPO default).", 0, "learning_rate")
     num_generations: int = _f(8, "Completions sampled per prompt (at least 2).", 2, "batch_size")
     beta: float = _f(
-        0.0, "KL coefficient to the reference. 0 (the default) loads no reference model, so no "
-        "KL is logged; set e.g. 0.04 to see and limit the drift.", 0, 1e3
+        0.0,
+        "KL coefficient to the reference. 0 (the default) loads no reference model, so no "
+        "KL is logged; set e.g. 0.04 to see and limit the drift.",
+        0,
+        1e3,
     )
     num_iterations: int = _f(
         1, "Optimisation passes per generation batch (>1 = clipped reuse).", 1, 100
@@ -329,8 +345,10 @@ class GRPOConfig(OnlineRLConfig):
         False, "Leave completions cut at max_completion_length out of the loss."
     )
     steps_per_generation: int | None = _f(
-        None, "Optimizer micro-steps per generation batch (None = gradient_accumulation_steps).",
-        1, 1000
+        None,
+        "Optimizer micro-steps per generation batch (None = gradient_accumulation_steps).",
+        1,
+        1000,
     )
     top_p: float = _f(1.0, "Sampling nucleus probability.", 0, 1)
     top_k: int = _f(0, "Sampling top-k (0 = off).", 0, 1_000_000)
@@ -358,8 +376,10 @@ class GRPOConfig(OnlineRLConfig):
             )
         if self.top_p <= 0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
-        if self.use_vllm and self.vllm_mode == "server" and not re.fullmatch(
-            r"https?://[^\s/]+(/\S*)?", self.vllm_server_base_url
+        if (
+            self.use_vllm
+            and self.vllm_mode == "server"
+            and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.vllm_server_base_url)
         ):
             raise ValueError("vllm_server_base_url must be an http(s) URL in vllm_mode 'server'.")
         if self.use_vllm and self.vllm_mode == "colocate" and self.vllm_gpu_memory_utilization <= 0:
@@ -397,8 +417,9 @@ class PPOConfig(OnlineRLConfig):
     )
     # --- vLLM rollouts ---
     use_vllm: bool = _f(
-        False, "Sample rollouts with a colocated vLLM engine (GPU worker with vllm installed); "
-        "the policy's weights are loaded into it after every update."
+        False,
+        "Sample rollouts with a colocated vLLM engine (GPU worker with vllm installed); "
+        "the policy's weights are loaded into it after every update.",
     )
     vllm_gpu_memory_utilization: float = _f(
         0.3, "Share of GPU memory the vLLM engine may take.", 0, 1
@@ -470,8 +491,9 @@ class ORPOConfig(PolicyConfig):
     beta: float = _f(0.1, "Weight of the odds-ratio term (lambda in the ORPO paper).", 0, 1e3)
     # --- Ranking snapshots ---
     ranking_pairs: Literal["all", "adjacent", "best_vs_rest"] = _f(
-        "all", "How a ranking snapshot's K responses become pairs: all ordered pairs, adjacent "
-        "ranks only, or the best against each other (ties are skipped)."
+        "all",
+        "How a ranking snapshot's K responses become pairs: all ordered pairs, adjacent "
+        "ranks only, or the best against each other (ties are skipped).",
     )
 
     def validate(self, world_size: int = 1) -> None:
