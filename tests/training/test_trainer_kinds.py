@@ -108,6 +108,8 @@ def test_new_kinds_and_option_rules():
     assert from_dict("grpo", grpo).steps_per_generation is None  # 2 x 2 rows per generation
     with pytest.raises(ConfigError, match="steps_per_generation"):
         from_dict("grpo", {**grpo, "steps_per_generation": 1})  # 2 x 1: not divisible by 4
+    with pytest.raises(ConfigError, match="eval_steps evaluates batch_size"):
+        from_dict("grpo", {**grpo, "eval_steps": 5})
 
 
 def test_options_reach_trl_arguments(tmp_path):

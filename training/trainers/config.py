@@ -374,6 +374,12 @@ class GRPOConfig(OnlineRLConfig):
                 f"processes ({generation_batch}) must be divisible by num_generations "
                 f"({self.num_generations})."
             )
+        if self.eval_steps and (self.batch_size * world_size) % self.num_generations:
+            raise ValueError(
+                f"eval_steps evaluates batch_size x processes ({self.batch_size * world_size}) "
+                f"completions at a time, which must be divisible by num_generations "
+                f"({self.num_generations})."
+            )
         if self.top_p <= 0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
         if (
