@@ -335,3 +335,36 @@ def test_orpo_kto_and_ranking_reward_through_a_real_worker(project):
     )
     assert roles == {"base", "reference"}
     assert not ModelParent.objects.filter(child=orpo.output_model_version, role="reference")
+
+
+@pytest.mark.django_db
+def test_launch_form_offers_the_new_kinds_and_shows_refusals(client, admin_user, project):
+    from django.urls import reverse
+
+    preference = write_snapshot(project, "preference", preference_rows(8))
+    client.force_login(admin_user)
+    grpo_page = client.get(reverse("training:launch", args=["grpo"])).content.decode()
+    assert "no KL" in grpo_page and 'name="config_use_vllm"' in grpo_page
+    refused = client.post(
+        reverse("training:launch", args=["kto"]),
+        {
+            "snapshot": preference.pk,
+            "queue": "cpu",
+            "num_processes": 1,
+            "config_optim": "adamw_8bit",
+        },
+    )
+    assert refused.status_code == 200 and b"adamw_8bit needs a CUDA GPU" in refused.content
+    assert not TrainingRun.objects.exists()
+    made = client.post(
+        reverse("training:launch", args=["kto"]),
+        {
+            "snapshot": preference.pk,
+            "queue": "cpu",
+            "num_processes": 1,
+            "config_desirable_weight": 1.5,
+        },
+    )
+    run = TrainingRun.objects.get()
+    assert made.status_code == 302 and run.kind == "kto"
+    assert run.config["desirable_weight"] == 1.5 and run.config["beta"] == 0.1
