@@ -227,6 +227,7 @@ def test_in_training_evaluation_and_early_stopping(tmp_path):
             "eval_steps": 1,
             "early_stopping_patience": 1,
             "warmup_ratio": 0.0,
+            "attn_implementation": "eager",
         },
         {"base_model": "builtin:tiny", "rows": preference_rows(20)},
         tmp_path / "out",
@@ -235,6 +236,24 @@ def test_in_training_evaluation_and_early_stopping(tmp_path):
     assert result.artifact_path is not None and not result.cancelled
     assert result.global_step == 2
     assert sum("eval_loss" in logs for logs in logged) == 2
+
+
+def test_vllm_token_ids_become_a_rollout_like_generate_makes():
+    from training.tiny import build_tiny_tokenizer
+    from training.trainers.sampling import rollout_from_ids
+
+    tokenizer = build_tiny_tokenizer(["hello there", "general kenobi"])
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    rollout = rollout_from_ids(tokenizer, [[5, 6, 7], [8]], [[9, eos, 10, 11], [12, 13, 14]], "cpu")
+    assert rollout.prompt_length == 3
+    assert rollout.response_ids.tolist() == [[9, eos, pad], [12, 13, 14]]  # cut after EOS
+    assert rollout.input_ids.tolist() == [[5, 6, 7, 9, eos, pad], [pad, pad, 8, 12, 13, 14]]
+    assert rollout.attention_mask.tolist() == [[1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1]]
+    assert rollout.response_mask.tolist() == [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+    assert rollout.completions == tokenizer.batch_decode(
+        [[9, eos], [12, 13, 14]], skip_special_tokens=True
+    )
 
 
 # --- through services.launch_run and a real worker -------------------------------------------
