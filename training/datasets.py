@@ -100,9 +100,9 @@ def _kto_rows(snapshot_kind: str, rows: Iterable[dict]) -> Iterator[dict]:
     """Unpaired ``{prompt, completion, label}`` rows from a KTO, preference or ranking snapshot
     (a pair gives its chosen response as desirable and its rejected one as undesirable)."""
     for row in rows:
-        if snapshot_kind == "ranking":
+        if snapshot_kind == DatasetSnapshot.Kind.RANKING:
             yield from _ranking_kto_rows(row)
-        elif "label" in row:
+        elif snapshot_kind == DatasetSnapshot.Kind.KTO:
             yield {"prompt": row["prompt"], "completion": _text(row["completion"]),
                    "label": bool(row["label"])}  # fmt: skip
         else:
