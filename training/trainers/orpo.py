@@ -6,7 +6,7 @@ place that imports it.
 
 from __future__ import annotations
 
-import os
+import warnings
 
 from training.trainers.common import (
     RunContext,
@@ -23,9 +23,10 @@ from training.trainers.dpo import dpo_dataset
 
 def run(config: ORPOConfig, ctx: RunContext) -> TrainingResult:
     """Train on ``data['rows']`` preference pairs (``prompt``/``chosen``/``rejected``)."""
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from trl.experimental.orpo import ORPOConfig as TRLORPOConfig
-    from trl.experimental.orpo import ORPOTrainer
+    with warnings.catch_warnings():  # the API's instability is stated in this module's docstring
+        warnings.filterwarnings("ignore", message=".*trl.experimental")
+        from trl.experimental.orpo import ORPOConfig as TRLORPOConfig
+        from trl.experimental.orpo import ORPOTrainer
 
     from training.trainers.evaluation import evaluate_run_policy, reward_model_scorers
     from training.trainers.runner import ProgressCallback, callbacks, eval_dataset_for, run_trainer
