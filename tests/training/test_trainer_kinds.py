@@ -128,6 +128,7 @@ def test_options_reach_trl_arguments(tmp_path):
             "early_stopping_patience": 2,
             "metric_for_best_model": "rewards/accuracies",
             "precompute_ref_log_probs": True,
+            "torch_compile": True,
         },
     )
     args = DPOConfig(
@@ -139,7 +140,7 @@ def test_options_reach_trl_arguments(tmp_path):
     assert args.max_steps == 15  # 2 epochs x 30 rows / 4 per step, under max_steps=50
     assert args.eval_strategy == "steps" and args.eval_steps == 5
     assert args.metric_for_best_model == "rewards/accuracies" and args.greater_is_better
-    assert args.precompute_ref_log_probs and not args.torch_compile and not args.use_liger_kernel
+    assert args.precompute_ref_log_probs and args.torch_compile and not args.use_liger_kernel
     assert run_steps(config, 10_000) == 50  # max_steps stays the stop
 
     grpo = from_dict(
