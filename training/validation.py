@@ -23,7 +23,7 @@ from models_registry.models import ModelVersion
 from training import trainers
 from training.models import TrainingRun
 from training.tiny import TINY_SPEC
-from training.trainers.config import ConfigError, Limits
+from training.trainers.config import ConfigError, Limits, check_runtime
 
 BUILTIN_MODELS = (TINY_SPEC,)
 BASE_MODEL_MAX_CHARS = 500  # TrainingRun.base_model
@@ -34,11 +34,15 @@ PROCESSES_COLUMN_MAX = 2**15 - 1  # TrainingRun.num_processes (PositiveSmallInte
 # most 96 characters each, no "--" or ".." (huggingface_hub's rules, org required).
 _HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9])?"
 HUB_ID = re.compile(rf"{_HUB_PART}/{_HUB_PART}")
-SNAPSHOT_KIND_FOR = {
-    "reward": "preference",
-    "dpo": "preference",
-    "sft": "sft",
-    "grpo": None,  # any snapshot with prompts
+#: the snapshot kinds each run kind trains on (None: any snapshot with prompts); ranking
+#: snapshots are expanded into pairs, preference and ranking ones unpaired for KTO
+SNAPSHOT_KIND_FOR: dict[str, tuple[str, ...] | None] = {
+    "reward": ("preference", "ranking"),
+    "dpo": ("preference", "ranking"),
+    "orpo": ("preference", "ranking"),
+    "kto": ("kto", "preference", "ranking"),
+    "sft": ("sft",),
+    "grpo": None,
     "ppo": None,
 }
 #: the name a run's reward model has in the trainer's ``data["reward_models"]``
@@ -109,7 +113,7 @@ def validate_launch(
     if not isinstance(name, str) or len(name) > NAME_MAX_CHARS:
         raise LaunchRejected(f"name must be text of at most {NAME_MAX_CHARS} characters", "name")
     processes = check_processes(num_processes)
-    run_config = check_config(kind, config, processes)
+    run_config = check_config(kind, config, processes, queue)
     base_model, base_model_version = check_base_model(base_model, base_model_version)
     snapshot = check_inputs(kind, snapshot, reward_model_version, run_config, principle_keys or [])
     return Launch(
@@ -137,10 +141,18 @@ def check_processes(num_processes: object) -> int:
     return num_processes
 
 
-def check_config(kind: str, config: object, num_processes: int) -> trainers.RunConfig:
-    """The kind's schema with its defaults filled in, every value typed and bounded."""
+def check_config(
+    kind: str, config: object, num_processes: int, queue: str = TrainingRun.Queue.CPU
+) -> trainers.RunConfig:
+    """The kind's schema with its defaults filled in, every value typed and bounded, and the
+    options the queue's workers cannot honour refused (``check_runtime``: a CPU queue has no
+    CUDA; flash attention, Liger, 8-bit Adam and vLLM need their packages)."""
     try:
-        return trainers.from_dict(kind, config or {}, world_size=num_processes, limits=limits())
+        run_config = trainers.from_dict(
+            kind, config or {}, world_size=num_processes, limits=limits()
+        )
+        check_runtime(run_config, gpu=queue == TrainingRun.Queue.GPU)
+        return run_config
     except ConfigError as exc:
         raise LaunchRejected(str(exc), f"config.{exc.field}" if exc.field else "config") from exc
 
@@ -233,9 +245,9 @@ def check_inputs(
     if snapshot.status != DatasetSnapshot.Status.READY:
         raise LaunchRejected(f"snapshot {snapshot.pk} is {snapshot.status}, not ready", "snapshot")
     wanted = SNAPSHOT_KIND_FOR[kind]
-    if wanted and snapshot.kind != wanted:
+    if wanted and snapshot.kind not in wanted:
         raise LaunchRejected(
-            f"a {kind} run needs a {wanted} snapshot, not {snapshot.kind}", "snapshot"
+            f"a {kind} run needs a {' or '.join(wanted)} snapshot, not {snapshot.kind}", "snapshot"
         )
     rewards = getattr(config, "rewards", None) or []
     uses_reward_model = kind == "ppo" or any(

@@ -162,7 +162,7 @@ def test_launch_validates_config_and_inputs(preference_snapshot, sft_snapshot):
             snapshot=preference_snapshot,
             config={"loss_type": ["robust"], "label_smoothing": 0.7},
         )
-    with pytest.raises(DomainError, match="preference snapshot"):
+    with pytest.raises(DomainError, match="preference or ranking snapshot"):
         services.launch_run(kind="reward", snapshot=sft_snapshot)
     with pytest.raises(DomainError, match="reward model"):
         services.launch_run(kind="ppo", snapshot=preference_snapshot)
