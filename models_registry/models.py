@@ -14,6 +14,8 @@ class RegisteredModelKind(models.TextChoices):
     DPO = "dpo", "DPO"
     PPO = "ppo", "PPO"
     GRPO = "grpo", "GRPO"
+    KTO = "kto", "KTO"
+    ORPO = "orpo", "ORPO"
 
 
 class RegisteredModel(models.Model):

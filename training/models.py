@@ -14,6 +14,8 @@ class TrainingRunKind(models.TextChoices):
     DPO = "dpo", "DPO"
     PPO = "ppo", "PPO"
     GRPO = "grpo", "GRPO"
+    KTO = "kto", "KTO"
+    ORPO = "orpo", "ORPO"
 
 
 class TrainingRunStatus(models.TextChoices):
@@ -65,7 +67,7 @@ class RunGroup(models.Model):
 
 
 class TrainingRun(models.Model):
-    """One reward/SFT/DPO/PPO/GRPO job executed by a Celery worker."""
+    """One reward/SFT/DPO/PPO/GRPO/KTO/ORPO job executed by a Celery worker."""
 
     Kind = TrainingRunKind
     Status = TrainingRunStatus

@@ -32,6 +32,8 @@ from training.models import RunGroup, RunMetric, TrainingRun
 
 Status = TrainingRun.Status
 LOG_TAIL_CHARS = 20_000
+#: kinds trained against a reference policy (their base); ORPO and SFT have none
+REFERENCE_KINDS = frozenset({"dpo", "ppo", "kto"})
 # A run whose holder has not reported for this long is presumed dead (another machine's worker).
 STALE_AFTER = timedelta(seconds=int(os.environ.get("RUN_STALE_SECONDS", "900")))
 
@@ -227,7 +229,7 @@ def _finish_run(
             size_bytes=stored[2] if stored else result.size_bytes or 0,
             parents={
                 "base": run.base_model_version,
-                "reference": run.base_model_version if run.kind in {"dpo", "ppo"} else None,
+                "reference": run.base_model_version if run.kind in REFERENCE_KINDS else None,
                 "reward": [run.reward_model_version, *principle_reward_versions(run)],
             },
             dataset_snapshot=run.snapshot,

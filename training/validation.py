@@ -11,7 +11,6 @@ devices) is one more family function called from :func:`validate_launch`.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from models_registry.models import ModelVersion
 from training import trainers
 from training.models import TrainingRun
 from training.tiny import TINY_SPEC
-from training.trainers.config import ConfigError, Limits
+from training.trainers.config import ConfigError, Limits, check_runtime
 
 BUILTIN_MODELS = (TINY_SPEC,)
 BASE_MODEL_MAX_CHARS = 500  # TrainingRun.base_model
@@ -35,11 +34,15 @@ PROCESSES_COLUMN_MAX = 2**15 - 1  # TrainingRun.num_processes (PositiveSmallInte
 # most 96 characters each, no "--" or ".." (huggingface_hub's rules, org required).
 _HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9])?"
 HUB_ID = re.compile(rf"{_HUB_PART}/{_HUB_PART}")
-SNAPSHOT_KIND_FOR = {
-    "reward": "preference",
-    "dpo": "preference",
-    "sft": "sft",
-    "grpo": None,  # any snapshot with prompts
+#: the snapshot kinds each run kind trains on (None: any snapshot with prompts); ranking
+#: snapshots are expanded into pairs, preference and ranking ones unpaired for KTO
+SNAPSHOT_KIND_FOR: dict[str, tuple[str, ...] | None] = {
+    "reward": ("preference", "ranking"),
+    "dpo": ("preference", "ranking"),
+    "orpo": ("preference", "ranking"),
+    "kto": ("kto", "preference", "ranking"),
+    "sft": ("sft",),
+    "grpo": None,
     "ppo": None,
 }
 #: the name a run's reward model has in the trainer's ``data["reward_models"]``
@@ -110,7 +113,7 @@ def validate_launch(
     if not isinstance(name, str) or len(name) > NAME_MAX_CHARS:
         raise LaunchRejected(f"name must be text of at most {NAME_MAX_CHARS} characters", "name")
     processes = check_processes(num_processes)
-    run_config = check_config(kind, config, processes)
+    run_config = check_config(kind, config, processes, queue)
     base_model, base_model_version = check_base_model(base_model, base_model_version)
     snapshot = check_inputs(kind, snapshot, reward_model_version, run_config, principle_keys or [])
     return Launch(
@@ -138,34 +141,22 @@ def check_processes(num_processes: object) -> int:
     return num_processes
 
 
-def check_config(kind: str, config: object, num_processes: int) -> trainers.RunConfig:
-    """The kind's schema with its defaults filled in, every value typed and bounded."""
+def check_config(
+    kind: str, config: object, num_processes: int, queue: str = TrainingRun.Queue.CPU
+) -> trainers.RunConfig:
+    """The kind's schema with its defaults filled in (``report_to`` unset: the deployment's
+    ``TRAINING_REPORT_TO``), every value typed and bounded, and the options the queue's workers
+    cannot honour refused (``check_runtime``: a CPU queue has no CUDA; flash attention, Liger,
+    8-bit Adam, vLLM and each tracker of ``report_to`` need their packages)."""
     values = dict(config) if isinstance(config, dict) else ({} if config is None else config)
     if isinstance(values, dict) and values.get("report_to") is None:
-        values["report_to"] = list(settings.TRAINING_REPORT_TO)  # the deployment's default
+        values["report_to"] = list(settings.TRAINING_REPORT_TO)
     try:
-        run_config = trainers.from_dict(
-            kind, values or {}, world_size=num_processes, limits=limits()
-        )
+        run_config = trainers.from_dict(kind, values, world_size=num_processes, limits=limits())
+        check_runtime(run_config, gpu=queue == TrainingRun.Queue.GPU)
+        return run_config
     except ConfigError as exc:
         raise LaunchRejected(str(exc), f"config.{exc.field}" if exc.field else "config") from exc
-    check_trackers(run_config.report_to or [])
-    return run_config
-
-
-#: the module each experiment tracker needs (transformers' integrations import them)
-TRACKER_MODULES = {"mlflow": "mlflow", "tensorboard": "tensorboard", "wandb": "wandb"}
-
-
-def check_trackers(trackers: list[str]) -> None:
-    """Every tracker of ``report_to`` importable here (a worker would fail on it later)."""
-    for tracker in trackers:
-        if importlib.util.find_spec(TRACKER_MODULES[tracker]) is None:
-            raise LaunchRejected(
-                f"report_to: {tracker} is not installed on this deployment "
-                f"(pip install {TRACKER_MODULES[tracker]}, or leave it out of report_to)",
-                "config.report_to",
-            )
 
 
 def check_base_model(
@@ -256,9 +247,9 @@ def check_inputs(
     if snapshot.status != DatasetSnapshot.Status.READY:
         raise LaunchRejected(f"snapshot {snapshot.pk} is {snapshot.status}, not ready", "snapshot")
     wanted = SNAPSHOT_KIND_FOR[kind]
-    if wanted and snapshot.kind != wanted:
+    if wanted and snapshot.kind not in wanted:
         raise LaunchRejected(
-            f"a {kind} run needs a {wanted} snapshot, not {snapshot.kind}", "snapshot"
+            f"a {kind} run needs a {' or '.join(wanted)} snapshot, not {snapshot.kind}", "snapshot"
         )
     rewards = getattr(config, "rewards", None) or []
     uses_reward_model = kind == "ppo" or any(

@@ -52,6 +52,7 @@ def _assert_succeeded(run: TrainingRun) -> None:
     assert not services.run_dirs(run)[1].exists()  # checkpoints cleaned after success
 
 
+@pytest.mark.e2e
 def test_every_kind_end_to_end_through_a_real_worker(worker, preference_snapshot, sft_snapshot):
     reward = services.launch_run(kind="reward", config=FAST, snapshot=preference_snapshot)
     sft = services.launch_run(kind="sft", config=POLICY, snapshot=sft_snapshot)
@@ -161,7 +162,7 @@ def test_launch_validates_config_and_inputs(preference_snapshot, sft_snapshot):
             snapshot=preference_snapshot,
             config={"loss_type": ["robust"], "label_smoothing": 0.7},
         )
-    with pytest.raises(DomainError, match="preference snapshot"):
+    with pytest.raises(DomainError, match="preference or ranking snapshot"):
         services.launch_run(kind="reward", snapshot=sft_snapshot)
     with pytest.raises(DomainError, match="reward model"):
         services.launch_run(kind="ppo", snapshot=preference_snapshot)

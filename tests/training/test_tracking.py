@@ -38,7 +38,7 @@ def test_report_to_defaults_from_the_deployment_and_is_checked(preference_snapsh
 def test_a_tracker_that_is_not_installed_is_refused_at_launch(preference_snapshot):
     if importlib.util.find_spec("wandb") is not None:
         pytest.skip("wandb is installed here: no tracker is missing")
-    with pytest.raises(LaunchRejected, match="wandb is not installed") as refused:
+    with pytest.raises(LaunchRejected, match="wandb tracking needs the wandb package") as refused:
         services.launch_run(
             kind="reward", snapshot=preference_snapshot, config={**RUN, "report_to": ["wandb"]}
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -250,17 +251,23 @@ def resolve_device_settings(config: RunConfig) -> dict[str, Any]:
     }
 
 
-def trl_arguments(config: RunConfig, checkpoint_dir: Path) -> dict[str, Any]:
-    """Keyword arguments shared by every TRL config class (they all subclass TrainingArguments)."""
+def trl_arguments(
+    config: RunConfig, checkpoint_dir: Path, *, train_rows: int | None = None
+) -> dict[str, Any]:
+    """Keyword arguments shared by every TRL config class (they all subclass TrainingArguments).
+
+    ``train_rows``: how many training rows there are, to turn ``num_train_epochs`` into steps.
+    """
     device = resolve_device_settings(config)
     return {
         "output_dir": str(checkpoint_dir),
-        "max_steps": config.max_steps,
+        "max_steps": run_steps(config, train_rows),
         "per_device_train_batch_size": config.batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "learning_rate": config.learning_rate,
         "lr_scheduler_type": config.lr_scheduler_type,
-        "warmup_steps": config.warmup_steps,
+        # transformers 5 folded warmup_ratio into warmup_steps: a float in [0, 1) is a ratio
+        "warmup_steps": config.warmup_steps if config.warmup_ratio is None else config.warmup_ratio,
         "max_grad_norm": config.max_grad_norm,
         "seed": config.seed,
         "logging_steps": config.logging_steps,
@@ -274,7 +281,41 @@ def trl_arguments(config: RunConfig, checkpoint_dir: Path) -> dict[str, Any]:
         "report_to": list(config.report_to) if config.report_to else "none",
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
+        **trainer_options(config),
     }
+
+
+def run_steps(config: RunConfig, train_rows: int | None) -> int:
+    """Optimizer steps of the run: ``max_steps`` stays the stop; with ``num_train_epochs`` the run
+    ends earlier when that many passes over ``train_rows`` take fewer steps (GRPO: each prompt
+    yields ``num_generations`` of the rows a step consumes)."""
+    if config.num_train_epochs is None or not train_rows:
+        return config.max_steps
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = config.batch_size * config.gradient_accumulation_steps * world
+    per_step /= getattr(config, "num_generations", 1)
+    return max(1, min(config.max_steps, math.ceil(config.num_train_epochs * train_rows / per_step)))
+
+
+def trainer_options(config: RunConfig) -> dict[str, Any]:
+    """The ``# --- Trainer options ---`` fields as TrainingArguments keywords (optimizer, compile,
+    Liger kernels, in-training evaluation on the held-out rows)."""
+    options: dict[str, Any] = {
+        "optim": config.optim,
+        "weight_decay": config.weight_decay,
+        "torch_compile": config.torch_compile,
+        "use_liger_kernel": config.use_liger_kernel,
+    }
+    if config.eval_steps:
+        metric = config.metric_for_best_model
+        options |= {
+            "eval_strategy": "steps",
+            "eval_steps": config.eval_steps,
+            "per_device_eval_batch_size": config.batch_size,
+            "metric_for_best_model": metric,
+            "greater_is_better": "loss" not in metric,
+        }
+    return options
 
 
 # --- models --------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def run(config: DPOConfig, ctx: RunContext) -> TrainingResult:
     from trl import DPOTrainer
 
     from training.trainers.evaluation import evaluate_run_policy, reward_model_scorers
-    from training.trainers.runner import ProgressCallback, run_trainer
+    from training.trainers.runner import ProgressCallback, callbacks, eval_dataset_for, run_trainer
 
     base = ctx.base_model_path()
     tokenizer = load_tokenizer(base)
@@ -52,12 +52,14 @@ def run(config: DPOConfig, ctx: RunContext) -> TrainingResult:
     )
     model = load_causal_lm(base, trainable=True)
     args = TRLDPOConfig(
-        **trl_arguments(config, ctx.checkpoint_dir),
+        **trl_arguments(config, ctx.checkpoint_dir, train_rows=len(train_rows)),
         max_length=sequence_limit(config, model.config),
         loss_type=list(config.loss_type),
         loss_weights=config.loss_weights,
         beta=config.beta,
         label_smoothing=config.label_smoothing,
+        padding_free=config.padding_free,
+        precompute_ref_log_probs=config.precompute_ref_log_probs,
     )
     progress = ProgressCallback(ctx.hooks)
     trainer = DPOTrainer(
@@ -65,8 +67,9 @@ def run(config: DPOConfig, ctx: RunContext) -> TrainingResult:
         ref_model=load_causal_lm(ctx.data.get("reference_model") or base),
         args=args,
         train_dataset=dpo_dataset(tokenizer, train_rows),
+        eval_dataset=eval_dataset_for(config, eval_rows, lambda rows: dpo_dataset(tokenizer, rows)),
         processing_class=tokenizer,
-        callbacks=[progress],
+        callbacks=callbacks(config, progress),
     )
     return run_trainer(
         "dpo",

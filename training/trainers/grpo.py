@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from datasets import Dataset
 
 from training.trainers.common import (
@@ -35,6 +37,25 @@ class GRPOReward:
         return self.scorer(prompts, completions)
 
 
+def prompt_dataset(prompts: list[Text]) -> Dataset:
+    return Dataset.from_list([{"prompt": p} for p in prompts])
+
+
+def vllm_arguments(config: GRPOConfig) -> dict[str, Any]:
+    """TRL's vLLM keywords: colocated engine (sleeping between generations) or a server."""
+    if not config.use_vllm:
+        return {}
+    if config.vllm_mode == "server":
+        return {"use_vllm": True, "vllm_mode": "server",
+                "vllm_server_base_url": config.vllm_server_base_url}  # fmt: skip
+    return {
+        "use_vllm": True,
+        "vllm_mode": "colocate",
+        "vllm_gpu_memory_utilization": config.vllm_gpu_memory_utilization,
+        "vllm_enable_sleep_mode": True,
+    }
+
+
 def run(config: GRPOConfig, ctx: RunContext) -> TrainingResult:
     """GRPO on ``data['rows']`` prompts, rewarded by the config's ``rewards`` spec."""
     from trl import GRPOConfig as TRLGRPOConfig
@@ -42,7 +63,7 @@ def run(config: GRPOConfig, ctx: RunContext) -> TrainingResult:
 
     from training.trainers.evaluation import evaluate_run_policy, reward_model_scorers
     from training.trainers.rewards import build_rewards, combine, needed_reward_models
-    from training.trainers.runner import ProgressCallback, run_trainer
+    from training.trainers.runner import ProgressCallback, callbacks, eval_dataset_for, run_trainer
 
     base = ctx.base_model_path()
     tokenizer = load_tokenizer(base)
@@ -53,9 +74,10 @@ def run(config: GRPOConfig, ctx: RunContext) -> TrainingResult:
     train_rows, eval_rows = split_rows(
         ctx.data.get("rows", []), ctx.data.get("eval_rows"), config.eval_fraction, config.seed
     )
-    prompts = fitting_prompts(tokenizer, train_rows, prompt_budget(config, model.config))
+    budget = prompt_budget(config, model.config)
+    prompts = fitting_prompts(tokenizer, train_rows, budget)
     args = TRLGRPOConfig(
-        **trl_arguments(config, ctx.checkpoint_dir),
+        **trl_arguments(config, ctx.checkpoint_dir, train_rows=len(prompts)),
         num_generations=config.num_generations,
         max_completion_length=config.max_completion_length,
         temperature=config.temperature,
@@ -63,15 +85,26 @@ def run(config: GRPOConfig, ctx: RunContext) -> TrainingResult:
         num_iterations=config.num_iterations,
         loss_type=config.loss_type,
         reward_weights=[r.weight for r in rewards],
+        scale_rewards=config.scale_rewards,
+        mask_truncated_completions=config.mask_truncated_completions,
+        steps_per_generation=config.steps_per_generation,
+        top_p=config.top_p,
+        top_k=config.top_k,
+        **vllm_arguments(config),
     )
     progress = ProgressCallback(ctx.hooks)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[GRPOReward(r.name, r.scorer) for r in rewards],
         args=args,
-        train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
+        train_dataset=prompt_dataset(prompts),
+        eval_dataset=eval_dataset_for(
+            config,
+            eval_rows,
+            lambda rows: prompt_dataset(fitting_prompts(tokenizer, rows, budget)),
+        ),
         processing_class=tokenizer,
-        callbacks=[progress],
+        callbacks=callbacks(config, progress),
     )
     return run_trainer(
         "grpo",

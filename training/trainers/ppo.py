@@ -52,11 +52,13 @@ from training.trainers.common import (
     prompt_budget,
     render_prompt,
     resolve_device_settings,
+    sequence_limit,
     split_rows,
 )
 from training.trainers.config import PPOConfig
 from training.trainers.sampling import (
     Rollout,
+    VLLMSampler,
     entropy,
     position_ids,
     response_logits,
@@ -188,6 +190,16 @@ class PPOTrainer:
         self.reference.eval()
         self.prompt_texts = [render_prompt(self.tokenizer, p) for p in prompts]
         self.max_prompt_length = prompt_budget(config, self.policy.config)
+        self.vllm = (
+            VLLMSampler(
+                f"{resume}/policy" if resume else policy_path,
+                gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+                max_model_len=sequence_limit(config, self.policy.config),
+                seed=config.seed,
+            )
+            if config.use_vllm
+            else None
+        )
 
         from transformers import get_scheduler
 
@@ -195,13 +207,17 @@ class PPOTrainer:
             [
                 {"params": list(self.policy.parameters()), "lr": config.learning_rate},
                 {"params": list(self.value_model.parameters()), "lr": config.value_learning_rate},
-            ]
+            ],
+            weight_decay=config.weight_decay,
         )
         updates_per_step = config.ppo_epochs * config.num_mini_batches
+        warmup_steps = config.warmup_steps
+        if config.warmup_ratio is not None:
+            warmup_steps = round(config.warmup_ratio * config.max_steps)
         self.scheduler = get_scheduler(
             config.lr_scheduler_type,
             self.optimizer,
-            num_warmup_steps=config.warmup_steps * updates_per_step,
+            num_warmup_steps=warmup_steps * updates_per_step,
             num_training_steps=config.max_steps * updates_per_step,
         )
         self.reward_stats = RunningMoments()
@@ -230,7 +246,7 @@ class PPOTrainer:
     @torch.no_grad()
     def _rollout(self, indices: list[int]):
         config = self.config
-        rollout = sample(
+        rollout = (self.vllm.sample if self.vllm else sample)(
             self.policy,
             self.tokenizer,
             [self.prompt_texts[i] for i in indices],

@@ -151,7 +151,7 @@ def run(config: RewardConfig, ctx: RunContext) -> TrainingResult:
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
-    from training.trainers.runner import ProgressCallback, run_trainer
+    from training.trainers.runner import ProgressCallback, callbacks, eval_dataset_for, run_trainer
 
     base = ctx.base_model_path(head="reward")
     tokenizer = load_tokenizer(base)
@@ -161,7 +161,7 @@ def run(config: RewardConfig, ctx: RunContext) -> TrainingResult:
     )
     max_length = sequence_limit(config, model.config)
     args = TRLRewardConfig(
-        **trl_arguments(config, ctx.checkpoint_dir),
+        **trl_arguments(config, ctx.checkpoint_dir, train_rows=len(train_rows)),
         max_length=max_length,
         center_rewards_coefficient=config.center_rewards_coefficient,
     )
@@ -170,8 +170,11 @@ def run(config: RewardConfig, ctx: RunContext) -> TrainingResult:
         model=model,
         args=args,
         train_dataset=preference_dataset(tokenizer, train_rows, max_length),
+        eval_dataset=eval_dataset_for(
+            config, eval_rows, lambda rows: preference_dataset(tokenizer, rows, max_length)
+        ),
         processing_class=tokenizer,
-        callbacks=[progress],
+        callbacks=callbacks(config, progress),
     )
     return run_trainer(
         "reward", trainer, ctx, progress, lambda path: evaluate_reward_model(path, eval_rows)
