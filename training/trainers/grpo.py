@@ -17,6 +17,7 @@ from training.trainers.common import (
     trl_arguments,
 )
 from training.trainers.config import GRPOConfig
+from training.trainers.peft import lora_config, quantization
 
 
 class GRPOReward:
@@ -46,7 +47,7 @@ def run(config: GRPOConfig, ctx: RunContext) -> TrainingResult:
 
     base = ctx.base_model_path()
     tokenizer = load_tokenizer(base)
-    model = load_causal_lm(base, trainable=True)
+    model = load_causal_lm(base, trainable=True, **quantization(config))
     needed = needed_reward_models(config.rewards, ctx.reward_models)
     scorers = {name: s for name, s in reward_model_scorers(ctx).items() if name in needed}
     rewards = build_rewards(config.rewards, scorers)
@@ -72,6 +73,7 @@ def run(config: GRPOConfig, ctx: RunContext) -> TrainingResult:
         train_dataset=Dataset.from_list([{"prompt": p} for p in prompts]),
         processing_class=tokenizer,
         callbacks=[progress],
+        peft_config=lora_config(config, model, head="causal_lm", base=base),
     )
     return run_trainer(
         "grpo",

@@ -17,6 +17,7 @@ from training.trainers.common import (
     trl_arguments,
 )
 from training.trainers.config import SFTConfig
+from training.trainers.peft import lora_config, quantization
 
 GENERATION_MARKER = re.compile(r"{%-?\s*generation\s*-?%}")
 
@@ -49,7 +50,7 @@ def run(config: SFTConfig, ctx: RunContext) -> TrainingResult:
         ctx.data.get("rows", []), ctx.data.get("eval_rows"), config.eval_fraction, config.seed
     )
     only_assistant = assistant_only(config, tokenizer)
-    model = load_causal_lm(base, trainable=True)
+    model = load_causal_lm(base, trainable=True, **quantization(config))
     args = TRLSFTConfig(
         **trl_arguments(config, ctx.checkpoint_dir),
         max_length=sequence_limit(config, model.config),
@@ -63,6 +64,7 @@ def run(config: SFTConfig, ctx: RunContext) -> TrainingResult:
         train_dataset=Dataset.from_list([{"messages": row["messages"]} for row in train_rows]),
         processing_class=tokenizer,
         callbacks=[progress],
+        peft_config=lora_config(config, model, head="causal_lm", base=base),
     )
     result = run_trainer(
         "sft",
