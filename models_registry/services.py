@@ -19,7 +19,7 @@ from django.utils import timezone
 from annotation.models import DatasetSnapshot, PrincipleSet, Project
 from common import background
 from common.errors import DomainError
-from models_registry import profiles
+from models_registry import adapters, profiles
 from models_registry.cards import refresh_model_card
 from models_registry.models import (
     GenerationJob,
@@ -84,10 +84,14 @@ def register_model_version(
         data_discretion_profile = profiles.safe(
             profiles.data_discretion_profile, dataset_snapshot, facts
         )
+    local = local_artifact(artifact_uri)
     version = ModelVersion.objects.create(
         registered_model=registered,
         version=latest + 1,
         artifact_uri=artifact_uri,
+        artifact_format=ModelVersion.ArtifactFormat.ADAPTER
+        if local is not None and adapters.is_adapter(local)
+        else ModelVersion.ArtifactFormat.FULL,
         sha256=sha256,
         size_bytes=size_bytes,
         dataset_snapshot=dataset_snapshot,

@@ -9,7 +9,7 @@ from functools import wraps
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -104,7 +104,10 @@ def artifact(request: HttpRequest, pk: int) -> HttpResponse:
     root = services.local_artifact(version.artifact_uri)
     if root is None:
         raise Http404("this version's artifact is not stored here")
-    return artifact_response(version, root)
+    try:
+        return artifact_response(version, root, request.GET.get("format", "stored"))
+    except DomainError as exc:
+        return HttpResponseBadRequest(str(exc))
 
 
 @staff_required
