@@ -23,7 +23,7 @@ from training import services
 from training.executor import execute
 from training.models import RunMetric, TrainingRun
 from training.tiny import save_tiny
-from training.trainers import from_dict
+from training.trainers import from_dict, run_training
 from training.trainers.common import directory_digest, load_causal_lm, load_tokenizer
 from training.trainers.config import ConfigError
 from training.trainers.peft import quantization, target_modules
@@ -226,3 +226,34 @@ def test_lora_settings_are_validated_and_targets_default_per_architecture():
     assert target_modules(config, "some-new-architecture") == "all-linear"
     chosen = from_dict("sft", {**LORA, "lora_target_modules": ["c_attn"]})
     assert target_modules(chosen, "gpt2") == ["c_attn"]
+
+
+@pytest.mark.parametrize("kind", ["reward", "ppo"])
+def test_lora_run_cancels_resumes_and_bundles_the_builtin_base(kind, tmp_path):
+    """An adapter run resumes from its checkpoint (TRL's and our PPO's); on ``builtin:tiny``,
+    whose base lives only in the run's work dir, the adapter carries its base along."""
+    from tests.training.test_trainers import Recorder, preference_rows, prompt_rows
+
+    out = tmp_path / kind
+    config = {**(FAST if kind == "reward" else POLICY), "max_steps": 4, "save_steps": 2}
+    if kind == "ppo":
+        config.update(batch_size=4, rewards=[{"type": "length", "target": 10}])
+    rows = preference_rows(16) if kind == "reward" else prompt_rows(8)
+    data = {"base_model": "builtin:tiny", "rows": rows}
+    # TRL sees the cancel at the end of step 3 (saving checkpoint-3), our PPO at step 2's end
+    first = Recorder(cancel_after=2)
+    result = run_training(kind, config, data, out, first.hooks)
+    stopped = 3 if kind == "reward" else 2
+    assert result.cancelled and first.steps == list(range(1, stopped + 1)) and not out.exists()
+    second = Recorder()
+    result = run_training(kind, config, data, out, second.hooks)
+    assert second.steps == list(range(stopped + 1, 5)) and result.global_step == 4
+    assert not result.cancelled
+    assert "error" not in result.eval, result.eval
+    assert adapters.is_adapter(out) and not (tmp_path / f"{kind}.work").exists()
+    assert adapters.adapter_base(out) == str(out / "base")  # bundled: the work dir is gone
+    if kind == "reward":
+        scores = RewardScorer(out, device="cpu")(["Question 1: is it safe?"] * 2, ["yes", "no"])
+        assert len(scores) == 2 and scores[0] != scores[1]
+    else:
+        assert load_causal_lm(str(out)).config.model_type == "gpt2"
