@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 from datasets import Dataset
 
+from models_registry import adapters
 from training.trainers.common import (
     RunContext,
     Scorer,
@@ -46,6 +50,16 @@ def run(config: GRPOConfig, ctx: RunContext) -> TrainingResult:
     from training.trainers.runner import ProgressCallback, run_trainer
 
     base = ctx.base_model_path()
+    if config.beta and config.peft == "none" and adapters.is_adapter(base):
+        # TRL rebuilds the KL reference from the model's path: give it the merged weights
+        merged = ctx.work_dir / "base-merged"
+        if not merged.exists():  # built privately, then renamed (every torchrun rank may build)
+            staging = adapters.write_merged(base, merged.with_name(f".{merged.name}.{os.getpid()}"))
+            try:
+                os.replace(staging, merged)
+            except OSError:
+                shutil.rmtree(staging)
+        base = str(merged)
     tokenizer = load_tokenizer(base)
     model = load_causal_lm(base, trainable=True, **quantization(config))
     needed = needed_reward_models(config.rewards, ctx.reward_models)
