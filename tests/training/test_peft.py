@@ -258,3 +258,29 @@ def test_lora_run_cancels_resumes_and_bundles_the_builtin_base(kind, tmp_path):
         assert len(scores) == 2 and scores[0] != scores[1]
     else:
         assert load_causal_lm(str(out)).config.model_type == "gpt2"
+
+
+def test_full_grpo_with_a_kl_reference_trains_from_an_adapter(tmp_path):
+    """A full (non-LoRA) run from an adapter trains the merged model; GRPO's KL reference,
+    which TRL rebuilds from the model's path, is the merged model too."""
+    from tests.training.test_trainers import chat_rows, prompt_rows
+
+    adapter = tmp_path / "sft"
+    run_training(
+        "sft",
+        {**POLICY, "max_steps": 2},
+        {"base_model": "builtin:tiny", "rows": chat_rows(8)},
+        adapter,
+    )
+    assert adapters.is_adapter(adapter)
+    config = {**POLICY, "peft": "none", "max_steps": 2, "beta": 0.04, "batch_size": 4,
+              "num_generations": 2, "rewards": [{"type": "length", "target": 10}]}  # fmt: skip
+    result = run_training(
+        "grpo", config, {"base_model": str(adapter), "rows": prompt_rows(8)}, tmp_path / "grpo"
+    )
+    assert result.global_step == 2 and "error" not in result.eval, result.eval
+    assert "kl" in result.metrics  # the reference was built and used
+    assert (
+        not adapters.is_adapter(tmp_path / "grpo")
+        and (tmp_path / "grpo" / "model.safetensors").is_file()
+    )
