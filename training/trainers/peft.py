@@ -10,6 +10,7 @@ the adapter (``modules_to_save``).
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def quantization(config: RunConfig) -> dict[str, Any]:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute,
         ),
-        "device_map": {"": _local_device()},
+        "device_map": {"": int(os.environ.get("LOCAL_RANK", "0"))},  # this rank's GPU
     }
 
 
@@ -104,9 +105,3 @@ def prepare_quantized(model: Any, config: RunConfig, checkpointing: bool) -> Any
     from peft import prepare_model_for_kbit_training
 
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
-
-
-def _local_device() -> int:
-    import os
-
-    return int(os.environ.get("LOCAL_RANK", "0"))
