@@ -5,12 +5,16 @@ uncompressed tar, chunk by chunk: the response never holds a whole weight file i
 from __future__ import annotations
 
 import hashlib
+import shutil
 import tarfile
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
+
+from models_registry import adapters
 
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
@@ -82,3 +86,24 @@ def stream_tar(root: Path | Iterable[Entry]) -> Iterator[bytes]:
         if remainder:
             yield b"\0" * (BLOCK - remainder)
     yield b"\0" * (2 * BLOCK)
+
+
+def merged_tar(root: Path) -> Iterator[bytes]:
+    """The tar of the adapter at ``root`` merged into its base (full weights, loadable with
+    transformers' ``AutoModel*``), as a directory named ``<root>-merged``. The merge is written
+    to a temporary directory before the first byte is returned (so a failure raises here, not
+    mid-stream) and removed when the stream ends or is closed."""
+    workspace = Path(tempfile.mkdtemp(prefix="merged-"))
+    try:
+        merged = adapters.write_merged(root, workspace / f"{root.name}-merged")
+    except BaseException:
+        shutil.rmtree(workspace, ignore_errors=True)
+        raise
+    return _removing(stream_tar(merged), workspace)
+
+
+def _removing(chunks: Iterator[bytes], directory: Path) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

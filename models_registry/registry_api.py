@@ -17,6 +17,7 @@ from django.urls import path, reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -26,10 +27,10 @@ from common.api import ApiMixin
 from common.errors import DomainError
 from common.query_limits import time_limit
 from models_registry import selectors, services
-from models_registry.artifacts import stream_tar
+from models_registry.artifacts import merged_tar, stream_tar
 from models_registry.cards import render_model_card
 from models_registry.models import GenerationJob, ModelParent, ModelVersion, RegisteredModel
-from models_registry.storage import remote_entries
+from models_registry.storage import local_copy, remote_entries
 
 MAX_INT = 2**31 - 1
 STAGES = ModelVersion.Stage.choices
@@ -61,6 +62,7 @@ def version_json(version: ModelVersion, request=None) -> dict:
         "creation_timestamp": millis(version.created_at),
         "sha256": version.sha256,
         "size_bytes": version.size_bytes,
+        "artifact_format": version.artifact_format,
         "parents": [
             {
                 "role": link.role,
@@ -100,6 +102,9 @@ def model_json(model: RegisteredModel, with_latest: bool = True) -> dict:
 
 class NameSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
+
+
+DOWNLOAD_FORMATS = ("stored", "adapter", "merged")
 
 
 class VersionRefSerializer(NameSerializer):
@@ -391,36 +396,70 @@ class DownloadUri(RegistryView):
                 "artifact_uri": version.artifact_uri,
                 "sha256": version.sha256,
                 "download_url": reverse("registry-api:download") + query if stored else None,
+                "merged_download_url": reverse("registry-api:download") + query + "&format=merged"
+                if stored and version.artifact_format == ModelVersion.ArtifactFormat.ADAPTER
+                else None,
             }
         )
 
 
+class _FormatIsNotARenderer(DefaultContentNegotiation):
+    """``?format=`` names the artifact's format on a download, not DRF's renderer override."""
+
+    class settings:
+        URL_FORMAT_OVERRIDE = None
+
+
+class DownloadSerializer(VersionRefSerializer):
+    format = serializers.ChoiceField(choices=DOWNLOAD_FORMATS, default="stored")
+
+
 class DownloadArtifacts(RegistryView):
     action_roles = {"read": STAFF}
+    content_negotiation_class = _FormatIsNotARenderer
 
     @extend_schema(
-        parameters=_params(VersionRefSerializer),
+        parameters=_params(DownloadSerializer),
         responses={(200, "application/x-tar"): OpenApiTypes.BINARY},
     )
     def get(self, request):
         """The artifact as a streamed tar (admins and managers; artifacts under the artifact
-        root or in the configured object store)."""
-        version = version_ref(query_data(VersionRefSerializer, request))
+        root or in the configured object store). ``format=merged``: an adapter version merged
+        into its base (full weights)."""
+        data = query_data(DownloadSerializer, request)
+        version = version_ref(data)
         location = services.artifact_location(version.artifact_uri)
         if location is None:
             raise DomainError("this version's artifact is not stored here")
-        return artifact_response(version, location)
+        return artifact_response(version, location, data["format"])
 
 
-def artifact_response(version: ModelVersion, location: Path | str) -> StreamingHttpResponse:
-    """A streamed tar of a local artifact or of one in the object store (its manifest checked
-    against the version's sha256 before the first byte)."""
-    entries = location if isinstance(location, Path) else remote_entries(location, version.sha256)
-    response = StreamingHttpResponse(stream_tar(entries), content_type="application/x-tar")
-    filename = f"{version.registered_model.name}-v{version.version}.tar"
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    if version.sha256:
-        response["X-Artifact-SHA256"] = version.sha256
+def artifact_response(
+    version: ModelVersion, location: Path | str, fmt: str = "stored"
+) -> StreamingHttpResponse:
+    """The artifact as stored (an adapter stays an adapter; ``adapter`` says so and is refused
+    for full weights), or ``merged``: an adapter merged into its base, for tools that know no
+    adapters (refused for full weights: there is nothing to merge). ``location``: a local
+    path, or a URL in the object store (its manifest checked against the version's sha256
+    before the first byte)."""
+    if fmt not in DOWNLOAD_FORMATS:
+        raise DomainError(f"format must be one of {', '.join(DOWNLOAD_FORMATS)}, got {fmt!r:.50}")
+    is_adapter = version.artifact_format == ModelVersion.ArtifactFormat.ADAPTER
+    if fmt != "stored" and not is_adapter:
+        raise DomainError(f"{version} is full weights, not an adapter: download it as stored")
+    filename = f"{version.registered_model.name}-v{version.version}"
+    if fmt == "merged":
+        root = location if isinstance(location, Path) else local_copy(location, version.sha256)
+        response = StreamingHttpResponse(merged_tar(root), content_type="application/x-tar")
+        filename += "-merged"
+    else:
+        remote = not isinstance(location, Path)
+        entries = remote_entries(location, version.sha256) if remote else location
+        response = StreamingHttpResponse(stream_tar(entries), content_type="application/x-tar")
+        if version.sha256:  # the digest of the stored artifact, not of a merge made now
+            response["X-Artifact-SHA256"] = version.sha256
+    response["Content-Disposition"] = f'attachment; filename="{filename}.tar"'
+    response["X-Artifact-Format"] = "full" if fmt == "merged" else version.artifact_format
     return response
 
 

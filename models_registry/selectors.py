@@ -198,6 +198,7 @@ def version_header(version: ModelVersion) -> dict[str, Any]:
         "version": version.version,
         "stage": version.stage,
         "artifact_uri": version.artifact_uri,
+        "artifact_format": version.artifact_format,
         "sha256": version.sha256,
         "size_bytes": version.size_bytes,
         "created_at": version.created_at.isoformat(),

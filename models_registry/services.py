@@ -18,7 +18,7 @@ from django.utils import timezone
 from annotation.models import DatasetSnapshot, PrincipleSet, Project
 from common import background
 from common.errors import DomainError
-from models_registry import profiles, storage
+from models_registry import adapters, profiles, storage
 from models_registry.cards import refresh_model_card
 from models_registry.models import (
     GenerationJob,
@@ -87,6 +87,7 @@ def register_model_version(
         registered_model=registered,
         version=latest + 1,
         artifact_uri=artifact_uri,
+        artifact_format=artifact_format(artifact_uri, sha256),
         sha256=sha256,
         size_bytes=size_bytes,
         dataset_snapshot=dataset_snapshot,
@@ -133,6 +134,18 @@ def local_artifact(uri: str) -> Path | None:
     if not path.is_absolute():
         path = Path(settings.ARTIFACT_ROOT) / path
     return path if path.exists() and _inside_artifacts(path) else None
+
+
+def artifact_format(uri: str, sha256: str) -> str:
+    """``adapter`` when the artifact (local, or committed to the object store) holds a PEFT
+    adapter's ``adapter_config.json``, else ``full``."""
+    local = local_artifact(uri)
+    if local is not None:
+        is_adapter = adapters.is_adapter(local)
+    else:
+        files = storage.read_manifest(uri, sha256) if storage.in_store(uri) else []
+        is_adapter = any(rel == adapters.ADAPTER_CONFIG for _, rel in files)
+    return ModelVersion.ArtifactFormat.ADAPTER if is_adapter else ModelVersion.ArtifactFormat.FULL
 
 
 def artifact_location(uri: str) -> Path | str | None:

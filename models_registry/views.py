@@ -9,7 +9,7 @@ from functools import wraps
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -104,10 +104,13 @@ def artifact(request: HttpRequest, pk: int) -> HttpResponse:
     location = services.artifact_location(version.artifact_uri)
     if location is None:
         raise Http404("this version's artifact is not stored here")
+    fmt = request.GET.get("format", "stored")
     try:
-        return artifact_response(version, location)
-    except DomainError as exc:  # an uncommitted upload, or a manifest that does not match
-        raise Http404(str(exc)) from exc
+        return artifact_response(version, location, fmt)
+    except DomainError as exc:  # a stored artifact that cannot be read as committed: not here;
+        if fmt == "stored":  # a format this version cannot take (merged full weights): a 400
+            raise Http404(str(exc)) from exc
+        return HttpResponseBadRequest(str(exc))
 
 
 @staff_required

@@ -28,7 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Project, Prompt, Response, Task, TaskResponse
-from models_registry import profiles, storage
+from models_registry import adapters, profiles, storage
 from models_registry.models import GenerationJob, ModelVersion, RegisteredModel
 from training.services import failure_text
 
@@ -269,7 +269,6 @@ def sample_vllm(model_dir: str, prompts: list[list[dict]], n: int, params: dict)
 
     from training.trainers.common import load_tokenizer
 
-    llm = LLM(model=model_dir, seed=params["seed"])
     sampling = SamplingParams(
         n=n,
         temperature=params["temperature"],
@@ -277,7 +276,9 @@ def sample_vllm(model_dir: str, prompts: list[list[dict]], n: int, params: dict)
         max_tokens=params["max_new_tokens"],
         seed=params["seed"],
     )
-    outputs = llm.generate(_texts(load_tokenizer(model_dir), prompts), sampling)
+    with adapters.full_weights(model_dir) as weights:  # vLLM loads an adapter merged
+        llm = LLM(model=weights, seed=params["seed"])
+        outputs = llm.generate(_texts(load_tokenizer(model_dir), prompts), sampling)
     return [[o.text.strip() for o in output.outputs] for output in outputs]
 
 

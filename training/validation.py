@@ -5,8 +5,9 @@ One function per family of fields, each raising :class:`LaunchRejected` that nam
 and the limit: :func:`check_processes`, :func:`check_config` (the kind's schema, bounded by the
 deployment's ``TRAINING_MAX_*`` settings), :func:`check_base_model` (a builtin id, a registry
 ``name@version``, a hub ``org/name`` id, or a path under ``MODEL_ROOTS``), :func:`check_inputs`
-(snapshot and reward model). A later launch-time check (the base exists and fits the queue's
-devices) is one more family function called from :func:`validate_launch`.
+(snapshot and reward model), :func:`check_peft` (QLoRA only where a GPU is). A later
+launch-time check (the base exists and fits the queue's devices) is one more family function
+called from :func:`validate_launch`.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def validate_launch(
         raise LaunchRejected(f"name must be text of at most {NAME_MAX_CHARS} characters", "name")
     processes = check_processes(num_processes)
     run_config = check_config(kind, config, processes, queue)
+    check_peft(run_config, queue)
     base_model, base_model_version = check_base_model(base_model, base_model_version)
     snapshot = check_inputs(kind, snapshot, reward_model_version, run_config, principle_keys or [])
     return Launch(
@@ -157,6 +159,17 @@ def check_config(
         return run_config
     except ConfigError as exc:
         raise LaunchRejected(str(exc), f"config.{exc.field}" if exc.field else "config") from exc
+
+
+def check_peft(config: trainers.RunConfig, queue: str) -> None:
+    """QLoRA (4-bit bitsandbytes) needs a CUDA GPU: refused on the CPU queue. Whether a GPU
+    worker has bitsandbytes is only known there; the worker fails such a run with the reason."""
+    if config.peft == "qlora" and queue == TrainingRun.Queue.CPU:
+        raise LaunchRejected(
+            "peft 'qlora' loads the base in 4-bit with bitsandbytes, which needs a CUDA GPU: "
+            "launch it on the gpu queue, or use peft 'lora' on the cpu queue",
+            "config.peft",
+        )
 
 
 def check_base_model(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from models_registry import adapters
 from training.tiny import TINY_SPEC, save_tiny
 
 if TYPE_CHECKING:
@@ -337,21 +338,42 @@ def _dtype(trainable: bool) -> str:
     return "float32" if trainable else "auto"
 
 
-def load_causal_lm(path: str, *, trainable: bool = False):
+def load_causal_lm(path: str, *, trainable: bool = False, **options: Any):
+    """A causal LM from full weights or an adapter artifact (merged into its base: a run that
+    starts from an adapter version trains the merged model). ``options`` go to
+    ``from_pretrained`` (QLoRA's 4-bit quantisation)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(trainable))
+    return adapters.load_model(
+        path,
+        lambda p: AutoModelForCausalLM.from_pretrained(p, dtype=_dtype(trainable), **options),
+    )
 
 
-def load_sequence_classifier(path: str, tokenizer, *, trainable: bool = False):
-    """A scalar-head model (``num_labels=1``); a causal-LM checkpoint gets a fresh head."""
+def load_sequence_classifier(path: str, tokenizer, *, trainable: bool = False, **options: Any):
+    """A scalar-head model (``num_labels=1``); a causal-LM checkpoint gets a fresh head. An
+    adapter artifact is merged into its base (its trained head included)."""
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=_dtype(trainable)
+    model = adapters.load_model(
+        path,
+        lambda p: AutoModelForSequenceClassification.from_pretrained(
+            p, num_labels=1, dtype=_dtype(trainable), **options
+        ),
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def load_model_config(path: str):
+    """The transformers config of a model directory or hub id; an adapter's is its base's."""
+    from transformers import AutoConfig
+
+    for _ in range(adapters.MAX_DEPTH):
+        if not adapters.is_adapter(path):
+            break
+        path = adapters.adapter_base(path)
+    return AutoConfig.from_pretrained(path)
 
 
 def max_positions(model_config) -> int | None:
@@ -491,6 +513,10 @@ def finish_training(
         save(directory)
         if main_process:
             write_run_info(directory, kind, ctx)
+            if adapters.is_adapter(directory) and ctx.data.get("base_model") == TINY_SPEC:
+                # builtin:tiny's base lives in work_dir, removed below: the adapter keeps it
+                head = "reward" if kind == "reward" else "causal_lm"
+                shutil.copytree(ctx.base_model_path(head), directory / adapters.BUNDLED_BASE)
 
     artifact = write_artifact(
         ctx.output_dir, save_with_info, main_process=main_process, barrier=barrier

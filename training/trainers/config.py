@@ -165,6 +165,23 @@ class RunConfig:
         },
     )
 
+    # --- PEFT ---
+    peft: Literal["none", "lora", "qlora"] = _f(
+        "none",
+        "none = train every weight; lora = train a low-rank adapter (the artifact is the "
+        "adapter); qlora = LoRA over a 4-bit base (GPU with bitsandbytes only).",
+    )
+    lora_r: int = _f(16, "LoRA rank.", 1, 4096)
+    lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).", 1, 1_000_000)
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA input, in [0, 1).", 0, 1)
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Module names to adapt; None = the architecture's default "
+            "(attention and MLP projections), or every linear layer for unknown ones."
+        },
+    )
+
     def validate(self, world_size: int = 1) -> None:
         """Raise ValueError with a readable message when the settings cannot work."""
         self._validate_trainer_options()
@@ -185,6 +202,24 @@ class RunConfig:
         trackers = self.report_to or []
         if any(t not in TRACKERS for t in trackers) or len(set(trackers)) != len(trackers):
             raise ValueError(f"report_to takes distinct trackers from {', '.join(TRACKERS)}.")
+
+        if self.peft not in ("none", "lora", "qlora"):
+            raise ValueError(f"peft must be none, lora or qlora, got {self.peft!r}.")
+        if self.lora_r < 1 or self.lora_alpha <= 0:
+            raise ValueError("lora_r must be at least 1 and lora_alpha positive.")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+        if self.lora_target_modules is not None and (
+            not self.lora_target_modules or not all(m.strip() for m in self.lora_target_modules)
+        ):
+            raise ValueError(
+                "lora_target_modules must list module names (e.g. q_proj, v_proj) or be null "
+                "for the architecture's default."
+            )
+        if self.peft == "qlora" and self.precision == "fp32":
+            raise ValueError(
+                "peft 'qlora' computes in bf16 or fp16 on a GPU; set precision auto, bf16 or fp16."
+            )
 
     def _validate_trainer_options(self) -> None:
         defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}

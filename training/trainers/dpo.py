@@ -17,6 +17,7 @@ from training.trainers.common import (
     trl_arguments,
 )
 from training.trainers.config import DPOConfig
+from training.trainers.peft import lora_config, quantization
 
 
 def dpo_dataset(tokenizer, rows: list[Row]) -> Dataset:
@@ -37,7 +38,8 @@ def run(config: DPOConfig, ctx: RunContext) -> TrainingResult:
     """Train on ``data['rows']`` preference pairs against ``data['reference_model']`` or the base.
 
     The reference is loaded from a saved directory (never left for TRL to reload from the model's
-    ``_name_or_path``, which is empty for models built from a config).
+    ``_name_or_path``, which is empty for models built from a config); a LoRA run without a
+    separate reference uses its base (the adapter disabled) and loads no second model.
     """
     from trl import DPOConfig as TRLDPOConfig
     from trl import DPOTrainer
@@ -50,7 +52,9 @@ def run(config: DPOConfig, ctx: RunContext) -> TrainingResult:
     train_rows, eval_rows = split_rows(
         ctx.data.get("rows", []), ctx.data.get("eval_rows"), config.eval_fraction, config.seed
     )
-    model = load_causal_lm(base, trainable=True)
+    model = load_causal_lm(base, trainable=True, **quantization(config))
+    peft_config = lora_config(config, model, head="causal_lm", base=base)
+    reference = ctx.data.get("reference_model")
     args = TRLDPOConfig(
         **trl_arguments(config, ctx.checkpoint_dir, train_rows=len(train_rows)),
         max_length=sequence_limit(config, model.config),
@@ -64,12 +68,14 @@ def run(config: DPOConfig, ctx: RunContext) -> TrainingResult:
     progress = ProgressCallback(ctx.hooks)
     trainer = DPOTrainer(
         model=model,
-        ref_model=load_causal_lm(ctx.data.get("reference_model") or base),
+        # With an adapter and no other reference, TRL's reference is the adapter disabled.
+        ref_model=None if peft_config and not reference else load_causal_lm(reference or base),
         args=args,
         train_dataset=dpo_dataset(tokenizer, train_rows),
         eval_dataset=eval_dataset_for(config, eval_rows, lambda rows: dpo_dataset(tokenizer, rows)),
         processing_class=tokenizer,
         callbacks=callbacks(config, progress),
+        peft_config=peft_config,
     )
     return run_trainer(
         "dpo",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import Any
 
 from datasets import Dataset
 
+from models_registry import adapters
 from training.trainers.common import (
     RunContext,
     Scorer,
@@ -19,6 +22,7 @@ from training.trainers.common import (
     trl_arguments,
 )
 from training.trainers.config import GRPOConfig
+from training.trainers.peft import lora_config, quantization
 
 
 class GRPOReward:
@@ -66,8 +70,18 @@ def run(config: GRPOConfig, ctx: RunContext) -> TrainingResult:
     from training.trainers.runner import ProgressCallback, callbacks, eval_dataset_for, run_trainer
 
     base = ctx.base_model_path()
+    if config.beta and config.peft == "none" and adapters.is_adapter(base):
+        # TRL rebuilds the KL reference from the model's path: give it the merged weights
+        merged = ctx.work_dir / "base-merged"
+        if not merged.exists():  # built privately, then renamed (every torchrun rank may build)
+            staging = adapters.write_merged(base, merged.with_name(f".{merged.name}.{os.getpid()}"))
+            try:
+                os.replace(staging, merged)
+            except OSError:
+                shutil.rmtree(staging)
+        base = str(merged)
     tokenizer = load_tokenizer(base)
-    model = load_causal_lm(base, trainable=True)
+    model = load_causal_lm(base, trainable=True, **quantization(config))
     needed = needed_reward_models(config.rewards, ctx.reward_models)
     scorers = {name: s for name, s in reward_model_scorers(ctx).items() if name in needed}
     rewards = build_rewards(config.rewards, scorers)
@@ -105,6 +119,7 @@ def run(config: GRPOConfig, ctx: RunContext) -> TrainingResult:
         ),
         processing_class=tokenizer,
         callbacks=callbacks(config, progress),
+        peft_config=lora_config(config, model, head="causal_lm", base=base),
     )
     return run_trainer(
         "grpo",

@@ -17,6 +17,7 @@ from training.trainers.common import (
     trl_arguments,
 )
 from training.trainers.config import KTOConfig
+from training.trainers.peft import lora_config, quantization
 
 
 def kto_dataset(tokenizer, rows: list[Row]) -> Dataset:
@@ -43,7 +44,8 @@ def check_labels(rows: list[Row]) -> None:
 
 def run(config: KTOConfig, ctx: RunContext) -> TrainingResult:
     """Train on ``data['rows']`` ``{prompt, completion, label}`` against ``data['reference_model']``
-    or the base (loaded from a saved directory, as for DPO)."""
+    or the base (loaded from a saved directory, as for DPO; a LoRA run without a separate
+    reference uses its base, the adapter disabled)."""
     from trl import KTOConfig as TRLKTOConfig
     from trl import KTOTrainer
 
@@ -56,7 +58,9 @@ def run(config: KTOConfig, ctx: RunContext) -> TrainingResult:
         ctx.data.get("rows", []), ctx.data.get("eval_rows"), config.eval_fraction, config.seed
     )
     check_labels(train_rows)
-    model = load_causal_lm(base, trainable=True)
+    model = load_causal_lm(base, trainable=True, **quantization(config))
+    peft_config = lora_config(config, model, head="causal_lm", base=base)
+    reference = ctx.data.get("reference_model")
     args = TRLKTOConfig(
         **trl_arguments(config, ctx.checkpoint_dir, train_rows=len(train_rows)),
         max_length=sequence_limit(config, model.config),
@@ -67,12 +71,14 @@ def run(config: KTOConfig, ctx: RunContext) -> TrainingResult:
     progress = ProgressCallback(ctx.hooks)
     trainer = KTOTrainer(
         model=model,
-        ref_model=load_causal_lm(ctx.data.get("reference_model") or base),
+        # With an adapter and no other reference, TRL's reference is the adapter disabled.
+        ref_model=None if peft_config and not reference else load_causal_lm(reference or base),
         args=args,
         train_dataset=kto_dataset(tokenizer, train_rows),
         eval_dataset=eval_dataset_for(config, eval_rows, lambda rows: kto_dataset(tokenizer, rows)),
         processing_class=tokenizer,
         callbacks=callbacks(config, progress),
+        peft_config=peft_config,
     )
     return run_trainer(
         "kto",

@@ -19,6 +19,7 @@ from training.trainers.common import (
 )
 from training.trainers.config import ORPOConfig
 from training.trainers.dpo import dpo_dataset
+from training.trainers.peft import lora_config, quantization
 
 
 def run(config: ORPOConfig, ctx: RunContext) -> TrainingResult:
@@ -36,7 +37,7 @@ def run(config: ORPOConfig, ctx: RunContext) -> TrainingResult:
     train_rows, eval_rows = split_rows(
         ctx.data.get("rows", []), ctx.data.get("eval_rows"), config.eval_fraction, config.seed
     )
-    model = load_causal_lm(base, trainable=True)
+    model = load_causal_lm(base, trainable=True, **quantization(config))
     max_length = sequence_limit(config, model.config)
     args = TRLORPOConfig(
         **trl_arguments(config, ctx.checkpoint_dir, train_rows=len(train_rows)),
@@ -52,6 +53,7 @@ def run(config: ORPOConfig, ctx: RunContext) -> TrainingResult:
         eval_dataset=eval_dataset_for(config, eval_rows, lambda rows: dpo_dataset(tokenizer, rows)),
         processing_class=tokenizer,
         callbacks=callbacks(config, progress),
+        peft_config=lora_config(config, model, head="causal_lm", base=base),
     )
     return run_trainer(
         "orpo",

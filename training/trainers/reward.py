@@ -32,6 +32,7 @@ from training.trainers.common import (
     trl_arguments,
 )
 from training.trainers.config import RewardConfig
+from training.trainers.peft import lora_config, quantization
 
 
 def encode_for_reward(tokenizer, prompt: Text, completion: Text) -> list[int]:
@@ -155,7 +156,7 @@ def run(config: RewardConfig, ctx: RunContext) -> TrainingResult:
 
     base = ctx.base_model_path(head="reward")
     tokenizer = load_tokenizer(base)
-    model = load_sequence_classifier(base, tokenizer, trainable=True)
+    model = load_sequence_classifier(base, tokenizer, trainable=True, **quantization(config))
     train_rows, eval_rows = split_rows(
         ctx.data.get("rows", []), ctx.data.get("eval_rows"), config.eval_fraction, config.seed
     )
@@ -175,6 +176,7 @@ def run(config: RewardConfig, ctx: RunContext) -> TrainingResult:
         ),
         processing_class=tokenizer,
         callbacks=callbacks(config, progress),
+        peft_config=lora_config(config, model, head="reward", base=base),
     )
     return run_trainer(
         "reward", trainer, ctx, progress, lambda path: evaluate_reward_model(path, eval_rows)

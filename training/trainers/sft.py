@@ -18,6 +18,7 @@ from training.trainers.common import (
     trl_arguments,
 )
 from training.trainers.config import SFTConfig
+from training.trainers.peft import lora_config, quantization
 
 GENERATION_MARKER = re.compile(r"{%-?\s*generation\s*-?%}")
 
@@ -54,7 +55,7 @@ def run(config: SFTConfig, ctx: RunContext) -> TrainingResult:
         ctx.data.get("rows", []), ctx.data.get("eval_rows"), config.eval_fraction, config.seed
     )
     only_assistant = assistant_only(config, tokenizer)
-    model = load_causal_lm(base, trainable=True)
+    model = load_causal_lm(base, trainable=True, **quantization(config))
     args = TRLSFTConfig(
         **trl_arguments(config, ctx.checkpoint_dir, train_rows=len(train_rows)),
         max_length=sequence_limit(config, model.config),
@@ -70,6 +71,7 @@ def run(config: SFTConfig, ctx: RunContext) -> TrainingResult:
         eval_dataset=eval_dataset_for(config, eval_rows, messages_dataset),
         processing_class=tokenizer,
         callbacks=callbacks(config, progress),
+        peft_config=lora_config(config, model, head="causal_lm", base=base),
     )
     result = run_trainer(
         "sft",
