@@ -20,7 +20,7 @@ from django.conf import settings
 from annotation.models import DatasetSnapshot
 from common.errors import DomainError
 from models_registry.models import ModelVersion
-from training import trainers
+from training import strategies, trainers
 from training.models import TrainingRun
 from training.tiny import TINY_SPEC
 from training.trainers.config import ConfigError, Limits
@@ -110,6 +110,7 @@ def validate_launch(
         raise LaunchRejected(f"name must be text of at most {NAME_MAX_CHARS} characters", "name")
     processes = check_processes(num_processes)
     run_config = check_config(kind, config, processes)
+    check_strategy(run_config, queue)
     base_model, base_model_version = check_base_model(base_model, base_model_version)
     snapshot = check_inputs(kind, snapshot, reward_model_version, run_config, principle_keys or [])
     return Launch(
@@ -143,6 +144,15 @@ def check_config(kind: str, config: object, num_processes: int) -> trainers.RunC
         return trainers.from_dict(kind, config or {}, world_size=num_processes, limits=limits())
     except ConfigError as exc:
         raise LaunchRejected(str(exc), f"config.{exc.field}" if exc.field else "config") from exc
+
+
+def check_strategy(config: trainers.RunConfig, queue: str) -> None:
+    """FSDP and DeepSpeed shard over GPUs only (``training.strategies.CPU_REFUSAL``); the
+    process-count and offload rules are the config's own (``RunConfig.validate``)."""
+    if queue == TrainingRun.Queue.CPU and config.strategy in strategies.SHARDED:
+        raise LaunchRejected(
+            strategies.CPU_REFUSAL.format(strategy=config.strategy), "config.strategy"
+        )
 
 
 def check_base_model(

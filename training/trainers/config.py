@@ -103,6 +103,18 @@ class RunConfig:
     )
     save_total_limit: int = _f(2, "Checkpoints kept on disk.", 1, 1000)
     eval_fraction: float = _f(0.1, "Share of rows held out for evaluation (0 = none).", 0, 1)
+    # --- Strategy ---
+    strategy: Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"] = _f(
+        "ddp",
+        "ddp = a full replica per process; fsdp / deepspeed-zero2 / deepspeed-zero3 shard "
+        "optimizer state, gradients (and, for fsdp and zero3, parameters) across processes.",
+    )
+    offload_optimizer: bool = _f(
+        False, "Keep optimizer state on the CPU (deepspeed-zero2/zero3; fsdp: see offload_params)."
+    )
+    offload_params: bool = _f(
+        False, "Keep parameters on the CPU (fsdp: with gradients and optimizer state; zero3)."
+    )
 
     def validate(self, world_size: int = 1) -> None:
         """Raise ValueError with a readable message when the settings cannot work."""
@@ -120,6 +132,7 @@ class RunConfig:
             raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}.")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}.")
+        validate_strategy(self.strategy, self.offload_optimizer, self.offload_params)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -293,6 +306,10 @@ class PPOConfig(OnlineRLConfig):
         super().validate(world_size)
         if world_size != 1:
             raise ValueError("PPO runs in a single process; launch it without torchrun.")
+        if self.strategy != "ddp":
+            raise ValueError(
+                "strategy: PPO runs in a single process without sharding; use strategy 'ddp'."
+            )
         if self.gradient_accumulation_steps != 1:
             raise ValueError(
                 "PPO splits batches with num_mini_batches; keep gradient_accumulation_steps=1."
@@ -321,6 +338,31 @@ class PPOConfig(OnlineRLConfig):
 CONFIGS: dict[str, type[RunConfig]] = {
     c.kind: c for c in (RewardConfig, SFTConfig, DPOConfig, GRPOConfig, PPOConfig)
 }
+
+
+STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
+
+
+def validate_strategy(strategy: str, offload_optimizer: bool, offload_params: bool) -> None:
+    """Which CPU offload each strategy allows. Any process count works: one process with fsdp or
+    DeepSpeed is the single-GPU offload case; the launcher always starts it under torchrun."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
+    if strategy == "ddp" and (offload_optimizer or offload_params):
+        raise ValueError(
+            "offload_optimizer / offload_params need strategy fsdp, deepspeed-zero2 or "
+            "deepspeed-zero3 (ddp keeps everything on the device)."
+        )
+    if strategy == "fsdp" and offload_optimizer and not offload_params:
+        raise ValueError(
+            "offload_optimizer: fsdp offloads parameters, gradients and optimizer state together; "
+            "set offload_params instead."
+        )
+    if strategy == "deepspeed-zero2" and offload_params:
+        raise ValueError(
+            "offload_params: ZeRO stage 2 does not partition parameters; use deepspeed-zero3 or "
+            "fsdp, or offload only the optimizer."
+        )
 
 
 def validate_reward_spec(spec: dict[str, Any]) -> None:
