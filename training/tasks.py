@@ -5,7 +5,6 @@ one job only (``--max-tasks-per-child 1``), after the task has pinned its GPU.""
 import logging
 import os
 import threading
-import time
 
 from celery import shared_task
 from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
@@ -19,6 +18,7 @@ from training.judges import runner as judge_runner
 from training.judges import services as judge_services
 
 log = logging.getLogger(__name__)
+_stopping = threading.Event()  # set when this worker shuts down: ends its heartbeat
 
 
 @shared_task(name=services.EXECUTE_RUN_TASK, acks_late=True, reject_on_worker_lost=True)
@@ -109,8 +109,7 @@ def report_devices(sender, **_) -> None:
     close_old_connections()
 
     def beat() -> None:
-        while True:
-            time.sleep(scheduling.HEARTBEAT_SECONDS)
+        while not _stopping.wait(scheduling.HEARTBEAT_SECONDS):
             try:
                 if not scheduling.heartbeat(name):
                     scheduling.register_worker(name, queues, devices)
@@ -126,4 +125,5 @@ def report_devices(sender, **_) -> None:
 @worker_shutdown.connect
 def forget_worker(sender, **_) -> None:
     """A worker that stops cleanly takes no more placements."""
+    _stopping.set()  # first the heartbeat, which would register the worker again
     scheduling.worker_gone(sender.hostname)
