@@ -3,7 +3,9 @@ only smaller workers live, and runs on a 4-GPU worker as soon as one starts, wit
 CUDA_VISIBLE_DEVICES. Workers declare their devices with WORKER_DEVICES (this machine has no
 GPU); the registration, heartbeat, placement, waiting and dispatch are the real code."""
 
+import json
 from datetime import timedelta
+from unittest import mock
 
 import pytest
 from django.conf import settings
@@ -12,6 +14,7 @@ from django.utils import timezone
 
 from tests.support import start_worker, stop, wait_for
 from training import scheduling, services
+from training.executor import execute
 from training.models import TrainingRun, WorkerNode
 from training.validation import LaunchRejected
 
@@ -114,3 +117,33 @@ def test_run_waits_for_a_worker_with_four_gpus_then_runs_there(preference_snapsh
     assert run.output_model_version_id
     # both workers stopped cleanly: neither is offered for placement any more
     assert not WorkerNode.objects.filter(name__in=["small@test", "big@test"]).exists()
+
+
+@pytest.mark.training
+def test_executor_records_the_launch_and_a_cpu_machine_refuses_deepspeed(preference_snapshot):
+    """A sharded strategy always goes through torchrun (one process too); the launch config is
+    stored on the run and written to its launch directory before the children start."""
+    run = services.launch_run(
+        kind="dpo",
+        snapshot=preference_snapshot,
+        config={**POLICY, "strategy": "deepspeed-zero2", "offload_optimizer": True},
+        queue="gpu",
+    )
+    launch_dir, written = services.run_root(run) / "launch", {}
+    real_fail = services.fail_run
+
+    def fail_run(**kwargs) -> None:  # a failed run's files are removed: read them first
+        written.update({p.name: json.loads(p.read_text()) for p in launch_dir.glob("*.json")})
+        real_fail(**kwargs)
+
+    with mock.patch.object(services, "fail_run", side_effect=fail_run):
+        execute(run.pk)  # what the Celery task runs once a worker has the GPU
+    run.refresh_from_db()
+    assert run.status == "failed" and "needs a GPU worker" in run.error
+    launch = run.launch_config
+    assert launch["launcher"] == "torchrun" and "--nproc_per_node=1" in launch["command"]
+    zero = launch["training_arguments"]["deepspeed"]["zero_optimization"]
+    assert zero["stage"] == 2 and zero["offload_optimizer"]["device"] == "cpu"
+    assert written["deepspeed.json"]["zero_optimization"] == zero
+    assert written["launch_config.json"] == launch
+    assert written["accelerate_config.json"]["distributed_type"] == "DEEPSPEED"
