@@ -124,6 +124,8 @@ class TrainingRun(models.Model):
     # Why a queued run is not dispatched yet, e.g. "waiting for a worker with 4 GPUs"; empty once
     # it is sent to a worker (``training.scheduling``).
     waiting_reason = models.CharField(max_length=200, blank=True)
+    # The worker's own queue a run was sent to (``worker.<name>``); empty for shared queues.
+    placed_queue = models.CharField(max_length=220, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

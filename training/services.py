@@ -121,7 +121,7 @@ def enqueue(run: TrainingRun) -> None:
     placement = scheduling.place(run)
     if placement is None:
         reason = scheduling.waiting_text(scheduling.gpus_needed(run))
-        TrainingRun.objects.filter(pk=run.pk).update(waiting_reason=reason)
+        TrainingRun.objects.filter(pk=run.pk).update(waiting_reason=reason, placed_queue="")
         return
     result = background.send_or_fail(
         EXECUTE_RUN_TASK,
@@ -131,7 +131,11 @@ def enqueue(run: TrainingRun) -> None:
         what=f"run {run.pk}",
         fail=lambda message: fail_run(run_id=run.pk, error=message, log_tail=""),
     )
-    TrainingRun.objects.filter(pk=run.pk).update(celery_task_id=result.id or "", waiting_reason="")
+    TrainingRun.objects.filter(pk=run.pk).update(
+        celery_task_id=result.id or "",
+        waiting_reason="",
+        placed_queue=placement.queue if placement.queue.startswith("worker.") else "",
+    )
 
 
 def dispatch_waiting_runs() -> list[int]:
@@ -151,6 +155,23 @@ def dispatch_waiting_runs() -> list[int]:
             enqueue(run)
             sent.append(run.pk)
     return sent
+
+
+def replace_stranded_runs() -> list[int]:
+    """Queued runs sent to the own queue of a worker that is gone (no heartbeat for
+    ``scheduling.STALE_AFTER``) are placed again, on a live worker or waiting for one. Should the
+    old worker come back, its copy of the job finds the run taken and does nothing."""
+    live = set(scheduling.live_nodes().values_list("queue", flat=True))
+    replaced = []
+    stranded = TrainingRun.objects.filter(status=Status.QUEUED).exclude(placed_queue="")
+    for run in stranded.exclude(placed_queue__in=live):
+        taken = TrainingRun.objects.filter(
+            pk=run.pk, status=Status.QUEUED, placed_queue=run.placed_queue
+        ).update(placed_queue="")
+        if taken:
+            enqueue(run)
+            replaced.append(run.pk)
+    return replaced
 
 
 def record_launch_config(*, run_id: int, launch_config: dict) -> None:

@@ -114,6 +114,7 @@ def report_devices(sender, **_) -> None:
                 if not scheduling.heartbeat(name):
                     scheduling.register_worker(name, queues, devices)
                 services.dispatch_waiting_runs()
+                services.replace_stranded_runs()
             except Exception:  # a database hiccup must not end the heartbeat
                 log.exception("worker heartbeat failed")
             finally:

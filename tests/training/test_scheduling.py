@@ -147,3 +147,43 @@ def test_executor_records_the_launch_and_a_cpu_machine_refuses_deepspeed(prefere
     assert written["deepspeed.json"]["zero_optimization"] == zero
     assert written["launch_config.json"] == launch
     assert written["accelerate_config.json"]["distributed_type"] == "DEEPSPEED"
+
+
+def test_a_run_placed_on_a_vanished_worker_is_placed_again(preference_snapshot):
+    _node("celery@gpu-a", 2)
+    run = services.launch_run(
+        kind="dpo", snapshot=preference_snapshot, config=POLICY, queue="gpu", num_processes=2
+    )
+    run.refresh_from_db()
+    first_task = run.celery_task_id
+    assert (run.placed_queue, run.waiting_reason) == ("worker.celery@gpu-a", "")
+    assert services.replace_stranded_runs() == []  # its worker is alive: nothing to do
+
+    WorkerNode.objects.filter(name="celery@gpu-a").update(
+        last_seen=timezone.now() - scheduling.STALE_AFTER - timedelta(seconds=1)
+    )
+    assert services.replace_stranded_runs() == [run.pk]  # no worker fits now: it waits
+    run.refresh_from_db()
+    assert (run.placed_queue, run.waiting_reason) == ("", "waiting for a worker with 2 GPUs")
+
+    _node("celery@gpu-b", 4)
+    assert services.dispatch_waiting_runs() == [run.pk]
+    run.refresh_from_db()
+    assert (run.placed_queue, run.waiting_reason) == ("worker.celery@gpu-b", "")
+    assert run.celery_task_id not in ("", first_task)
+
+
+def test_the_launch_form_offers_the_strategy_and_says_why_it_is_refused(
+    client, admin_user, preference_snapshot
+):
+    client.force_login(admin_user)
+    url = reverse("training:launch", args=["dpo"])
+    form = {"snapshot": preference_snapshot.pk, "num_processes": 2, "config_strategy": "fsdp"}
+    refused = client.post(url, {**form, "queue": "cpu"})
+    assert refused.status_code == 200 and b"needs a GPU worker" in refused.content
+    assert not TrainingRun.objects.exists()
+    accepted = client.post(url, {**form, "queue": "gpu"})
+    run = TrainingRun.objects.get()
+    assert accepted.status_code == 302 and run.config["strategy"] == "fsdp"
+    page = client.get(reverse("training:run", args=[run.pk])).content.decode()
+    assert 'data-testid="run-waiting">waiting for a worker with 2 GPUs<' in page
