@@ -1,9 +1,11 @@
 """What GPUs this machine offers a worker (pure Python, no torch: a Celery parent process must
 never initialise CUDA before it forks its children).
 
-Read from ``nvidia-smi``; ``GPU_DEVICES`` (``"0,1,2,3"``) limits a worker to some of them, and
-``WORKER_DEVICES`` replaces the probe with a given report (a JSON list of ``{index, name,
-memory_mb}``, or a count of GPUs), for machines whose devices the probe cannot see, and tests.
+Read from ``nvidia-smi`` (PCI bus order, as ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` numbers them).
+``GPU_DEVICES`` (``"0,1,2,3"``, or a single-GPU worker's ``GPU_DEVICE``) limits a worker to some
+of them; ``WORKER_DEVICES`` replaces the probe with a given report (a JSON list of ``{index,
+name, memory_mb}``, or a count of GPUs), for machines whose devices the probe cannot see, and
+tests.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def probe() -> list[Device]:
     """The GPUs this worker may use, in index order ([] on a CPU machine)."""
     declared = os.environ.get("WORKER_DEVICES", "").strip()
     devices = _declared(declared) if declared else _nvidia_smi()
-    allowed = os.environ.get("GPU_DEVICES", "").strip()
+    allowed = (os.environ.get("GPU_DEVICES") or os.environ.get("GPU_DEVICE") or "").strip()
     if allowed:
         keep = {int(index) for index in allowed.split(",") if index.strip()}
         devices = [device for device in devices if device["index"] in keep]

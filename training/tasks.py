@@ -26,6 +26,7 @@ def execute_run(run_id: int, devices: str | None = None) -> None:
     """Train a run; ``devices``: the GPUs the scheduler gave it (``training.scheduling``)."""
     gpu = devices if devices is not None else os.environ.get("GPU_DEVICE")
     if gpu is not None:  # pin the run's devices before torch initialises
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the numbering nvidia-smi reported
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     execute(run_id)
 
