@@ -4,6 +4,9 @@ ZeRO ones parsed by DeepSpeed itself), and what a sharded run does on a CPU mach
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -138,3 +141,28 @@ def test_sharded_strategy_refuses_a_cpu_machine_under_torchrun(tmp_path, strateg
     result, progress = torchrun(tmp_path, strategy, config, expect_failure=True)
     assert result["status"] == "failed" and progress == []
     assert strategies.CPU_REFUSAL.format(strategy=strategy) in result["error"]
+
+
+ACCELERATE_ON_CPU = """
+import torch.distributed as dist
+from accelerate import Accelerator
+from accelerate.utils import FullyShardedDataParallelPlugin
+accelerator = Accelerator(cpu=True, fsdp_plugin=FullyShardedDataParallelPlugin(fsdp_version=2))
+plugin = getattr(accelerator.state, "fsdp_plugin", None)
+print("WORLD", dist.get_world_size(), accelerator.distributed_type.value, plugin, flush=True)
+"""
+
+
+@pytest.mark.training
+def test_accelerate_drops_fsdp_on_cpu_which_is_why_cpu_runs_refuse_it(tmp_path):
+    """The reason for ``CPU_REFUSAL``, checked against the installed accelerate: given an FSDP
+    plugin in two gloo processes it keeps plain multi-CPU data parallelism. When this fails,
+    accelerate shards on CPU and the refusal can go."""
+    script = tmp_path / "accelerate_on_cpu.py"
+    script.write_text(ACCELERATE_ON_CPU)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", "2", str(script)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("WORLD 2 MULTI_CPU None") == 2, done.stdout
