@@ -73,8 +73,8 @@ def test_api_shows_why_a_run_waits(client, admin_user, preference_snapshot):
     client.force_login(admin_user)
     body = client.get(f"/api/v1/training-runs/{run.pk}/").json()
     assert body["waiting_reason"] == "waiting for a worker with 4 GPUs"
-    page = client.get(reverse("training:run", args=[run.pk])).content.decode()
-    assert "waiting for a worker with 4 GPUs" in page
+    for url in (reverse("training:run", args=[run.pk]), reverse("training:runs")):
+        assert "waiting for a worker with 4 GPUs" in client.get(url).content.decode()
 
 
 @pytest.mark.worker
