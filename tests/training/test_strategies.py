@@ -166,3 +166,18 @@ def test_accelerate_drops_fsdp_on_cpu_which_is_why_cpu_runs_refuse_it(tmp_path):
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("WORLD 2 MULTI_CPU None") == 2, done.stdout
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"])
+def test_the_recorded_accelerate_config_loads_with_accelerates_own_loader(tmp_path, strategy):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = from_dict("dpo", {"strategy": strategy})
+    path = tmp_path / "accelerate_config.json"
+    path.write_text(json.dumps(strategies.accelerate_config(config, 4, True)))
+    loaded = load_config_from_file(str(path))
+    expected = {"ddp": "MULTI_GPU", "fsdp": "FSDP"}.get(strategy, "DEEPSPEED")
+    assert (loaded.distributed_type.value, loaded.num_processes) == (expected, 4)
+    if strategy == "fsdp":
+        assert loaded.fsdp_config["fsdp_version"] == 2
+        assert loaded.fsdp_config["fsdp_activation_checkpointing"] is True
