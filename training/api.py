@@ -29,7 +29,7 @@ class TrainingRunSerializer(serializers.ModelSerializer):
                   "base_model", "base_model_version", "reward_model_version",
                   "output_model_version", "progress", "current_step", "max_steps",
                   "precedence", "eval_metrics", "error", "created_by", "created_at", "started_at",
-                  "finished_at"]  # fmt: skip
+                  "finished_at", "num_processes", "launch_config", "waiting_reason"]  # fmt: skip
         read_only_fields = fields
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from training import services, trainers
+from training import services, strategies, trainers
 from training.datasets import training_data
 from training.generation import profile_version_safely
 from training.models import TrainingRun
@@ -67,12 +68,15 @@ def execute(run_id: int) -> None:
     root = logging.getLogger()
     root.addHandler(tail)
     try:
-        tail.add(f"attempt {run.attempts} on {run.worker}")
+        devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+        tail.add(f"attempt {run.attempts} on {run.worker}; CUDA_VISIBLE_DEVICES={devices or ''}")
         output_dir, work_dir = services.run_dirs(run)
         data = training_data(run)
-        if run.num_processes > 1:
-            result = _supervise_torchrun(run, data, output_dir, work_dir, tail)
+        config = trainers.from_dict(run.kind, run.config, world_size=run.num_processes)
+        if strategies.uses_launcher(config.strategy, run.num_processes):
+            result = _supervise_torchrun(run, config, data, output_dir, work_dir, tail)
         else:
+            _record_launch(run, config, [], work_dir.parent / "launch")
             result = trainers.run_training(
                 run.kind, run.config, data, output_dir, _db_hooks(run.pk, tail), work_dir=work_dir
             )
@@ -89,8 +93,50 @@ def execute(run_id: int) -> None:
         root.removeHandler(tail)
 
 
+def torchrun_command(num_processes: int, spec: Path) -> list[str]:
+    """torchrun over ``training.trainers.launch`` on this machine (every strategy: transformers
+    reads FSDP / DeepSpeed from the run's training arguments)."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={num_processes}",
+        "-m",
+        "training.trainers.launch",
+        "--spec",
+        str(spec),
+    ]
+
+
+def _record_launch(
+    run: TrainingRun, config: trainers.RunConfig, command: list[str], spec_dir: Path
+) -> None:
+    """Write the run's launch configuration into its launch directory (with the DeepSpeed JSON
+    and the accelerate config file it amounts to) and store it on the run."""
+    checkpointing = config.activation_checkpointing
+    if checkpointing is None:  # auto: on for GPUs (the trainer resolves it on the device)
+        checkpointing = run.queue == TrainingRun.Queue.GPU
+    launch = strategies.launch_config(
+        config, run.num_processes, command, activation_checkpointing=checkpointing
+    )
+    launch["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    (spec_dir / "launch_config.json").write_text(json.dumps(launch, indent=2))
+    (spec_dir / "accelerate_config.json").write_text(json.dumps(launch["accelerate"], indent=2))
+    if "deepspeed" in launch["training_arguments"]:
+        deepspeed = launch["training_arguments"]["deepspeed"]
+        (spec_dir / "deepspeed.json").write_text(json.dumps(deepspeed, indent=2))
+    services.record_launch_config(run_id=run.pk, launch_config=launch)
+
+
 def _supervise_torchrun(
-    run: TrainingRun, data: dict, output_dir: Path, work_dir: Path, tail: LogTail
+    run: TrainingRun,
+    config: trainers.RunConfig,
+    data: dict,
+    output_dir: Path,
+    work_dir: Path,
+    tail: LogTail,
 ) -> trainers.TrainingResult:
     """Spawn ``torchrun`` over ``training.trainers.launch``; relay rank 0's progress file to the
     database, turn a cancel request into the cancel file, and read the result file."""
@@ -117,17 +163,8 @@ def _supervise_torchrun(
             }
         )
     )
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={run.num_processes}",
-        "-m",
-        "training.trainers.launch",
-        "--spec",
-        str(spec),
-    ]
+    command = torchrun_command(run.num_processes, spec)
+    _record_launch(run, config, command, spec_dir)
     log_file = spec_dir / "torchrun.log"
     with log_file.open("w") as sink:
         process = subprocess.Popen(

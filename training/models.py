@@ -119,6 +119,15 @@ class TrainingRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # --- Strategy and scheduling ---
+    # What the run was launched with (``training.strategies.launch_config``): strategy, processes,
+    # torchrun command, FSDP / DeepSpeed arguments, the accelerate equivalent, CUDA devices.
+    launch_config = models.JSONField(default=dict, blank=True)
+    # Why a queued run is not dispatched yet, e.g. "waiting for a worker with 4 GPUs"; empty once
+    # it is sent to a worker (``training.scheduling``).
+    waiting_reason = models.CharField(max_length=200, blank=True)
+    # The worker's own queue a run was sent to (``worker.<name>``); empty for shared queues.
+    placed_queue = models.CharField(max_length=220, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -140,6 +149,27 @@ class TrainingRun(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in {self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED}
+
+
+class WorkerNode(models.Model):
+    """A Celery worker and the devices it reported (at start and on every heartbeat): the
+    scheduler routes a run needing N GPUs to a live node with at least N (``training.scheduling``).
+    """
+
+    name = models.CharField(max_length=200, unique=True)  # Celery node name, e.g. celery@gpu-4
+    queue = models.CharField(max_length=220)  # the node's own queue, ``worker.<name>``
+    queues = models.JSONField(default=list)  # the shared queues it consumes (cpu, gpu)
+    # [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_mb": 81559}, ...]; [] on CPU
+    gpus = models.JSONField(default=list, blank=True)
+    gpu_count = models.PositiveSmallIntegerField(default=0)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.gpu_count} GPUs)"
 
 
 class RunMetric(models.Model):

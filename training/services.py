@@ -27,7 +27,7 @@ from models_registry import storage
 from models_registry.models import ModelVersion
 from models_registry.services import register_model_version
 from training import precedence as precedence_requests
-from training import trainers, validation
+from training import scheduling, trainers, validation
 from training.models import RunGroup, RunMetric, TrainingRun
 
 Status = TrainingRun.Status
@@ -117,16 +117,69 @@ EXECUTE_RUN_TASK = "training.execute_run"
 
 
 def enqueue(run: TrainingRun) -> None:
-    """Publish the run's job (``background.send_or_fail``: a broker still unreachable after a
-    brief retry fails the run with the reason and raises QueueUnavailable)."""
+    """Publish the run's job to a worker with the GPUs it needs (``training.scheduling``), or
+    leave it queued with the reason when none is live (``dispatch_waiting_runs`` sends it later).
+    ``background.send_or_fail``: a broker still unreachable after a brief retry fails the run
+    with the reason and raises QueueUnavailable."""
+    placement = scheduling.place(run)
+    if placement is None:
+        reason = scheduling.waiting_text(scheduling.gpus_needed(run))
+        TrainingRun.objects.filter(pk=run.pk).update(waiting_reason=reason, placed_queue="")
+        return
     result = background.send_or_fail(
         EXECUTE_RUN_TASK,
         run.pk,
-        queue=run.queue,
+        kwargs={"devices": placement.devices},
+        queue=placement.queue,
         what=f"run {run.pk}",
         fail=lambda message: fail_run(run_id=run.pk, error=message, log_tail=""),
     )
-    TrainingRun.objects.filter(pk=run.pk).update(celery_task_id=result.id or "")
+    TrainingRun.objects.filter(pk=run.pk).update(
+        celery_task_id=result.id or "",
+        waiting_reason="",
+        placed_queue=placement.queue if placement.queue.startswith("worker.") else "",
+    )
+
+
+def dispatch_waiting_runs() -> list[int]:
+    """Send the queued runs that wait for a worker with enough GPUs to one that has them now
+    (a worker's ready hook calls this); the ids of the runs sent, oldest first. A run is taken
+    with a conditional update, so two workers starting together never send it twice."""
+    sent = []
+    for run in TrainingRun.objects.filter(status=Status.QUEUED).exclude(waiting_reason=""):
+        if scheduling.place(run) is None:
+            continue
+        taken = (
+            TrainingRun.objects.filter(pk=run.pk, status=Status.QUEUED)
+            .exclude(waiting_reason="")
+            .update(waiting_reason="")
+        )
+        if taken:
+            enqueue(run)
+            sent.append(run.pk)
+    return sent
+
+
+def replace_stranded_runs() -> list[int]:
+    """Queued runs sent to the own queue of a worker that is gone (no heartbeat for
+    ``scheduling.STALE_AFTER``) are placed again, on a live worker or waiting for one. Should the
+    old worker come back, its copy of the job finds the run taken and does nothing."""
+    live = set(scheduling.live_nodes().values_list("queue", flat=True))
+    replaced = []
+    stranded = TrainingRun.objects.filter(status=Status.QUEUED).exclude(placed_queue="")
+    for run in stranded.exclude(placed_queue__in=live):
+        taken = TrainingRun.objects.filter(
+            pk=run.pk, status=Status.QUEUED, placed_queue=run.placed_queue
+        ).update(placed_queue="")
+        if taken:
+            enqueue(run)
+            replaced.append(run.pk)
+    return replaced
+
+
+def record_launch_config(*, run_id: int, launch_config: dict) -> None:
+    """Store what a run was launched with (``training.strategies.launch_config``)."""
+    TrainingRun.objects.filter(pk=run_id).update(launch_config=launch_config)
 
 
 def worker_identity() -> str:

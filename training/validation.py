@@ -21,7 +21,7 @@ from django.conf import settings
 from annotation.models import DatasetSnapshot
 from common.errors import DomainError
 from models_registry.models import ModelVersion
-from training import trainers
+from training import strategies, trainers
 from training.models import TrainingRun
 from training.tiny import TINY_SPEC
 from training.trainers.config import ConfigError, Limits, check_runtime
@@ -116,6 +116,7 @@ def validate_launch(
     processes = check_processes(num_processes)
     run_config = check_config(kind, config, processes, queue)
     check_peft(run_config, queue)
+    check_strategy(run_config, queue)
     base_model, base_model_version = check_base_model(base_model, base_model_version)
     snapshot = check_inputs(kind, snapshot, reward_model_version, run_config, principle_keys or [])
     return Launch(
@@ -169,6 +170,15 @@ def check_peft(config: trainers.RunConfig, queue: str) -> None:
             "peft 'qlora' loads the base in 4-bit with bitsandbytes, which needs a CUDA GPU: "
             "launch it on the gpu queue, or use peft 'lora' on the cpu queue",
             "config.peft",
+        )
+
+
+def check_strategy(config: trainers.RunConfig, queue: str) -> None:
+    """FSDP and DeepSpeed shard over GPUs only (``training.strategies.CPU_REFUSAL``); the
+    process-count and offload rules are the config's own (``RunConfig.validate``)."""
+    if queue == TrainingRun.Queue.CPU and config.strategy in strategies.SHARDED:
+        raise LaunchRejected(
+            strategies.CPU_REFUSAL.format(strategy=config.strategy), "config.strategy"
         )
 
 

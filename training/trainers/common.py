@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from models_registry import adapters
+from training import strategies
 from training.tiny import TINY_SPEC, save_tiny
 
 if TYPE_CHECKING:
@@ -243,6 +244,8 @@ def resolve_device_settings(config: RunConfig) -> dict[str, Any]:
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
     if precision != "fp32" and not cuda:
         raise ValueError(f"precision {precision!r} needs a GPU; use 'fp32' or 'auto' on CPU.")
+    if config.strategy in strategies.SHARDED and not cuda:
+        raise ValueError(strategies.CPU_REFUSAL.format(strategy=config.strategy))
     checkpointing = config.activation_checkpointing
     return {
         "cuda": cuda,
@@ -275,7 +278,7 @@ def trl_arguments(
         "bf16": device["bf16"],
         "fp16": device["fp16"],
         "use_cpu": not device["cuda"],
-        "activation_checkpointing": device["activation_checkpointing"],
+        **strategies.trainer_arguments(config, device["activation_checkpointing"]),
         "save_strategy": "steps" if config.save_steps else "no",
         **({"save_steps": config.save_steps} if config.save_steps else {}),
         "save_total_limit": config.save_total_limit,

@@ -182,6 +182,19 @@ class RunConfig:
         },
     )
 
+    # --- Strategy ---
+    strategy: Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"] = _f(
+        "ddp",
+        "ddp = a full replica per process; fsdp / deepspeed-zero2 / deepspeed-zero3 shard "
+        "optimizer state, gradients (and, for fsdp and zero3, parameters) across processes.",
+    )
+    offload_optimizer: bool = _f(
+        False, "Keep optimizer state on the CPU (deepspeed-zero2/zero3; fsdp: see offload_params)."
+    )
+    offload_params: bool = _f(
+        False, "Keep parameters on the CPU (fsdp: with gradients and optimizer state; zero3)."
+    )
+
     def validate(self, world_size: int = 1) -> None:
         """Raise ValueError with a readable message when the settings cannot work."""
         self._validate_trainer_options()
@@ -202,7 +215,6 @@ class RunConfig:
         trackers = self.report_to or []
         if any(t not in TRACKERS for t in trackers) or len(set(trackers)) != len(trackers):
             raise ValueError(f"report_to takes distinct trackers from {', '.join(TRACKERS)}.")
-
         if self.peft not in ("none", "lora", "qlora"):
             raise ValueError(f"peft must be none, lora or qlora, got {self.peft!r}.")
         if self.lora_r < 1 or self.lora_alpha <= 0:
@@ -220,6 +232,7 @@ class RunConfig:
             raise ValueError(
                 "peft 'qlora' computes in bf16 or fp16 on a GPU; set precision auto, bf16 or fp16."
             )
+        validate_strategy(self.strategy, self.offload_optimizer, self.offload_params)
 
     def _validate_trainer_options(self) -> None:
         defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
@@ -495,6 +508,10 @@ class PPOConfig(OnlineRLConfig):
         super().validate(world_size)
         if world_size != 1:
             raise ValueError("PPO runs in a single process; launch it without torchrun.")
+        if self.strategy != "ddp":
+            raise ValueError(
+                "strategy: PPO runs in a single process without sharding; use strategy 'ddp'."
+            )
         if self.gradient_accumulation_steps != 1:
             raise ValueError(
                 "PPO splits batches with num_mini_batches; keep gradient_accumulation_steps=1."
@@ -603,6 +620,31 @@ def check_runtime(config: RunConfig, *, gpu: bool) -> None:
         need(find_spec(module) is not None, "report_to",
              f"{tracker} tracking needs the {package} package (pip install {package}, or leave "
              f"{tracker} out of report_to)")  # fmt: skip
+
+
+STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
+
+
+def validate_strategy(strategy: str, offload_optimizer: bool, offload_params: bool) -> None:
+    """Which CPU offload each strategy allows. Any process count works: one process with fsdp or
+    DeepSpeed is the single-GPU offload case; the launcher always starts it under torchrun."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
+    if strategy == "ddp" and (offload_optimizer or offload_params):
+        raise ValueError(
+            "offload_optimizer / offload_params need strategy fsdp, deepspeed-zero2 or "
+            "deepspeed-zero3 (ddp keeps everything on the device)."
+        )
+    if strategy == "fsdp" and offload_optimizer and not offload_params:
+        raise ValueError(
+            "offload_optimizer: fsdp offloads parameters, gradients and optimizer state together; "
+            "set offload_params instead."
+        )
+    if strategy == "deepspeed-zero2" and offload_params:
+        raise ValueError(
+            "offload_params: ZeRO stage 2 does not partition parameters; use deepspeed-zero3 or "
+            "fsdp, or offload only the optimizer."
+        )
 
 
 def validate_reward_spec(spec: dict[str, Any]) -> None:
