@@ -6,18 +6,19 @@ On a CUDA machine it builds a ~0.46 B-parameter Llama-architecture model from a 
 download; the tokenizer is trained in-process, as ``builtin:tiny``'s is) and runs, a few steps
 each, through ``training.trainers.run_training`` (what a worker runs):
 
-* every kind (reward, SFT, DPO, GRPO, PPO, and KTO / ORPO where the platform has them) in bf16,
+* every kind (reward, SFT, DPO, KTO, ORPO, GRPO, PPO) in bf16,
   in full and with LoRA, and QLoRA when ``bitsandbytes`` imports;
-* DPO under ``torchrun`` on all visible GPUs with ``strategy=fsdp`` (and DeepSpeed ZeRO-2/3
-  when ``deepspeed`` imports);
-* GRPO with vLLM rollouts (colocated) when ``vllm`` imports;
+* DPO under ``torchrun`` on all visible GPUs with each strategy: ddp, fsdp, and DeepSpeed
+  ZeRO-2/3 when ``deepspeed`` imports;
+* GRPO and PPO with vLLM rollouts (colocated) when ``vllm`` imports;
 * the same SFT and DPO jobs as a bare TRL script (same model, rows, steps, batch, precision).
 
 It prints, per path: pass / FAIL / n/a (with the reason), seconds, training tokens per second
 (tokens in the rows trained on over TRL's ``train_runtime``; PPO: over its loop time), the peak
 GPU memory, and the platform / bare TRL tokens-per-second ratio for SFT and DPO. Exit status 1
 when a path failed. ``--dry-run``: the same paths on a tiny Llama on the CPU in fp32 (no QLoRA,
-vLLM or DeepSpeed; FSDP on 2 gloo processes), which the test suite runs.
+vLLM or DeepSpeed; DDP on 2 gloo processes: accelerate shards only on GPUs), which the test
+suite runs.
 """
 
 from __future__ import annotations
@@ -117,7 +118,13 @@ def make_rows(count: int, words: int, seed: int = 0) -> dict[str, list[dict]]:
                 ]
             }
         )
+    kto = [
+        {"prompt": r["prompt"], "completion": r[key], "label": key == "chosen"}
+        for r in preference
+        for key in ("chosen", "rejected")
+    ]
     return {
+        "kto": kto,
         "preference": preference,
         "sft": sft,
         "prompt": [{"prompt": r["prompt"]} for r in preference],
@@ -155,7 +162,7 @@ def token_count(base: Path, rows: list[dict]) -> int:
     tokenizer = AutoTokenizer.from_pretrained(base)
     texts = []
     for row in rows:
-        for key in ("prompt", "chosen", "rejected"):
+        for key in ("prompt", "chosen", "rejected", "completion"):
             if key in row:
                 texts.append(row[key])
         texts.extend(m["content"] for m in row.get("messages", []))
@@ -195,7 +202,7 @@ def kind_config(kind: str, steps: int, cuda: bool) -> dict[str, Any]:
 
 
 def data_for(kind: str, base: Path, rows: dict[str, list[dict]]) -> dict[str, Any]:
-    source = {"sft": "sft", "grpo": "prompt", "ppo": "prompt"}.get(kind, "preference")
+    source = {"sft": "sft", "grpo": "prompt", "ppo": "prompt", "kto": "kto"}.get(kind, "preference")
     return {"base_model": str(base), "rows": rows[source], "eval_rows": rows[source][:2]}
 
 
@@ -358,8 +365,8 @@ def distributed(
     return Outcome(name, "pass", seconds, tokens * processes / runtime)
 
 
-def plan(cuda: bool, gpus: int) -> list[tuple[str, str, dict[str, Any]]]:
-    """(path name, kind, config overrides) for every path, in order."""
+def plan(cuda: bool) -> list[tuple[str, str, dict[str, Any]]]:
+    """(path name, kind, config overrides) for every single-process path, in order."""
     paths: list[tuple[str, str, dict[str, Any]]] = []
     for kind in KINDS:
         paths.append((kind, kind, {}))
@@ -368,7 +375,17 @@ def plan(cuda: bool, gpus: int) -> list[tuple[str, str, dict[str, Any]]]:
             paths.append((f"{kind}+qlora", kind, {"peft": "qlora"}))
     if cuda:
         paths.append(("grpo+vllm", "grpo", {"use_vllm": True, "vllm_mode": "colocate"}))
+        paths.append(("ppo+vllm", "ppo", {"use_vllm": True}))
     return paths
+
+
+def strategies_to_check(cuda: bool, gpus: int) -> list[tuple[str, int]]:
+    """(strategy, processes) for the DPO runs under torchrun: every strategy on all visible
+    GPUs; on the CPU two gloo processes of DDP (accelerate shards only on GPUs, so the platform
+    refuses fsdp and DeepSpeed on a CPU worker)."""
+    if not cuda:
+        return [("ddp", 2)]
+    return [(s, gpus) for s in ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")]
 
 
 def unavailable(kind: str, overrides: dict[str, Any]) -> str:
@@ -412,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         texts = [r["prompt"] + " " + r["chosen"] for r in rows["preference"]]
         base = build_base(work / "base", LLAMA_GPU if cuda else LLAMA_CPU, texts)
-        for name, kind, overrides in plan(cuda, gpus):
+        for name, kind, overrides in plan(cuda):
             if not wanted(name):
                 continue
             reason = unavailable(kind, overrides)
@@ -446,20 +463,17 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 outcomes[-1].path = name
                 print(format_outcome(outcomes[-1]), flush=True)
-        processes = gpus if cuda else 2
-        config = kind_config("dpo", steps, cuda)
-        data = data_for("dpo", base, rows)
-        tokens = train_tokens("dpo", config, base, data)
-        for strategy in ("fsdp", "deepspeed-zero2", "deepspeed-zero3"):
+        for strategy, processes in strategies_to_check(cuda, gpus):
             name = f"dpo {strategy} x{processes}"
             if not wanted(name):
                 continue
-            if not has_field("dpo", "strategy"):
-                outcomes.append(Outcome(name, "n/a", note="the platform has no 'strategy' option"))
-            elif strategy.startswith("deepspeed") and (not cuda or not importable("deepspeed")):
-                outcomes.append(Outcome(name, "n/a", note="DeepSpeed needs CUDA and deepspeed"))
-            elif cuda and processes < 2:
-                outcomes.append(Outcome(name, "n/a", note="one GPU visible"))
+            config = kind_config("dpo", steps, cuda)
+            data = data_for("dpo", base, rows)
+            tokens = train_tokens("dpo", config, base, data)
+            if strategy.startswith("deepspeed") and not importable("deepspeed"):
+                outcomes.append(Outcome(name, "n/a", note="deepspeed is not installed"))
+            elif strategy == "ddp" and processes < 2:
+                outcomes.append(Outcome(name, "n/a", note="one GPU visible: nothing to replicate"))
             else:
                 outcomes.append(
                     distributed(
