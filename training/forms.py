@@ -149,6 +149,12 @@ class LaunchForm(forms.Form):
         return [self[name] for name in self.fields if not name.startswith("config_")]
 
 
+class ResumeForm(forms.Form):
+    """Resume a cancelled or failed run: optionally to a higher step (extend)."""
+
+    max_steps = forms.IntegerField(required=False, min_value=1)
+
+
 class PrincipleRewardsForm(LaunchForm):
     """ "Reward per principle": the verdict source and the minimum pairs, then a reward run's
     inputs and config (the snapshot is built per principle, so it is not asked)."""

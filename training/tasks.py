@@ -7,7 +7,7 @@ import os
 from celery import shared_task
 from celery.signals import worker_ready
 
-from training import demo, groups, services
+from training import demo, groups, services, watchdog
 from training.executor import execute
 from training.generation import execute_generation, profile_version_safely
 from training.judges import runner as judge_runner
@@ -77,6 +77,8 @@ def launch_demo_policy(self, reward_run_id: int) -> str:
 
 @worker_ready.connect
 def resume_orphaned_runs(**_) -> None:
-    """A (re)started worker puts runs and judge jobs whose holder died back in the queue."""
+    """A (re)started worker puts runs and judge jobs whose holder died back in the queue, then
+    keeps watching for training children that die while it lives (``training.watchdog``)."""
     services.requeue_orphaned_runs()
     judge_services.requeue_orphaned()
+    watchdog.start()

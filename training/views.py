@@ -13,7 +13,7 @@ from annotation.roles import is_staff_role
 from common.errors import DomainError
 from training import groups, selectors, services, trainers
 from training.charts import charts_for
-from training.forms import PRECEDENCE_KINDS, LaunchForm, PrincipleRewardsForm
+from training.forms import PRECEDENCE_KINDS, LaunchForm, PrincipleRewardsForm, ResumeForm
 from training.models import RunGroup, TrainingRun
 from training.validation import LaunchRejected
 
@@ -99,6 +99,25 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(exc))
     if request.htmx:
         return render(request, "training/_run_status.html", _run_context(run))
+    return redirect("training:run", pk=pk)
+
+
+@login_required
+@require_POST
+def resume(request: HttpRequest, pk: int) -> HttpResponse:
+    """Resume a cancelled or failed run from its last checkpoint (a higher step extends it)."""
+    _staff(request)
+    run = get_object_or_404(TrainingRun, pk=pk)
+    form = ResumeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+        return redirect("training:run", pk=pk)
+    try:
+        run = services.resume_run(run=run, max_steps=form.cleaned_data["max_steps"])
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Run {run.pk} queued again, to step {run.max_steps}.")
     return redirect("training:run", pk=pk)
 
 
