@@ -4,8 +4,10 @@ tail flow to the database; any exception leaves the run ``failed`` with its trac
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ from training.generation import profile_version_safely
 from training.models import TrainingRun
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class LogTail(logging.Handler):
@@ -89,6 +92,13 @@ def execute(run_id: int) -> None:
         root.removeHandler(tail)
 
 
+def _terminate_with_parent() -> None:
+    """In the forked ``torchrun``: SIGTERM it when this supervising process dies (an OOM kill),
+    so a re-queued attempt never trains beside an orphan (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _supervise_torchrun(
     run: TrainingRun, data: dict, output_dir: Path, work_dir: Path, tail: LogTail
 ) -> trainers.TrainingResult:
@@ -131,7 +141,11 @@ def _supervise_torchrun(
     log_file = spec_dir / "torchrun.log"
     with log_file.open("w") as sink:
         process = subprocess.Popen(
-            command, cwd=settings.BASE_DIR, stdout=sink, stderr=subprocess.STDOUT
+            command,
+            cwd=settings.BASE_DIR,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_terminate_with_parent,
         )
     hooks, reports_seen, log_offset = _db_hooks(run.pk, tail), 0, 0
     while True:

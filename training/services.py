@@ -33,7 +33,7 @@ from training.trainers.common import last_checkpoint
 Status = TrainingRun.Status
 LOG_TAIL_CHARS = 20_000
 # A run whose holder has not reported for this long is presumed dead (another machine's worker).
-# A live holder's worker refreshes the heartbeat every ``WATCH_SECONDS`` (``training.watchdog``).
+# A live holder's worker refreshes it every ``TRAINING_WATCH_SECONDS`` (``training.watchdog``).
 STALE_AFTER = timedelta(seconds=int(os.environ.get("RUN_STALE_SECONDS", "900")))
 DIED = "the training process died (killed by signal 9?)"
 
@@ -140,12 +140,15 @@ def claim_run(*, run_id: int, worker: str) -> TrainingRun | None:
 
     Every update is conditional on the status and holder read, so two live processes never
     both win a run."""
-    run = TrainingRun.objects.filter(pk=run_id).only("status", "worker", "heartbeat_at").first()
+    run = TrainingRun.objects.filter(pk=run_id).first()
     if run is None:
         return None
     if run.status == Status.QUEUED:
         held = {"status": Status.QUEUED}
     elif run.status == Status.RUNNING and holder_is_gone(run):
+        if run.attempts >= max_attempts():
+            _give_up(run)
+            return None
         held = {"status": Status.RUNNING, "worker": run.worker}
     else:
         return None
@@ -321,7 +324,7 @@ def requeue_orphaned_runs() -> list[int]:
     """Runs held by a dead process on this host, or silent for ``STALE_AFTER``: back to queued
     (each resumes from its newest checkpoint), or failed once they used ``max_attempts()``.
 
-    Called when a worker starts and every ``WATCH_SECONDS`` by its watchdog
+    Called when a worker starts and every ``TRAINING_WATCH_SECONDS`` by its watchdog
     (``training.watchdog``), so a training child killed while its worker lives (an OOM kill)
     is noticed within seconds. Returns the ids of the runs re-queued."""
     requeued = []
@@ -329,16 +332,7 @@ def requeue_orphaned_runs() -> list[int]:
         if not holder_is_gone(run):
             continue
         if run.attempts >= max_attempts():
-            failed = TrainingRun.objects.filter(
-                pk=run.pk, status=Status.RUNNING, worker=run.worker
-            ).update(status=Status.FAILED)
-            if failed:
-                fail_run(
-                    run_id=run.pk,
-                    error=f"{DIED}; gave up after {run.attempts} attempts "
-                    "(TRAINING_MAX_ATTEMPTS)",
-                    log_tail=run.log_tail,
-                )
+            _give_up(run)
             continue
         updated = TrainingRun.objects.filter(
             pk=run.pk, status=Status.RUNNING, worker=run.worker
@@ -347,6 +341,17 @@ def requeue_orphaned_runs() -> list[int]:
             requeued.append(run.pk)
             enqueue(run)
     return requeued
+
+
+def _give_up(run: TrainingRun) -> None:
+    """Fail a run whose holder died after its last allowed attempt (once, whoever sees it)."""
+    failed = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, worker=run.worker)
+    if failed.update(status=Status.FAILED):
+        fail_run(
+            run_id=run.pk,
+            error=f"{DIED}; gave up after {run.attempts} attempts (TRAINING_MAX_ATTEMPTS)",
+            log_tail=run.log_tail,
+        )
 
 
 def refresh_live_holders() -> int:
@@ -379,9 +384,7 @@ def resume_run(*, run: TrainingRun, max_steps: int | None = None) -> TrainingRun
     failed, or kept no checkpoint; ``LaunchRejected`` (400) for a bad ``max_steps``."""
     run = TrainingRun.objects.select_for_update().get(pk=run.pk)
     if run.status not in RESUMABLE:
-        raise NotResumable(
-            f"run {run.pk} is {run.status}; only a cancelled or failed run resumes"
-        )
+        raise NotResumable(f"run {run.pk} is {run.status}; only a cancelled or failed run resumes")
     marker = "ppo_state.pt" if run.kind == "ppo" else "trainer_state.json"  # a complete one
     checkpoint = last_checkpoint(run_dirs(run)[1] / "checkpoints", marker=marker)
     if checkpoint is None:

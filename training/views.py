@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -59,7 +61,7 @@ def launch(request: HttpRequest, kind: str) -> HttpResponse:
                 snapshot=data["snapshot"],
                 base_model=data["base_model"] or "builtin:tiny",
                 base_model_version=data["base_model_version"],
-                reward_model_version=data["reward_model_version"],
+                reward_model_version=data.get("reward_model_version"),
                 queue=data["queue"],
                 num_processes=data["num_processes"],
                 name=data["name"],
@@ -73,7 +75,9 @@ def launch(request: HttpRequest, kind: str) -> HttpResponse:
         else:
             messages.success(request, f"Run {run.pk} queued on {run.queue}.")
             return redirect("training:run", pk=run.pk)
-    return render(request, "training/launch.html", {"form": form, "kind": kind})
+    query = "?" + urlencode({"snapshot": initial["snapshot"]}) if "snapshot" in initial else ""
+    kinds = [(other, query) for other in trainers.KINDS]
+    return render(request, "training/launch.html", {"form": form, "kind": kind, "kinds": kinds})
 
 
 def _run_context(run: TrainingRun) -> dict:
