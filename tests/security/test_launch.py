@@ -43,6 +43,7 @@ def snapshot(project, settings):
     row = {"prompt": "Hi?", "chosen": "Hello, happy to help.", "rejected": "Go away."}
     path.write_text(2 * (json.dumps(row) + "\n"))  # two: one is held out (eval_fraction)
     DatasetSnapshot.objects.filter(pk=snap.pk).update(artifact_path=str(path), row_count=2)
+    snap.refresh_from_db()
     return snap
 
 
