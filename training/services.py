@@ -2,8 +2,10 @@
 
 The run lifecycle is ``queued → running → succeeded | failed | cancelled``. A worker *claims* a
 run atomically before training, so a redelivered message never trains the same run twice; a
-worker that dies leaves the run ``running`` with a dead holder, and ``requeue_orphaned_runs``
-puts it back in the queue, where the next attempt resumes from the newest checkpoint.
+worker (or training child) that dies leaves the run ``running`` with a dead holder, and
+``requeue_orphaned_runs`` (at worker start and by every worker's watchdog) puts it back in the
+queue, where the next attempt resumes from the newest checkpoint. A cancelled or failed run
+that kept a checkpoint resumes (or extends) with ``resume_run``.
 """
 
 from __future__ import annotations
@@ -266,8 +268,9 @@ def principle_reward_versions(run: TrainingRun) -> list[ModelVersion]:
 
 
 def fail_run(*, run_id: int, error: str, log_tail: str) -> None:
-    """Mark a run failed with its reason and traceback; remove everything it wrote (checkpoints,
-    launch files, a model directory no version points to): a failed run does not resume."""
+    """Mark a run failed with its reason and traceback; remove what it wrote (launch files, a
+    model directory no version points to), except a work directory holding a checkpoint: the
+    run can then resume from it (``resume_run``)."""
     TrainingRun.objects.filter(pk=run_id).update(
         status=Status.FAILED,
         error=_storable(error),
@@ -276,10 +279,22 @@ def fail_run(*, run_id: int, error: str, log_tail: str) -> None:
     )
     run = TrainingRun.objects.get(pk=run_id)
     events.publish("run.finished", run_id=run.pk, kind=run.kind, status=run.status)
-    if run.output_model_version_id is None:
+    work_dir = run_dirs(run)[1]
+    if run.output_model_version_id is not None:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    elif newest_checkpoint(run) is None:
         shutil.rmtree(run_root(run), ignore_errors=True)
     else:
-        shutil.rmtree(run_dirs(run)[1], ignore_errors=True)
+        for path in run_root(run).iterdir():
+            if path != work_dir:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def newest_checkpoint(run: TrainingRun) -> Path | None:
+    """The run's newest complete checkpoint, if it kept one."""
+    marker = "ppo_state.pt" if run.kind == "ppo" else "trainer_state.json"  # a complete one
+    found = last_checkpoint(run_dirs(run)[1] / "checkpoints", marker=marker)
+    return Path(found) if found else None
 
 
 def failure_text(exc: BaseException, trace: str) -> str:
@@ -385,14 +400,13 @@ def resume_run(*, run: TrainingRun, max_steps: int | None = None) -> TrainingRun
     run = TrainingRun.objects.select_for_update().get(pk=run.pk)
     if run.status not in RESUMABLE:
         raise NotResumable(f"run {run.pk} is {run.status}; only a cancelled or failed run resumes")
-    marker = "ppo_state.pt" if run.kind == "ppo" else "trainer_state.json"  # a complete one
-    checkpoint = last_checkpoint(run_dirs(run)[1] / "checkpoints", marker=marker)
+    checkpoint = newest_checkpoint(run)
     if checkpoint is None:
         raise NotResumable(
             f"run {run.pk} kept no checkpoint to resume from (save_steps was 0, or it stopped "
             "before its first checkpoint)"
         )
-    reached = int(Path(checkpoint).name.rpartition("-")[2])
+    reached = int(checkpoint.name.rpartition("-")[2])
     config = dict(run.config)
     if max_steps is not None:
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps <= reached:

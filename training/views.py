@@ -81,7 +81,8 @@ def launch(request: HttpRequest, kind: str) -> HttpResponse:
 
 
 def _run_context(run: TrainingRun) -> dict:
-    return {"run": run, "charts": charts_for(selectors.metric_series(run))}
+    resumable = run.status in services.RESUMABLE and services.newest_checkpoint(run) is not None
+    return {"run": run, "charts": charts_for(selectors.metric_series(run)), "resumable": resumable}
 
 
 @login_required

@@ -145,7 +145,9 @@ def test_killed_training_child_is_requeued_and_resumes_from_its_checkpoint(prefe
     _one_row_per_step(run)
 
 
-def test_killed_training_child_fails_after_its_last_attempt(preference_snapshot):
+def test_killed_training_child_fails_after_its_last_attempt_then_resumes(
+    preference_snapshot, admin_user
+):
     worker = start_worker(
         BROKER_URL, extra_env={**WATCH, "TRAINING_MAX_ATTEMPTS": "1"}, one_job_per_child=True
     )
@@ -153,17 +155,25 @@ def test_killed_training_child_fails_after_its_last_attempt(preference_snapshot)
         run = services.launch_run(
             kind="reward",
             snapshot=preference_snapshot,
-            config={**FAST, "max_steps": 100000, "save_steps": 0},
+            config={**FAST, "max_steps": 80, "save_steps": 2},
         )
-        wait_for(lambda: TrainingRun.objects.get(pk=run.pk).current_step >= 3, timeout=180)
+        wait_for(lambda: TrainingRun.objects.get(pk=run.pk).current_step >= 5, timeout=180)
         os.kill(_child_pid(run, worker), signal.SIGKILL)
         run = _finished(run, worker, timeout=60)
         assert worker.poll() is None
+        assert run.status == "failed" and "killed by signal 9" in run.error, run.error
+        assert run.attempts == 1 and run.output_model_version is None
+        assert services.newest_checkpoint(run) is not None  # kept: a failed run can resume
+
+        api = APIClient()
+        api.force_authenticate(admin_user)
+        assert api.post(f"/api/v1/training-runs/{run.pk}/resume/").status_code == 200
+        run = _finished(run, worker)
     finally:
-        stop(worker)
-    assert run.status == "failed" and "killed by signal 9" in run.error, run.error
-    assert run.attempts == 1 and run.output_model_version is None
-    assert not services.run_root(run).exists()
+        log = stop(worker)
+    assert run.status == "succeeded", f"{run.error}\n{log[-3000:]}"
+    assert run.attempts == 2 and run.current_step == 80
+    _one_row_per_step(run)
 
 
 def test_cancelled_run_resumes_from_its_checkpoint_and_extends(preference_snapshot):
@@ -239,8 +249,10 @@ def test_resume_refusals_are_clear(preference_snapshot, admin_user, client):
     TrainingRun.objects.filter(pk=bare.pk).update(status="cancelled")
     none = api.post(f"/api/v1/training-runs/{bare.pk}/resume/")
     assert none.status_code == 409 and "no checkpoint" in none.json()["detail"]
+    client.force_login(admin_user)  # no checkpoint: the run page offers no resume
+    page = client.get(reverse("training:run", args=[bare.pk])).content.decode()
+    assert reverse("training:resume", args=[bare.pk]) not in page
 
-    client.force_login(admin_user)  # the run page's button
     page = client.get(reverse("training:run", args=[run.pk])).content.decode()
     assert reverse("training:resume", args=[run.pk]) in page
     response = client.post(reverse("training:resume", args=[run.pk]), {"max_steps": 30})
