@@ -64,7 +64,7 @@ def execute(run_id: int) -> None:
     """Claim ``run_id`` and train it to completion, cancellation or failure."""
     run = services.claim_run(run_id=run_id, worker=services.worker_identity())
     if run is None:
-        log.info("run %s is not queued any more; nothing to do", run_id)
+        log.info("run %s is finished, cancelled or held by a live process; nothing to do", run_id)
         return
     tail = LogTail()
     root = logging.getLogger()

@@ -165,3 +165,18 @@ def test_launch_form_offers_what_fits_the_kind(
     assert 'name="reward_model_version"' not in dpo and "GRPO logs no KL" not in dpo
     # the kind switch keeps the chosen snapshot (JS-free: another kind's page re-renders)
     assert f"/training/launch/sft/?snapshot={preference_snapshot.pk}" in dpo
+
+
+@pytest.mark.training
+def test_ppo_on_programmatic_rewards_trains_without_a_reward_model(preference_snapshot):
+    """Not only accepted: the run trains and registers with no reward parent (in process)."""
+    from training import services
+    from training.executor import execute
+
+    config = {"rewards": RULES, "max_steps": 2, "batch_size": 4, "max_length": 64,
+              "max_completion_length": 8, "eval_prompts": 2, "save_steps": 0}  # fmt: skip
+    run = services.launch_run(kind="ppo", snapshot=preference_snapshot, config=config)
+    execute(run.pk)
+    run.refresh_from_db()
+    assert run.status == "succeeded", run.error
+    assert not run.output_model_version.parent_links.filter(role="reward").exists()
