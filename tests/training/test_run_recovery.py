@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -21,7 +22,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.support import start_worker, stop, wait_for
-from training import services
+from training import services, validation
 from training.models import RunMetric, TrainingRun
 
 pytestmark = [pytest.mark.worker, pytest.mark.training, pytest.mark.django_db(transaction=True)]
@@ -143,6 +144,32 @@ def test_killed_training_child_is_requeued_and_resumes_from_its_checkpoint(prefe
     early = RunMetric.objects.filter(run=run, name="loss", step__lte=20)
     assert early.count() == 20 and early.filter(logged_at__gt=killed).count() == 0
     _one_row_per_step(run)
+
+
+def test_the_workers_watchdog_requeues_a_run_whose_holder_died(preference_snapshot):
+    """No message left to redeliver, and the worker started before the holder died: only the
+    running worker's watchdog can notice, within seconds, and the run then trains."""
+    worker = start_worker(BROKER_URL, extra_env=WATCH, one_job_per_child=True)
+    try:
+        wait_for(lambda: " ready." in Path(worker.log_path).read_text(), timeout=60)
+        config = validation.check_config("reward", {**FAST, "max_steps": 4}, 1).to_dict()
+        run = TrainingRun.objects.create(  # as if a child had claimed it, acknowledged its
+            kind="reward",  # message, and been killed: no message is left to redeliver
+            config=config,
+            max_steps=4,
+            snapshot=preference_snapshot,
+            base_model="builtin:tiny",
+            status="running",
+            worker=f"{socket.gethostname()}:{_dead_pid()}",
+            heartbeat_at=timezone.now(),
+            attempts=1,
+        )
+        wait_for(lambda: TrainingRun.objects.get(pk=run.pk).attempts == 2, timeout=30)
+        run = _finished(run, worker)
+    finally:
+        log = stop(worker)
+    assert run.status == "succeeded", f"{run.error}\n{log[-3000:]}"
+    assert "re-queued runs whose training process died" in log
 
 
 def test_killed_training_child_fails_after_its_last_attempt_then_resumes(
