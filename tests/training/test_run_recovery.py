@@ -126,7 +126,7 @@ def test_killed_training_child_is_requeued_and_resumes_from_its_checkpoint(prefe
         run = services.launch_run(
             kind="reward",
             snapshot=preference_snapshot,
-            config={**FAST, "max_steps": 300, "save_steps": 10},
+            config={**FAST, "max_steps": 60, "save_steps": 10},
         )
         wait_for(lambda: TrainingRun.objects.get(pk=run.pk).current_step >= 25, timeout=180)
         killed, killed_at = timezone.now(), time.monotonic()
@@ -138,7 +138,7 @@ def test_killed_training_child_is_requeued_and_resumes_from_its_checkpoint(prefe
     finally:
         log = stop(worker)
     assert run.status == "succeeded", f"{run.error}\n{log[-3000:]}"
-    assert run.attempts == 2 and run.current_step == 300
+    assert run.attempts == 2 and run.current_step == 60
     # resumed from a checkpoint (20 or later), not from scratch: steps 1-20 were trained once,
     # before the kill (a replayed step would have replaced its row, with a later time)
     early = RunMetric.objects.filter(run=run, name="loss", step__lte=20)
@@ -182,9 +182,9 @@ def test_killed_training_child_fails_after_its_last_attempt_then_resumes(
         run = services.launch_run(
             kind="reward",
             snapshot=preference_snapshot,
-            config={**FAST, "max_steps": 80, "save_steps": 2},
+            config={**FAST, "max_steps": 40, "save_steps": 4},
         )
-        wait_for(lambda: TrainingRun.objects.get(pk=run.pk).current_step >= 5, timeout=180)
+        wait_for(lambda: TrainingRun.objects.get(pk=run.pk).current_step >= 6, timeout=180)
         os.kill(_child_pid(run, worker), signal.SIGKILL)
         run = _finished(run, worker, timeout=60)
         assert worker.poll() is None
@@ -199,7 +199,7 @@ def test_killed_training_child_fails_after_its_last_attempt_then_resumes(
     finally:
         log = stop(worker)
     assert run.status == "succeeded", f"{run.error}\n{log[-3000:]}"
-    assert run.attempts == 2 and run.current_step == 80
+    assert run.attempts == 2 and run.current_step == 40
     _one_row_per_step(run)
 
 
