@@ -164,12 +164,14 @@ def test_the_workers_watchdog_requeues_a_run_whose_holder_died(preference_snapsh
             heartbeat_at=timezone.now(),
             attempts=1,
         )
-        wait_for(lambda: TrainingRun.objects.get(pk=run.pk).attempts == 2, timeout=30)
+        dead = run.worker
+        # the watchdog's pass (every 2 s) puts it back in the queue: the dead holder is gone
+        wait_for(lambda: TrainingRun.objects.get(pk=run.pk).worker != dead, timeout=30)
         run = _finished(run, worker)
     finally:
         log = stop(worker)
     assert run.status == "succeeded", f"{run.error}\n{log[-3000:]}"
-    assert "re-queued runs whose training process died" in log
+    assert run.attempts == 2 and "re-queued runs whose training process died" in log
 
 
 def test_killed_training_child_fails_after_its_last_attempt_then_resumes(
