@@ -1,4 +1,4 @@
-"""REST API for training runs: list, read, metric series, launch, cancel, and each kind's
+"""REST API for training runs: list, read, metric series, launch, cancel, resume (or extend), and
 config schema (fields, types, defaults, help); run groups ("reward per principle"). Thin over
 ``training.services`` and ``training.groups``; registered in ``config.api_urls``."""
 

@@ -1,4 +1,4 @@
-"""Training pages (admins and managers): launch, list, live run page, cancel. Thin."""
+"""Training pages (admins and managers): launch, list, live run page, cancel, resume. Thin."""
 
 from __future__ import annotations
 
