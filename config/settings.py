@@ -391,6 +391,16 @@ MODEL_ROOTS = [
     for root in os.environ.get("MODEL_ROOTS", str(DATA_DIR / "models")).split(os.pathsep)
     if root
 ]
+# --- runs that never hang (issue 18): every worker's watchdog thread looks every
+# TRAINING_WATCH_SECONDS for runs whose training process died while the worker lives and
+# re-queues them (resuming from the newest checkpoint) or, after TRAINING_MAX_ATTEMPTS starts,
+# fails them. 0 turns the watchdog off (the check still runs when a worker starts).
+TRAINING_WATCH_SECONDS = float(os.environ.get("TRAINING_WATCH_SECONDS", "15"))
+TRAINING_MAX_ATTEMPTS = int(os.environ.get("TRAINING_MAX_ATTEMPTS", "3"))
+# Whether workers may download hub models (huggingface_hub's HF_HUB_OFFLINE; config/celery.py
+# defaults workers to offline): when offline, a launch's hub id must already be in the local
+# Hugging Face cache (HF_HUB_CACHE, shared with the workers).
+HF_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() not in ("0", "false", "no")
 LAUNCH_PUBLISH_RETRIES = int(os.environ.get("LAUNCH_PUBLISH_RETRIES", "2"))
 LAUNCH_PUBLISH_RETRY_INTERVAL = float(os.environ.get("LAUNCH_PUBLISH_RETRY_INTERVAL", "0.2"))
 

@@ -4,9 +4,11 @@ tail flow to the database; any exception leaves the run ``failed`` with its trac
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from training.generation import profile_version_safely
 from training.models import TrainingRun
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class LogTail(logging.Handler):
@@ -62,7 +65,7 @@ def execute(run_id: int) -> None:
     """Claim ``run_id`` and train it to completion, cancellation or failure."""
     run = services.claim_run(run_id=run_id, worker=services.worker_identity())
     if run is None:
-        log.info("run %s is not queued any more; nothing to do", run_id)
+        log.info("run %s is finished, cancelled or held by a live process; nothing to do", run_id)
         return
     tail = LogTail()
     root = logging.getLogger()
@@ -130,6 +133,13 @@ def _record_launch(
     services.record_launch_config(run_id=run.pk, launch_config=launch)
 
 
+def _terminate_with_parent() -> None:
+    """In the forked ``torchrun``: SIGTERM it when this supervising process dies (an OOM kill),
+    so a re-queued attempt never trains beside an orphan (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _supervise_torchrun(
     run: TrainingRun,
     config: trainers.RunConfig,
@@ -168,7 +178,11 @@ def _supervise_torchrun(
     log_file = spec_dir / "torchrun.log"
     with log_file.open("w") as sink:
         process = subprocess.Popen(
-            command, cwd=settings.BASE_DIR, stdout=sink, stderr=subprocess.STDOUT
+            command,
+            cwd=settings.BASE_DIR,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_terminate_with_parent,
         )
     hooks, reports_seen, log_offset = _db_hooks(run.pk, tail), 0, 0
     while True:

@@ -183,7 +183,10 @@ class RunMetric(models.Model):
 
     class Meta:
         ordering = ["run", "name", "step"]
-        indexes = [models.Index(fields=["run", "name", "step"])]
+        # one value per (run, name, step): a resumed attempt's replayed steps replace theirs
+        constraints = [
+            models.UniqueConstraint(fields=["run", "name", "step"], name="runmetric_one_per_step")
+        ]
 
 
 # ---------------------------------------------------------------- judges (training.judges)

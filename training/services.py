@@ -2,8 +2,10 @@
 
 The run lifecycle is ``queued → running → succeeded | failed | cancelled``. A worker *claims* a
 run atomically before training, so a redelivered message never trains the same run twice; a
-worker that dies leaves the run ``running`` with a dead holder, and ``requeue_orphaned_runs``
-puts it back in the queue, where the next attempt resumes from the newest checkpoint.
+worker (or training child) that dies leaves the run ``running`` with a dead holder, and
+``requeue_orphaned_runs`` (at worker start and by every worker's watchdog) puts it back in the
+queue, where the next attempt resumes from the newest checkpoint. A cancelled or failed run
+that kept a checkpoint resumes (or extends) with ``resume_run``.
 """
 
 from __future__ import annotations
@@ -29,13 +31,16 @@ from models_registry.services import register_model_version
 from training import precedence as precedence_requests
 from training import scheduling, trainers, validation
 from training.models import RunGroup, RunMetric, TrainingRun
+from training.trainers.common import last_checkpoint
 
 Status = TrainingRun.Status
 LOG_TAIL_CHARS = 20_000
 #: kinds trained against a reference policy (their base); ORPO and SFT have none
 REFERENCE_KINDS = frozenset({"dpo", "ppo", "kto"})
 # A run whose holder has not reported for this long is presumed dead (another machine's worker).
+# A live holder's worker refreshes it every ``TRAINING_WATCH_SECONDS`` (``training.watchdog``).
 STALE_AFTER = timedelta(seconds=int(os.environ.get("RUN_STALE_SECONDS", "900")))
+DIED = "the training process died (killed by signal 9?)"
 
 
 def run_dirs(run: TrainingRun) -> tuple[Path, Path]:
@@ -188,27 +193,51 @@ def worker_identity() -> str:
 
 
 def claim_run(*, run_id: int, worker: str) -> TrainingRun | None:
-    """Atomically take a queued run; None when it is finished, cancelled or held by a live one."""
+    """Atomically take a queued run, or a running one whose holder is dead (Celery redelivers
+    the job of a killed child): None when it is finished, cancelled or held by a live process.
+
+    Every update is conditional on the status and holder read, so two live processes never
+    both win a run."""
+    run = TrainingRun.objects.filter(pk=run_id).first()
+    if run is None:
+        return None
+    if run.status == Status.QUEUED:
+        held = {"status": Status.QUEUED}
+    elif run.status == Status.RUNNING and holder_is_gone(run):
+        if run.attempts >= max_attempts():
+            _give_up(run)
+            return None
+        held = {"status": Status.RUNNING, "worker": run.worker}
+    else:
+        return None
     now = timezone.now()
-    claimed = TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
+    claimed = TrainingRun.objects.filter(pk=run_id, **held).update(
         status=Status.RUNNING,
         worker=worker,
         heartbeat_at=now,
         started_at=now,
+        finished_at=None,
         error="",
+        attempts=F("attempts") + 1,
     )
-    if not claimed:
-        return None
-    TrainingRun.objects.filter(pk=run_id).update(attempts=F("attempts") + 1)
-    return TrainingRun.objects.get(pk=run_id)
+    return TrainingRun.objects.get(pk=run_id) if claimed else None
 
 
 def record_progress(*, run_id: int, step: int, max_steps: int, logs: dict, log_tail: str) -> None:
-    """Store every numeric metric of one report and move the progress bar."""
+    """Store every numeric metric of one report and move the progress bar. A step reported
+    again (an attempt resumed from a checkpoint replays the steps after it) replaces the
+    earlier value: one row per (run, name, step)."""
     RunMetric.objects.bulk_create(
-        RunMetric(run_id=run_id, step=step, name=name[:120], value=float(value))
-        for name, value in logs.items()
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        [
+            RunMetric(run_id=run_id, step=step, name=name[:120], value=float(value))
+            for name, value in logs.items()
+            if isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        ],
+        update_conflicts=True,
+        unique_fields=["run", "name", "step"],
+        update_fields=["value", "logged_at"],
     )
     TrainingRun.objects.filter(pk=run_id).update(
         current_step=step,
@@ -314,8 +343,9 @@ def principle_reward_versions(run: TrainingRun) -> list[ModelVersion]:
 
 
 def fail_run(*, run_id: int, error: str, log_tail: str) -> None:
-    """Mark a run failed with its reason and traceback; remove everything it wrote (checkpoints,
-    launch files, a model directory no version points to): a failed run does not resume."""
+    """Mark a run failed with its reason and traceback; remove what it wrote (launch files, a
+    model directory no version points to), except a work directory holding a checkpoint: the
+    run can then resume from it (``resume_run``)."""
     TrainingRun.objects.filter(pk=run_id).update(
         status=Status.FAILED,
         error=_storable(error),
@@ -324,10 +354,22 @@ def fail_run(*, run_id: int, error: str, log_tail: str) -> None:
     )
     run = TrainingRun.objects.get(pk=run_id)
     events.publish("run.finished", run_id=run.pk, kind=run.kind, status=run.status)
-    if run.output_model_version_id is None:
+    work_dir = run_dirs(run)[1]
+    if run.output_model_version_id is not None:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    elif newest_checkpoint(run) is None:
         shutil.rmtree(run_root(run), ignore_errors=True)
     else:
-        shutil.rmtree(run_dirs(run)[1], ignore_errors=True)
+        for path in run_root(run).iterdir():
+            if path != work_dir:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def newest_checkpoint(run: TrainingRun) -> Path | None:
+    """The run's newest complete checkpoint, if it kept one."""
+    marker = "ppo_state.pt" if run.kind == "ppo" else "trainer_state.json"  # a complete one
+    found = last_checkpoint(run_dirs(run)[1] / "checkpoints", marker=marker)
+    return Path(found) if found else None
 
 
 def failure_text(exc: BaseException, trace: str) -> str:
@@ -344,6 +386,7 @@ def _storable(text: str) -> str:
 
 
 def _holder_is_dead(worker: str) -> bool:
+    """The holder ``host:pid`` is a process of this host that no longer exists."""
     host, _, pid = worker.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
@@ -356,23 +399,104 @@ def _holder_is_dead(worker: str) -> bool:
     return False
 
 
-def requeue_orphaned_runs() -> list[int]:
-    """Runs held by a dead process on this host, or silent for ``STALE_AFTER``: back to queued.
+def holder_is_gone(run: TrainingRun) -> bool:
+    """A running run's holder is dead (this host) or silent for ``STALE_AFTER`` (any host)."""
+    stale = run.heartbeat_at is not None and run.heartbeat_at < timezone.now() - STALE_AFTER
+    return _holder_is_dead(run.worker) or stale
 
-    Called when a worker starts. Each re-queued run resumes from its newest checkpoint.
-    """
-    stale = timezone.now() - STALE_AFTER
+
+def max_attempts() -> int:
+    """How many times a run may start before a dead holder fails it (``TRAINING_MAX_ATTEMPTS``)."""
+    return settings.TRAINING_MAX_ATTEMPTS
+
+
+def requeue_orphaned_runs() -> list[int]:
+    """Runs held by a dead process on this host, or silent for ``STALE_AFTER``: back to queued
+    (each resumes from its newest checkpoint), or failed once they used ``max_attempts()``.
+
+    Called when a worker starts and every ``TRAINING_WATCH_SECONDS`` by its watchdog
+    (``training.watchdog``), so a training child killed while its worker lives (an OOM kill)
+    is noticed within seconds. Returns the ids of the runs re-queued."""
     requeued = []
     for run in TrainingRun.objects.filter(status=Status.RUNNING):
-        if not (_holder_is_dead(run.worker) or (run.heartbeat_at and run.heartbeat_at < stale)):
+        if not holder_is_gone(run):
+            continue
+        if run.attempts >= max_attempts():
+            _give_up(run)
             continue
         updated = TrainingRun.objects.filter(
             pk=run.pk, status=Status.RUNNING, worker=run.worker
-        ).update(status=Status.QUEUED, worker="")
+        ).update(status=Status.QUEUED, worker="", error=DIED)
         if updated:
             requeued.append(run.pk)
             enqueue(run)
     return requeued
+
+
+def _give_up(run: TrainingRun) -> None:
+    """Fail a run whose holder died after its last allowed attempt (once, whoever sees it)."""
+    failed = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, worker=run.worker)
+    if failed.update(status=Status.FAILED):
+        fail_run(
+            run_id=run.pk,
+            error=f"{DIED}; gave up after {run.attempts} attempts (TRAINING_MAX_ATTEMPTS)",
+            log_tail=run.log_tail,
+        )
+
+
+def refresh_live_holders() -> int:
+    """Refresh the heartbeat of running runs held by live processes of this host (a quiet
+    but living run — loading a large model, a long evaluation — is never presumed dead)."""
+    prefix = f"{socket.gethostname()}:"
+    live = [
+        run.pk
+        for run in TrainingRun.objects.filter(status=Status.RUNNING, worker__startswith=prefix)
+        if not _holder_is_dead(run.worker)
+    ]
+    return TrainingRun.objects.filter(pk__in=live, status=Status.RUNNING).update(
+        heartbeat_at=timezone.now()
+    )
+
+
+RESUMABLE = (Status.CANCELLED, Status.FAILED)
+
+
+class NotResumable(DomainError):
+    """The run cannot resume now (its state, or no checkpoint): HTTP 409."""
+
+    http_status = 409
+
+
+@transaction.atomic
+def resume_run(*, run: TrainingRun, max_steps: int | None = None) -> TrainingRun:
+    """Queue a cancelled (or failed) run again from its newest checkpoint; ``max_steps`` above
+    the old one extends it. Raises ``NotResumable`` (409) when the run is not cancelled or
+    failed, or kept no checkpoint; ``LaunchRejected`` (400) for a bad ``max_steps``."""
+    run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    if run.status not in RESUMABLE:
+        raise NotResumable(f"run {run.pk} is {run.status}; only a cancelled or failed run resumes")
+    checkpoint = newest_checkpoint(run)
+    if checkpoint is None:
+        raise NotResumable(
+            f"run {run.pk} kept no checkpoint to resume from (save_steps was 0, or it stopped "
+            "before its first checkpoint)"
+        )
+    reached = int(checkpoint.name.rpartition("-")[2])
+    config = dict(run.config)
+    if max_steps is not None:
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps <= reached:
+            raise validation.LaunchRejected(
+                f"max_steps must be an integer above the checkpoint's step {reached}",
+                "max_steps",
+            )
+        config["max_steps"] = max_steps
+        config = validation.check_config(run.kind, config, run.num_processes).to_dict()
+    run.config, run.max_steps = config, config["max_steps"]
+    run.status, run.cancel_requested, run.finished_at, run.error = Status.QUEUED, False, None, ""
+    run.worker, run.progress = "", min(1.0, run.current_step / run.max_steps)
+    run.save()
+    transaction.on_commit(lambda: enqueue(run))
+    return run
 
 
 def _json_safe(value):

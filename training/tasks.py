@@ -10,7 +10,7 @@ from celery import shared_task
 from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 from django.db import close_old_connections
 
-from training import demo, groups, scheduling, services
+from training import demo, groups, scheduling, services, watchdog
 from training.devices import probe as probe_devices
 from training.executor import execute
 from training.generation import execute_generation, profile_version_safely
@@ -86,9 +86,11 @@ def launch_demo_policy(self, reward_run_id: int) -> str:
 
 @worker_ready.connect
 def resume_orphaned_runs(**_) -> None:
-    """A (re)started worker puts runs and judge jobs whose holder died back in the queue."""
+    """A (re)started worker puts runs and judge jobs whose holder died back in the queue, then
+    keeps watching for training children that die while it lives (``training.watchdog``)."""
     services.requeue_orphaned_runs()
     judge_services.requeue_orphaned()
+    watchdog.start()
 
 
 @celeryd_after_setup.connect

@@ -5,9 +5,10 @@ One function per family of fields, each raising :class:`LaunchRejected` that nam
 and the limit: :func:`check_processes`, :func:`check_config` (the kind's schema, bounded by the
 deployment's ``TRAINING_MAX_*`` settings), :func:`check_base_model` (a builtin id, a registry
 ``name@version``, a hub ``org/name`` id, or a path under ``MODEL_ROOTS``), :func:`check_inputs`
-(snapshot and reward model), :func:`check_peft` (QLoRA only where a GPU is). A later
-launch-time check (the base exists and fits the queue's devices) is one more family function
-called from :func:`validate_launch`.
+(snapshot and reward model), :func:`check_peft` (QLoRA only where a GPU is),
+:func:`check_strategy` (sharding only on GPUs), then the launch-time checks of what the worker
+would only find out later: :func:`check_base_exists`, :func:`check_precision`,
+:func:`check_snapshot_size`.
 """
 
 from __future__ import annotations
@@ -118,7 +119,10 @@ def validate_launch(
     check_peft(run_config, queue)
     check_strategy(run_config, queue)
     base_model, base_model_version = check_base_model(base_model, base_model_version)
+    check_base_exists(base_model)
+    check_precision(run_config, queue)
     snapshot = check_inputs(kind, snapshot, reward_model_version, run_config, principle_keys or [])
+    check_snapshot_size(snapshot, run_config)
     return Launch(
         kind=kind,
         config=run_config,
@@ -275,12 +279,15 @@ def check_inputs(
             f"a {kind} run needs a {' or '.join(wanted)} snapshot, not {snapshot.kind}", "snapshot"
         )
     rewards = getattr(config, "rewards", None) or []
-    uses_reward_model = kind == "ppo" or any(
-        spec["type"] in ("reward_model", "principles") for spec in rewards
-    )
+    uses_reward_model = any(spec["type"] in ("reward_model", "principles") for spec in rewards)
     if uses_reward_model and reward_model_version is None and not principle_keys:
         raise LaunchRejected(
             f"this {kind} run needs a reward model version", "reward_model_version"
+        )
+    if getattr(config, "value_init", None) == "reward_model" and not uses_reward_model:
+        raise LaunchRejected(
+            "value_init='reward_model' needs a reward_model entry in rewards (and its version)",
+            "config.value_init",
         )
     if reward_model_version and reward_model_version.registered_model.kind != "reward":
         raise LaunchRejected(
@@ -297,3 +304,62 @@ def check_inputs(
             "config.rewards",
         )
     return snapshot
+
+
+# --- launch-time checks (issue 18): what the worker would only find out later ---------------
+
+#: precisions a CPU worker cannot train in (the ``cpu`` queue's workers have no GPU)
+GPU_PRECISIONS = ("bf16", "fp16")
+
+
+def check_base_exists(base_model: str) -> None:
+    """The base model can be loaded where the run will train: a local path exists (it already
+    lies under ``MODEL_ROOTS``); a hub id, when the deployment is offline (``HF_HUB_OFFLINE``,
+    the workers' default), is already in the local Hugging Face cache. A registered version
+    and ``builtin:tiny`` always exist."""
+    if base_model.startswith("/"):
+        if not Path(base_model).exists():
+            raise LaunchRejected(
+                f"base model path {base_model!r:.300} does not exist (it must be a model "
+                "directory under MODEL_ROOTS)",
+                "base_model",
+            )
+        return
+    if HUB_ID.fullmatch(base_model) and settings.HF_HUB_OFFLINE and not hub_cached(base_model):
+        raise LaunchRejected(
+            f"{base_model!r} is not in the local Hugging Face cache and downloads are off "
+            "(HF_HUB_OFFLINE=1): download it first, give a path under MODEL_ROOTS, or set "
+            "HF_HUB_OFFLINE=0 on the deployment",
+            "base_model",
+        )
+
+
+def hub_cached(repo_id: str) -> bool:
+    """The hub model ``repo_id`` has a config in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def check_precision(config: trainers.RunConfig, queue: str) -> None:
+    """bf16 / fp16 need a GPU: refused on the ``cpu`` queue (``auto`` resolves on the worker)."""
+    if queue == TrainingRun.Queue.CPU and config.precision in GPU_PRECISIONS:
+        raise LaunchRejected(
+            f"precision {config.precision} needs a GPU; the cpu queue's workers train in fp32 "
+            "(choose auto or fp32, or the gpu queue)",
+            "config.precision",
+        )
+
+
+def check_snapshot_size(snapshot: DatasetSnapshot, config: trainers.RunConfig) -> None:
+    """The snapshot has rows to train on, and enough to hold some out when ``eval_fraction``
+    asks for an evaluation (the split of ``trainers.common.split_rows``)."""
+    rows = snapshot.row_count
+    if rows < 1:
+        raise LaunchRejected(f"snapshot {snapshot.pk} has no rows: nothing to train on", "snapshot")
+    if config.eval_fraction > 0 and rows < 2:
+        raise LaunchRejected(
+            f"snapshot {snapshot.pk} has {rows} row: eval_fraction {config.eval_fraction} "
+            "holds out none of it (set eval_fraction to 0, or use at least 2 rows)",
+            "config.eval_fraction",
+        )

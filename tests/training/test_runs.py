@@ -115,15 +115,17 @@ def test_crashing_run_is_failed_with_traceback_and_no_artifact(
     worker, preference_snapshot, settings, tmp_path
 ):
     settings.MODEL_ROOTS = [tmp_path]  # a path a launch accepts, where no model is
+    (tmp_path / "no-model-here").mkdir()  # it exists (a launch checks), but holds no model
     run = services.launch_run(
         kind="reward",
         snapshot=preference_snapshot,
         config=FAST,
-        base_model=str(tmp_path / "nonexistent" / "model"),
+        base_model=str(tmp_path / "no-model-here"),
     )
     run = _finished(run, worker)
     assert run.status == "failed"
-    assert "Traceback" in run.error and "nonexistent" in run.error
+    # the reason first (the empty directory has no tokenizer to load), then the traceback
+    assert run.error.startswith("ValueError: ") and "Traceback" in run.error
     assert run.output_model_version is None
     final_dir, work_dir = services.run_dirs(run)
     assert not final_dir.exists() and not work_dir.exists()
