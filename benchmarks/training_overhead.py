@@ -1,7 +1,7 @@
 """Platform overhead of training runs: the same job through Celery + Django versus bare TRL.
 
     .venv/bin/python benchmarks/training_overhead.py [--steps N] [--quick] [--paired]
-                                                     [--repeats R] [--jobs reward dpo]
+                                                     [--repeats R] [--jobs reward dpo] [--lora]
 
 For each job (a reward model with TRL ``RewardTrainer`` and DPO with TRL ``DPOTrainer``) it runs
 
@@ -29,6 +29,9 @@ after its one task), the train loop (TRL's ``train_runtime``) and the rest, a ph
 measured against the same database. Runs alternate which side goes first; ``--paired`` starts
 both at the same moment so that both see the same load from other users of the machine.
 ``--quick`` runs a few steps only, to check that the script works; its ratios mean nothing.
+``--lora`` trains a LoRA adapter on both sides (the same rank, alpha, dropout and target
+modules: the platform's ``peft: lora`` config, ``peft_config=LoraConfig(...)`` in the bare
+script; DPO's reference is then the adapter disabled on both sides, no second model).
 Everything it starts (worker, subprocesses, temporary directory) is cleaned up on exit.
 """
 
@@ -65,6 +68,8 @@ LEARNING_RATE = {"reward": 1e-4, "dpo": 1e-5}
 EVAL_FRACTION = 0.1  # platform default: held out from training and evaluated after it
 
 MODEL = {"n_embd": 256, "n_layer": 4, "n_head": 4, "n_positions": 512}
+# --lora: the platform's defaults, with GPT-2's default targets spelled out for the bare script
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["c_attn", "c_proj", "c_fc"]}
 
 BUILD_BASE = r"""
 import json, sys
@@ -107,6 +112,16 @@ common = dict(
     bf16=False, fp16=False, use_cpu=True, activation_checkpointing=False, save_strategy="no",
     report_to="none", disable_tqdm=True, dataloader_num_workers=0,
 )
+peft_config = None
+if spec["lora"]:
+    from peft import LoraConfig
+
+    lora = spec["lora"]
+    peft_config = LoraConfig(
+        r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+        target_modules=lora["target_modules"],
+        task_type="SEQ_CLS" if kind == "reward" else "CAUSAL_LM",
+    )
 if kind == "reward":
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype="float32")
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -122,7 +137,7 @@ if kind == "reward":
     ])
     trainer = RewardTrainer(
         model=model, args=RewardConfig(**common, max_length=spec["max_length"]),
-        train_dataset=train, processing_class=tokenizer,
+        train_dataset=train, processing_class=tokenizer, peft_config=peft_config,
     )
 else:
     model = AutoModelForCausalLM.from_pretrained(base, dtype="float32")
@@ -130,9 +145,10 @@ else:
         [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
     )
     trainer = DPOTrainer(
-        model=model, ref_model=AutoModelForCausalLM.from_pretrained(base),
+        model=model,
+        ref_model=None if peft_config else AutoModelForCausalLM.from_pretrained(base),
         args=DPOConfig(**common, max_length=spec["max_length"]),
-        train_dataset=train, processing_class=tokenizer,
+        train_dataset=train, processing_class=tokenizer, peft_config=peft_config,
     )
 marks["ready"] = time.time()
 output = trainer.train()
@@ -213,7 +229,9 @@ def build_base_model(directory: Path, rows: list[dict], env: dict) -> int:
 class BareJob:
     """One bare TRL job in a fresh process; its marks are seconds after the process started."""
 
-    def __init__(self, kind: str, rows: list[dict], steps: int, base: Path, tmp: Path, env: dict):
+    def __init__(
+        self, kind: str, rows: list[dict], steps: int, base: Path, tmp: Path, env: dict, lora: bool
+    ):
         self.kind = kind
         self.work = tmp / f"bare-{kind}-{time.time_ns()}"
         self.work.mkdir()
@@ -222,7 +240,7 @@ class BareJob:
             "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE[kind],
             "max_length": MAX_LENGTH, "logging_steps": LOGGING_STEPS,
             "scratch_dir": str(self.work / "scratch"), "output_dir": str(self.work / "model"),
-            "result_file": str(self.work / "result.json"),
+            "result_file": str(self.work / "result.json"), "lora": LORA if lora else None,
         }  # fmt: skip
         (self.work / "spec.json").write_text(json.dumps(spec))
         (self.work / "bare.py").write_text(BARE)
@@ -342,11 +360,15 @@ def start_worker(env: dict, log_path: Path) -> subprocess.Popen:
     return process
 
 
-def platform_config(kind: str, steps: int) -> dict:
+def platform_config(kind: str, steps: int, lora: bool) -> dict:
+    peft = {
+        "peft": "lora", "lora_r": LORA["r"], "lora_alpha": LORA["alpha"],
+        "lora_dropout": LORA["dropout"], "lora_target_modules": LORA["target_modules"],
+    } if lora else {}  # fmt: skip
     return {
         "max_steps": steps, "batch_size": BATCH_SIZE, "learning_rate": LEARNING_RATE[kind],
         "seed": SEED, "max_length": MAX_LENGTH, "logging_steps": LOGGING_STEPS,
-        "precision": "fp32", "save_steps": 0, "eval_fraction": EVAL_FRACTION,
+        "precision": "fp32", "save_steps": 0, "eval_fraction": EVAL_FRACTION, **peft,
     }  # fmt: skip
 
 
@@ -374,14 +396,16 @@ class PlatformJob:
 
     FINISHED = ("succeeded", "failed", "cancelled")
 
-    def __init__(self, kind: str, steps: int, snapshot, base: Path, worker: subprocess.Popen):
+    def __init__(
+        self, kind: str, steps: int, snapshot, base: Path, worker: subprocess.Popen, lora: bool
+    ):
         from training import services
 
         self.kind, self.worker = kind, worker
         self.cpu_before = proc_cpu(worker.pid)
         self.start = time.time()
         self.run = services.launch_run(
-            kind=kind, config=platform_config(kind, steps), snapshot=snapshot,
+            kind=kind, config=platform_config(kind, steps, lora), snapshot=snapshot,
             base_model=str(base), name=f"bench-{kind}",
         )  # fmt: skip
         self.launched = time.time()
@@ -476,12 +500,13 @@ def run_pair(
     env: dict,
     paired: bool,
     bare_first: bool,
+    lora: bool = False,
 ) -> tuple[dict, dict]:
     """The bare and the platform job, one after the other or (``paired``) both at once."""
     rows = train_rows_of(kind, snapshot)
     starters = {
-        "bare": lambda: BareJob(kind, rows, steps, base, tmp, env),
-        "platform": lambda: PlatformJob(kind, steps, snapshot, base, worker),
+        "bare": lambda: BareJob(kind, rows, steps, base, tmp, env, lora),
+        "platform": lambda: PlatformJob(kind, steps, snapshot, base, worker, lora),
     }
     order = ["bare", "platform"] if bare_first else ["platform", "bare"]
     jobs = {}
@@ -586,6 +611,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS for both sides")
     parser.add_argument("--rows", type=int, default=512, help="preference pairs in the snapshot")
     parser.add_argument("--keep", action="store_true", help="keep the temporary DATA_DIR")
+    parser.add_argument("--lora", action="store_true", help="train a LoRA adapter on both sides")
     args = parser.parse_args()
     steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)
 
@@ -608,7 +634,7 @@ def main() -> int:
     worker = None
     try:
         print(f"training overhead: steps={steps} jobs={','.join(args.jobs)} repeats={args.repeats} "
-              f"{'paired ' if args.paired else ''}"
+              f"{'paired ' if args.paired else ''}{'lora ' if args.lora else ''}"
               f"threads={args.threads} rows={args.rows} cpus={os.cpu_count()}")  # fmt: skip
         print(f"start: {load_line()}")
         rows = preference_rows(args.rows)
@@ -625,7 +651,16 @@ def main() -> int:
             for index, kind in enumerate(args.jobs):
                 bare_first = (repeat + index) % 2 == 0  # alternate the order against drift
                 bare, plat = run_pair(
-                    kind, steps, snapshot, base, worker, tmp, env, args.paired, bare_first
+                    kind,
+                    steps,
+                    snapshot,
+                    base,
+                    worker,
+                    tmp,
+                    env,
+                    args.paired,
+                    bare_first,
+                    args.lora,
                 )
                 order = "bare first" if bare_first else "platform first"
                 plat["order"] = ("both at once, " if args.paired else "") + order

@@ -25,6 +25,7 @@ from django.contrib.auth.backends import ModelBackend
 from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.throttling import BaseThrottle
@@ -91,3 +92,21 @@ class CachedTokenAuthentication(TokenAuthentication):
         if not user.is_active:  # an entry is dropped when its user is saved: belt and braces
             raise AuthenticationFailed(_("User inactive or deleted."))
         return user, self.get_model()(key=key, user=user)
+
+
+class BearerTokenAuthentication(CachedTokenAuthentication):
+    """The same API tokens sent as ``Authorization: Bearer <token>`` (what MLflow's clients
+    send from ``MLFLOW_TRACKING_TOKEN``)."""
+
+    keyword = "Bearer"
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """The schema's name for it (``tokenAuth`` is the ``Token`` scheme's)."""
+
+    target_class = BearerTokenAuthentication
+    name = "bearerAuth"
+    priority = 1
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer"}

@@ -5,6 +5,7 @@ SQLite-backed Celery broker under ``DATA_DIR``. ``DJANGO_ENV=production`` requir
 ``SECRET_KEY`` and turns on every deployment safeguard (``manage.py check --deploy`` is clean).
 """
 
+import json
 import os
 import sys
 from datetime import timedelta
@@ -36,6 +37,19 @@ PRODUCTION = ENVIRONMENT == "production"
 DATA_DIR = Path(os.environ.get("DATA_DIR", BASE_DIR / "var")).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", DATA_DIR / "artifacts")).resolve()
+# Where registered artifacts are kept: empty = under ARTIFACT_ROOT (one machine or a shared
+# filesystem); an fsspec URL (s3://bucket/prefix, gs://…) for workers on several machines
+# (models_registry.storage). Its options (endpoint_url, key, secret…) are JSON, never logged.
+ARTIFACT_STORAGE_URL = os.environ.get("ARTIFACT_STORAGE_URL", "").rstrip("/")
+try:
+    ARTIFACT_STORAGE_OPTIONS = json.loads(os.environ.get("ARTIFACT_STORAGE_OPTIONS") or "{}")
+except ValueError as exc:
+    raise ImproperlyConfigured("ARTIFACT_STORAGE_OPTIONS must be a JSON object") from exc
+if not isinstance(ARTIFACT_STORAGE_OPTIONS, dict):
+    raise ImproperlyConfigured("ARTIFACT_STORAGE_OPTIONS must be a JSON object")
+# Experiment trackers every run reports to unless its config says otherwise (comma-separated:
+# mlflow, tensorboard, wandb; their own env such as MLFLOW_TRACKING_URI configures them).
+TRAINING_REPORT_TO = env_list("TRAINING_REPORT_TO", "")
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media")).resolve()
 MEDIA_URL = "/media/"
 
@@ -209,6 +223,7 @@ SPECTACULAR_SETTINGS = {
         "TrainingRunKindEnum": "training.models.TrainingRunKind",
         "TrainingRunStatusEnum": "training.models.TrainingRunStatus",
         "RegisteredModelKindEnum": "models_registry.models.RegisteredModelKind",
+        "ModelVersionStageEnum": "models_registry.models.ModelVersionStage",
     },
 }
 
@@ -377,6 +392,16 @@ MODEL_ROOTS = [
     for root in os.environ.get("MODEL_ROOTS", str(DATA_DIR / "models")).split(os.pathsep)
     if root
 ]
+# --- runs that never hang (issue 18): every worker's watchdog thread looks every
+# TRAINING_WATCH_SECONDS for runs whose training process died while the worker lives and
+# re-queues them (resuming from the newest checkpoint) or, after TRAINING_MAX_ATTEMPTS starts,
+# fails them. 0 turns the watchdog off (the check still runs when a worker starts).
+TRAINING_WATCH_SECONDS = float(os.environ.get("TRAINING_WATCH_SECONDS", "15"))
+TRAINING_MAX_ATTEMPTS = int(os.environ.get("TRAINING_MAX_ATTEMPTS", "3"))
+# Whether workers may download hub models (huggingface_hub's HF_HUB_OFFLINE; config/celery.py
+# defaults workers to offline): when offline, a launch's hub id must already be in the local
+# Hugging Face cache (HF_HUB_CACHE, shared with the workers).
+HF_HUB_OFFLINE = os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() not in ("0", "false", "no")
 LAUNCH_PUBLISH_RETRIES = int(os.environ.get("LAUNCH_PUBLISH_RETRIES", "2"))
 LAUNCH_PUBLISH_RETRY_INTERVAL = float(os.environ.get("LAUNCH_PUBLISH_RETRY_INTERVAL", "0.2"))
 

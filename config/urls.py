@@ -30,6 +30,8 @@ urlpatterns = [
     ),
     path("api/v1/registry/", include("models_registry.registry_api", namespace="registry-api")),
     path("api/v1/", include("config.api_urls", namespace="api")),
+    # MLflow's model-registry REST paths, for the real MLflow client (models_registry.mlflow_api)
+    path("api/2.0/mlflow/", include("models_registry.mlflow_api", namespace="mlflow-api")),
     path("training/", include("training.urls")),
     path("registry/", include("models_registry.urls")),
     path("quality/", include("annotation.quality.urls")),

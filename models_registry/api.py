@@ -35,7 +35,8 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
         fields = ["id", "registered_model", "name", "kind", "version", "stage", "artifact_uri",
-                  "sha256", "size_bytes", "parents", "dataset_snapshot", "principle_set",
+                  "artifact_format", "sha256", "size_bytes", "parents", "dataset_snapshot",
+                  "principle_set",
                   "annotator_contributions", "data_discretion_profile",
                   "model_discretion_profile", "eval_metrics", "model_card",
                   "created_at"]  # fmt: skip

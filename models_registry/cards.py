@@ -180,7 +180,12 @@ def render_model_card(version: ModelVersion) -> str:
         f"- Kind: **{head['kind']}** · stage: **{head['stage']}** · registered "
         f"{head['created_at']}",
         f"- Artifact: `{head['artifact_uri'] or '–'}` (sha256 `{head['sha256'] or '–'}`, "
-        f"{head['size_bytes']} bytes)",
+        f"{head['size_bytes']} bytes)"
+        + (
+            "; a LoRA adapter over its base (download it merged with `?format=merged`)"
+            if head["artifact_format"] == "adapter"
+            else ""
+        ),
         f"- Acts as annotator `{head['annotator'] or '–'}` in discretion reports",
     ]
     if run:

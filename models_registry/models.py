@@ -14,6 +14,8 @@ class RegisteredModelKind(models.TextChoices):
     DPO = "dpo", "DPO"
     PPO = "ppo", "PPO"
     GRPO = "grpo", "GRPO"
+    KTO = "kto", "KTO"
+    ORPO = "orpo", "ORPO"
 
 
 class RegisteredModel(models.Model):
@@ -40,10 +42,16 @@ class ModelVersionStage(models.TextChoices):
     ARCHIVED = "archived", "Archived"
 
 
+class ArtifactFormat(models.TextChoices):
+    FULL = "full", "Full weights"
+    ADAPTER = "adapter", "Adapter (LoRA) over its base"
+
+
 class ModelVersion(models.Model):
     """One trained artifact with everything that fed it."""
 
     Stage = ModelVersionStage
+    ArtifactFormat = ArtifactFormat
     registered_model = models.ForeignKey(
         RegisteredModel, on_delete=models.CASCADE, related_name="versions"
     )
@@ -52,6 +60,11 @@ class ModelVersion(models.Model):
     artifact_uri = models.CharField(max_length=500, blank=True)
     sha256 = models.CharField(max_length=64, blank=True)
     size_bytes = models.BigIntegerField(default=0)
+    # An adapter's base is its "base" parent (or the path / hub id its adapter_config names);
+    # it downloads as the adapter or merged into that base.
+    artifact_format = models.CharField(
+        max_length=8, choices=ArtifactFormat.choices, default=ArtifactFormat.FULL
+    )
     parents = models.ManyToManyField(
         "self", symmetrical=False, blank=True, related_name="children", through="ModelParent"
     )
@@ -87,6 +100,7 @@ class ModelVersion(models.Model):
                 fields=["registered_model", "version"], name="modelversion_model_version"
             ),
             choices_check("stage", ModelVersionStage, "modelversion_stage_valid"),
+            choices_check("artifact_format", ArtifactFormat, "modelversion_artifact_format_valid"),
         ]
 
     def __str__(self) -> str:

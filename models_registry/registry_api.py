@@ -10,11 +10,14 @@ admins, managers and viewers (auditors); writes and artifact downloads for admin
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import path, reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -24,9 +27,10 @@ from common.api import ApiMixin
 from common.errors import DomainError
 from common.query_limits import time_limit
 from models_registry import selectors, services
-from models_registry.artifacts import stream_tar
+from models_registry.artifacts import merged_tar, stream_tar
 from models_registry.cards import render_model_card
 from models_registry.models import GenerationJob, ModelParent, ModelVersion, RegisteredModel
+from models_registry.storage import local_copy, remote_entries
 
 MAX_INT = 2**31 - 1
 STAGES = ModelVersion.Stage.choices
@@ -36,7 +40,8 @@ QUEUES = [("cpu", "CPU"), ("gpu", "GPU")]  # as TrainingRun.Queue (one enum in t
 # ---------------------------------------------------------------- JSON shapes
 
 
-def _ms(moment) -> int:
+def millis(moment) -> int:
+    """A moment as MLflow's timestamps: whole milliseconds since the epoch."""
     return int(moment.timestamp() * 1000)
 
 
@@ -54,9 +59,10 @@ def version_json(version: ModelVersion, request=None) -> dict:
         "source": version.artifact_uri,
         "run_id": str(run.pk) if run is not None else None,
         "status": "READY",
-        "creation_timestamp": _ms(version.created_at),
+        "creation_timestamp": millis(version.created_at),
         "sha256": version.sha256,
         "size_bytes": version.size_bytes,
+        "artifact_format": version.artifact_format,
         "parents": [
             {
                 "role": link.role,
@@ -82,7 +88,7 @@ def model_json(model: RegisteredModel, with_latest: bool = True) -> dict:
         "id": model.pk,
         "kind": model.kind,
         "description": model.description,
-        "creation_timestamp": _ms(model.created_at),
+        "creation_timestamp": millis(model.created_at),
     }
     if with_latest:
         out["latest_versions"] = [
@@ -96,6 +102,9 @@ def model_json(model: RegisteredModel, with_latest: bool = True) -> dict:
 
 class NameSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
+
+
+DOWNLOAD_FORMATS = ("stored", "adapter", "merged")
 
 
 class VersionRefSerializer(NameSerializer):
@@ -116,10 +125,18 @@ class CreateModelSerializer(NameSerializer):
     description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
 
 
+class StageField(serializers.ChoiceField):
+    """A stage in any case (MLflow's clients send ``Production``; we store ``production``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=STAGES, **kwargs)
+
+    def to_internal_value(self, data):
+        return super().to_internal_value(data.lower() if isinstance(data, str) else data)
+
+
 class LatestSerializer(NameSerializer):
-    stages = serializers.ListField(
-        child=serializers.ChoiceField(choices=STAGES), required=False, default=list
-    )
+    stages = serializers.ListField(child=StageField(), required=False, default=list)
 
 
 class ParentRefSerializer(VersionRefSerializer):
@@ -139,7 +156,7 @@ class CreateVersionSerializer(NameSerializer):
 
 
 class TransitionSerializer(VersionRefSerializer):
-    stage = serializers.ChoiceField(choices=STAGES)
+    stage = StageField()
     archive_existing_versions = serializers.BooleanField(default=False)
     comment = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
@@ -185,7 +202,7 @@ class LeaderboardSerializer(serializers.Serializer):
     n_boot = serializers.IntegerField(min_value=0, max_value=1000, default=200)
 
 
-def _query(serializer_class, request) -> dict:
+def query_data(serializer_class, request) -> dict:
     data = {}
     for key in request.query_params:
         values = request.query_params.getlist(key)
@@ -196,13 +213,13 @@ def _query(serializer_class, request) -> dict:
     return serializer.validated_data
 
 
-def _body(serializer_class, request) -> dict:
+def body_data(serializer_class, request) -> dict:
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
 
 
-def _version(data: dict) -> ModelVersion:
+def version_ref(data: dict) -> ModelVersion:
     return selectors.get_version(name=data["name"], version=data["version"])
 
 
@@ -213,7 +230,7 @@ def _label_version(text: str) -> ModelVersion:
     return selectors.get_version(name=name, version=number)
 
 
-def _page(qs, data: dict, render) -> tuple[list, str | None]:
+def paged(qs, data: dict, render) -> tuple[list, str | None]:
     start, size = data["page_token"], data["max_results"]
     rows = list(qs[start : start + size + 1])
     token = str(start + size) if len(rows) > size else None
@@ -251,7 +268,7 @@ class CreateRegisteredModel(RegistryView):
     @extend_schema(request=CreateModelSerializer, responses={201: OpenApiTypes.OBJECT})
     def post(self, request):
         """Create a registered model (MLflow ``registered-models/create``)."""
-        data = _body(CreateModelSerializer, request)
+        data = body_data(CreateModelSerializer, request)
         model, created = RegisteredModel.objects.get_or_create(
             name=data["name"],
             defaults={"kind": data["kind"], "description": data.get("description", "")},
@@ -265,7 +282,7 @@ class GetRegisteredModel(RegistryView):
     @extend_schema(parameters=_params(NameSerializer), responses=OpenApiTypes.OBJECT)
     def get(self, request):
         """A registered model with its latest version per stage."""
-        data = _query(NameSerializer, request)
+        data = query_data(NameSerializer, request)
         model = RegisteredModel.objects.get(name=data["name"])
         return Response({"registered_model": model_json(model)})
 
@@ -274,10 +291,10 @@ class SearchRegisteredModels(RegistryView):
     @extend_schema(parameters=_params(SearchSerializer), responses=OpenApiTypes.OBJECT)
     def get(self, request):
         """Registered models matching an MLflow filter (``name LIKE 'rm-%'``, ``kind = 'sft'``)."""
-        data = _query(SearchSerializer, request)
+        data = query_data(SearchSerializer, request)
         qs = selectors.search_models(data["filter"], data["order_by"])
         with time_limit():
-            rows, token = _page(qs, data, model_json)
+            rows, token = paged(qs, data, model_json)
         return Response({"registered_models": rows, "next_page_token": token})
 
 
@@ -285,7 +302,7 @@ class LatestVersions(RegistryView):
     @extend_schema(parameters=_params(LatestSerializer), responses=OpenApiTypes.OBJECT)
     def get(self, request):
         """The newest version in each stage (or in the given ``stages``)."""
-        data = _query(LatestSerializer, request)
+        data = query_data(LatestSerializer, request)
         model = RegisteredModel.objects.get(name=data["name"])
         found = selectors.latest_versions(model, data["stages"])
         return Response({"model_versions": [version_json(v) for v in found]})
@@ -299,8 +316,8 @@ class CreateModelVersion(RegistryView):
     def post(self, request):
         """Register a new version from an artifact under the artifact root (hashed here) or a
         remote URI, with its parents and dataset snapshot (MLflow ``model-versions/create``)."""
-        data = _body(CreateVersionSerializer, request)
-        parents = [(p["role"], _version(p)) for p in data["parents"]]
+        data = body_data(CreateVersionSerializer, request)
+        parents = [(p["role"], version_ref(p)) for p in data["parents"]]
         snapshot = (
             DatasetSnapshot.objects.get(pk=data["dataset_snapshot"])
             if data.get("dataset_snapshot")
@@ -324,7 +341,7 @@ class GetModelVersion(RegistryView):
     @extend_schema(parameters=_params(VersionRefSerializer), responses=OpenApiTypes.OBJECT)
     def get(self, request):
         """One version (MLflow ``model-versions/get``)."""
-        version = _version(_query(VersionRefSerializer, request))
+        version = version_ref(query_data(VersionRefSerializer, request))
         return Response({"model_version": version_json(version)})
 
 
@@ -336,10 +353,10 @@ class SearchModelVersions(RegistryView):
         principle_set; operators =, !=, LIKE, ILIKE, NOT LIKE, IN). version, run_id and
         dataset_snapshot take whole numbers (400 otherwise); a search running past
         ``QUERY_TIME_LIMIT_MS`` is cancelled (503)."""
-        data = _query(SearchSerializer, request)
+        data = query_data(SearchSerializer, request)
         qs = selectors.search_versions(data["filter"], data["order_by"])
         with time_limit():
-            rows, token = _page(qs, data, version_json)
+            rows, token = paged(qs, data, version_json)
         return Response({"model_versions": rows, "next_page_token": token})
 
 
@@ -348,9 +365,9 @@ class TransitionStage(RegistryView):
     def post(self, request):
         """Move a version to none / staging / production / archived; logged with who and why
         (MLflow ``model-versions/transition-stage``)."""
-        data = _body(TransitionSerializer, request)
+        data = body_data(TransitionSerializer, request)
         version = services.set_stage(
-            _version(data),
+            version_ref(data),
             data["stage"],
             request.user,
             data["comment"],
@@ -363,7 +380,7 @@ class StageHistory(RegistryView):
     @extend_schema(parameters=_params(VersionRefSerializer), responses=OpenApiTypes.OBJECT)
     def get(self, request):
         """The stage audit log of a version, newest first."""
-        version = _version(_query(VersionRefSerializer, request))
+        version = version_ref(query_data(VersionRefSerializer, request))
         return Response({"stage_changes": selectors.stage_history(version)})
 
 
@@ -371,40 +388,78 @@ class DownloadUri(RegistryView):
     @extend_schema(parameters=_params(VersionRefSerializer), responses=OpenApiTypes.OBJECT)
     def get(self, request):
         """Where the artifact lives, and the URL that streams it (staff)."""
-        version = _version(_query(VersionRefSerializer, request))
+        version = version_ref(query_data(VersionRefSerializer, request))
         query = f"?name={version.registered_model.name}&version={version.version}"
-        local = services.local_artifact(version.artifact_uri) is not None
+        stored = services.artifact_location(version.artifact_uri) is not None
         return Response(
             {
                 "artifact_uri": version.artifact_uri,
                 "sha256": version.sha256,
-                "download_url": reverse("registry-api:download") + query if local else None,
+                "download_url": reverse("registry-api:download") + query if stored else None,
+                "merged_download_url": reverse("registry-api:download") + query + "&format=merged"
+                if stored and version.artifact_format == ModelVersion.ArtifactFormat.ADAPTER
+                else None,
             }
         )
 
 
+class _FormatIsNotARenderer(DefaultContentNegotiation):
+    """``?format=`` names the artifact's format on a download, not DRF's renderer override."""
+
+    class settings:
+        URL_FORMAT_OVERRIDE = None
+
+
+class DownloadSerializer(VersionRefSerializer):
+    format = serializers.ChoiceField(choices=DOWNLOAD_FORMATS, default="stored")
+
+
 class DownloadArtifacts(RegistryView):
     action_roles = {"read": STAFF}
+    content_negotiation_class = _FormatIsNotARenderer
 
     @extend_schema(
-        parameters=_params(VersionRefSerializer),
+        parameters=_params(DownloadSerializer),
         responses={(200, "application/x-tar"): OpenApiTypes.BINARY},
     )
     def get(self, request):
-        """The artifact as a streamed tar (admins and managers; local artifacts only)."""
-        version = _version(_query(VersionRefSerializer, request))
-        root = services.local_artifact(version.artifact_uri)
-        if root is None:
+        """The artifact as a streamed tar (admins and managers; artifacts under the artifact
+        root or in the configured object store). ``format=merged``: an adapter version merged
+        into its base (full weights)."""
+        data = query_data(DownloadSerializer, request)
+        version = version_ref(data)
+        location = services.artifact_location(version.artifact_uri)
+        if location is None:
             raise DomainError("this version's artifact is not stored here")
-        return artifact_response(version, root)
+        return artifact_response(version, location, data["format"])
 
 
-def artifact_response(version: ModelVersion, root) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(stream_tar(root), content_type="application/x-tar")
-    filename = f"{version.registered_model.name}-v{version.version}.tar"
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    if version.sha256:
-        response["X-Artifact-SHA256"] = version.sha256
+def artifact_response(
+    version: ModelVersion, location: Path | str, fmt: str = "stored"
+) -> StreamingHttpResponse:
+    """The artifact as stored (an adapter stays an adapter; ``adapter`` says so and is refused
+    for full weights), or ``merged``: an adapter merged into its base, for tools that know no
+    adapters (refused for full weights: there is nothing to merge). ``location``: a local
+    path, or a URL in the object store (its manifest checked against the version's sha256
+    before the first byte)."""
+    if fmt not in DOWNLOAD_FORMATS:
+        raise DomainError(f"format must be one of {', '.join(DOWNLOAD_FORMATS)}, got {fmt!r:.50}")
+    is_adapter = version.artifact_format == ModelVersion.ArtifactFormat.ADAPTER
+    if fmt != "stored" and not is_adapter:
+        raise DomainError(f"{version} is full weights, not an adapter: download it as stored")
+    filename = f"{version.registered_model.name}-v{version.version}"
+    if fmt == "merged":
+        root = location if isinstance(location, Path) else local_copy(location, version.sha256)
+        response = StreamingHttpResponse(merged_tar(root), content_type="application/x-tar")
+        filename += "-merged"
+    else:
+        remote = not isinstance(location, Path)
+        entries = remote_entries(location, version.sha256) if remote else location
+        response = StreamingHttpResponse(stream_tar(entries), content_type="application/x-tar")
+        if version.sha256:  # the digest of the stored artifact, not of a merge made now
+            response["X-Artifact-SHA256"] = version.sha256
+    response["Content-Disposition"] = f'attachment; filename="{filename}.tar"'
+    response["X-Artifact-Format"] = "full" if fmt == "merged" else version.artifact_format
     return response
 
 
@@ -413,7 +468,7 @@ class Lineage(RegistryView):
     def get(self, request):
         """What fed this model: parents back to the base, snapshots (filters, counts, hash),
         principle-set versions with diffs, annotators with counts, both discretion profiles."""
-        version = _version(_query(VersionRefSerializer, request))
+        version = version_ref(query_data(VersionRefSerializer, request))
         return Response(selectors.lineage(version))
 
 
@@ -427,8 +482,8 @@ class ModelCard(RegistryView):
     )
     def get(self, request):
         """The model card generated from the lineage record (markdown download, or JSON)."""
-        data = _query(CardSerializer, request)
-        version = _version(data)
+        data = query_data(CardSerializer, request)
+        version = version_ref(data)
         card = render_model_card(version)
         if data["format"] == "json":
             return Response(
@@ -448,7 +503,7 @@ class Compare(RegistryView):
     @extend_schema(parameters=_params(CompareSerializer), responses=OpenApiTypes.OBJECT)
     def get(self, request):
         """Two versions side by side: metrics, discretion profiles, principle-set diff."""
-        data = _query(CompareSerializer, request)
+        data = query_data(CompareSerializer, request)
         return Response(selectors.compare(_label_version(data["a"]), _label_version(data["b"])))
 
 
@@ -457,12 +512,12 @@ class Profile(RegistryView):
     def post(self, request):
         """(Re)measure the version's own discretion on a worker: optionally on a chosen probe
         project, and for a policy by log-likelihood, likelihood ratio or a reward model."""
-        data = _body(ProfileSerializer, request)
-        version = _version(data)
+        data = body_data(ProfileSerializer, request)
+        version = version_ref(data)
         probe = (
             Project.objects.get(slug=data["probe_project"]) if data.get("probe_project") else None
         )
-        reward = _version(data["reward_model"]) if data.get("reward_model") else None
+        reward = version_ref(data["reward_model"]) if data.get("reward_model") else None
         services.request_profile(
             version=version,
             probe_project=probe,
@@ -502,10 +557,10 @@ class CreateGenerationJob(RegistryView):
     def post(self, request):
         """Queue "generate candidates": registered policies sample responses to the project's
         prompts, which become compare (2 responses) or rank tasks."""
-        data = _body(GenerateSerializer, request)
+        data = body_data(GenerateSerializer, request)
         job = services.request_generation(
             project=Project.objects.get(slug=data["project"]),
-            versions=[_version(ref) for ref in data["models"]],
+            versions=[version_ref(ref) for ref in data["models"]],
             samples_per_model=data["samples_per_model"],
             max_prompts=data["max_prompts"],
             max_new_tokens=data["max_new_tokens"],
@@ -525,7 +580,7 @@ class GetGenerationJob(RegistryView):
     @extend_schema(parameters=_params(JobRefSerializer), responses=OpenApiTypes.OBJECT)
     def get(self, request):
         """A generation job's status and counts."""
-        data = _query(JobRefSerializer, request)
+        data = query_data(JobRefSerializer, request)
         job = GenerationJob.objects.select_related("project").get(pk=data["id"])
         return Response({"generation_job": job_json(job)})
 
@@ -535,7 +590,7 @@ class Leaderboard(RegistryView):
     def get(self, request):
         """Arena: Bradley–Terry scores (Elo scale) with bootstrap intervals, Elo and win / loss /
         tie counts of every response source, overall and per principle."""
-        data = _query(LeaderboardSerializer, request)
+        data = query_data(LeaderboardSerializer, request)
         project = Project.objects.select_related("principle_set").get(slug=data["project"])
         return Response(
             selectors.arena_leaderboard(

@@ -198,6 +198,7 @@ def version_header(version: ModelVersion) -> dict[str, Any]:
         "version": version.version,
         "stage": version.stage,
         "artifact_uri": version.artifact_uri,
+        "artifact_format": version.artifact_format,
         "sha256": version.sha256,
         "size_bytes": version.size_bytes,
         "created_at": version.created_at.isoformat(),
@@ -453,12 +454,13 @@ def _precedence_side(version: ModelVersion) -> dict[str, Any] | None:
 # ---------------------------------------------------------------- MLflow-style search
 
 _CLAUSE = re.compile(
-    r"""\s*(?P<field>[A-Za-z_][\w.]*)\s*
+    r"""\s*(?P<field>[A-Za-z_][\w.]*(?:`[^`]+`)?)\s*
         (?P<op>!=|=|(?i:not\s+like)|(?i:ilike)|(?i:like)|(?i:in))\s*
         (?P<value>'(?:[^']|'')*'|"(?:[^"]|"")*"|-?\d+|\((?:[^()])*\))\s*""",
     re.VERBOSE,
 )
 _AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+_TAG = re.compile(r"tags?\.(?P<key>`[^`]+`|[\w.]+)")
 VERSION_FIELDS = {
     "name": "registered_model__name",
     "kind": "registered_model__kind",
@@ -481,6 +483,15 @@ ORDER_FIELDS = {
     "created_at": "created_at",
     "creation_timestamp": "created_at",
     "stage": "stage",
+}
+
+
+MODEL_ORDER_FIELDS = {
+    "name": "name",
+    "kind": "kind",
+    "created_at": "created_at",
+    "creation_timestamp": "created_at",  # MLflow's names (a model is never updated here)
+    "last_updated_timestamp": "created_at",
 }
 
 
@@ -525,8 +536,10 @@ def _typed(field: str, column: str, value: Any) -> Any:
 def parse_filter(text: str, fields: dict[str, str]) -> Q:
     """MLflow's filter string (``name = 'rm' AND stage = 'production'``; operators =, !=,
     LIKE, ILIKE, NOT LIKE, IN (…)) → a Q object. Raises ``DomainError`` on anything else,
-    values of the wrong type included. LIKE runs as the database's own LIKE
-    (``common.lookups``), never as a regex."""
+    values of the wrong type included. A tag (``tag.kind``, ``tags.`mlflow.x` ``: MLflow's
+    clients add ``tag.`mlflow.prompt.is_prompt` != 'true'``) is the field of that name; any
+    other tag is absent (``!=`` / NOT LIKE match every row, the rest none). LIKE runs as the
+    database's own LIKE (``common.lookups``), never as a regex."""
     text = (text or "").strip()
     query = Q()
     if not text:
@@ -538,10 +551,16 @@ def parse_filter(text: str, fields: dict[str, str]) -> Q:
         if not match:
             raise DomainError(f"cannot parse filter clause {clause.strip()!r}")
         field, op, value = match["field"].lower(), match["op"].lower(), _literal(match["value"])
+        op = " ".join(op.split())
+        tag = _TAG.fullmatch(field)
+        if tag is not None:  # MLflow tags: ours are the fields; any other tag is absent
+            field = tag["key"].strip("`")
+            if field not in fields:
+                query &= Q() if op in ("!=", "not like") else Q(pk__in=[])
+                continue
         column = fields.get(field)
         if column is None:
             raise DomainError(f"unknown filter field {field!r}; use {', '.join(sorted(fields))}")
-        op = " ".join(op.split())
         if op == "in":
             if not isinstance(value, list):
                 raise DomainError("IN takes a parenthesized list")
@@ -587,10 +606,13 @@ def search_models(filter_string: str = "", order_by: Iterable[str] = ()) -> Quer
     ordering = []
     for item in order_by:
         parts = item.split()
-        if not parts or parts[0].lower() not in ("name", "created_at", "kind"):
-            raise DomainError("order registered models by name, kind or created_at")
+        column = MODEL_ORDER_FIELDS.get(parts[0].lower()) if parts else None
+        if column is None:
+            raise DomainError(
+                f"order registered models by {', '.join(MODEL_ORDER_FIELDS)} [ASC|DESC]"
+            )
         desc = len(parts) > 1 and parts[1].upper() == "DESC"
-        ordering.append(("-" if desc else "") + parts[0].lower())
+        ordering.append(("-" if desc else "") + column)
     return (
         RegisteredModel.objects.filter(parse_filter(filter_string, MODEL_FIELDS))
         .prefetch_related("versions")

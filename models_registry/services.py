@@ -7,7 +7,6 @@ The registry never imports ``training``: jobs that need torch are sent to Celery
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from django.utils import timezone
 from annotation.models import DatasetSnapshot, PrincipleSet, Project
 from common import background
 from common.errors import DomainError
-from models_registry import profiles
+from models_registry import adapters, profiles, storage
 from models_registry.cards import refresh_model_card
 from models_registry.models import (
     GenerationJob,
@@ -88,6 +87,7 @@ def register_model_version(
         registered_model=registered,
         version=latest + 1,
         artifact_uri=artifact_uri,
+        artifact_format=artifact_format(artifact_uri, sha256),
         sha256=sha256,
         size_bytes=size_bytes,
         dataset_snapshot=dataset_snapshot,
@@ -136,27 +136,31 @@ def local_artifact(uri: str) -> Path | None:
     return path if path.exists() and _inside_artifacts(path) else None
 
 
+def artifact_format(uri: str, sha256: str) -> str:
+    """``adapter`` when the artifact (local, or committed to the object store) holds a PEFT
+    adapter's ``adapter_config.json``, else ``full``."""
+    local = local_artifact(uri)
+    if local is not None:
+        is_adapter = adapters.is_adapter(local)
+    else:
+        files = storage.read_manifest(uri, sha256) if storage.in_store(uri) else []
+        is_adapter = any(rel == adapters.ADAPTER_CONFIG for _, rel in files)
+    return ModelVersion.ArtifactFormat.ADAPTER if is_adapter else ModelVersion.ArtifactFormat.FULL
+
+
+def artifact_location(uri: str) -> Path | str | None:
+    """Where a download of ``uri`` reads from: a local path under ``ARTIFACT_ROOT``, or a URL
+    in the configured object store (``storage.in_store``); None for anything else."""
+    if storage.in_store(uri):
+        return uri
+    return local_artifact(uri)
+
+
 def artifact_digest(path: Path) -> tuple[str, int]:
     """sha256 of a ``sha256sum``-style manifest (sorted relative paths) and the total size —
     the digest training writes for its artifacts."""
-    files = (
-        [path]
-        if path.is_file()
-        else sorted(
-            (p for p in path.rglob("*") if p.is_file()),
-            key=lambda p: p.relative_to(path).as_posix(),
-        )
-    )
-    lines, size = [], 0
-    for file in files:
-        digest = hashlib.sha256()
-        with file.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        rel = file.name if file == path else file.relative_to(path).as_posix()
-        lines.append(f"{digest.hexdigest()}  {rel}\n")
-        size += file.stat().st_size
-    return hashlib.sha256("".join(lines).encode()).hexdigest(), size
+    text, size = storage.manifest(path)
+    return storage.digest(text), size
 
 
 def register_from_source(
@@ -359,8 +363,10 @@ def request_profile(
         method = "reward-model"
     elif method == "reward-model" and kind != RegisteredModel.Kind.REWARD:
         raise DomainError("profiling a policy through a reward model needs reward_version")
-    if not version.artifact_uri or "://" in version.artifact_uri:
-        raise DomainError("only versions with a local artifact can be profiled")
+    if not version.artifact_uri or (
+        storage.is_remote(version.artifact_uri) and not storage.in_store(version.artifact_uri)
+    ):
+        raise DomainError("only versions whose artifact is stored here can be profiled")
     if queue not in GENERATION_QUEUES:
         raise DomainError(f"queue must be one of {', '.join(GENERATION_QUEUES)}")
     ModelVersion.objects.filter(pk=version.pk).update(

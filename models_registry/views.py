@@ -9,7 +9,7 @@ from functools import wraps
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -79,7 +79,7 @@ def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "stage_form": StageForm(initial={"stage": version.stage}),
             "profile_form": ProfileForm(),
             "others": selectors.versions().exclude(pk=pk).order_by("-id")[:200],
-            "downloadable": services.local_artifact(version.artifact_uri) is not None,
+            "downloadable": services.artifact_location(version.artifact_uri) is not None,
         },
     )
 
@@ -101,10 +101,16 @@ def model_card(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_required
 def artifact(request: HttpRequest, pk: int) -> HttpResponse:
     version = _version(pk)
-    root = services.local_artifact(version.artifact_uri)
-    if root is None:
+    location = services.artifact_location(version.artifact_uri)
+    if location is None:
         raise Http404("this version's artifact is not stored here")
-    return artifact_response(version, root)
+    fmt = request.GET.get("format", "stored")
+    try:
+        return artifact_response(version, location, fmt)
+    except DomainError as exc:  # a stored artifact that cannot be read as committed: not here;
+        if fmt == "stored":  # a format this version cannot take (merged full weights): a 400
+            raise Http404(str(exc)) from exc
+        return HttpResponseBadRequest(str(exc))
 
 
 @staff_required

@@ -157,3 +157,31 @@ def compare_tasks(project):
         ],
     )
     return list(project.tasks.order_by("id"))
+
+
+DB_FIXTURES = {"db", "transactional_db", "django_db_reset_sequences", "live_server"}
+
+
+def _uses_database(item: pytest.Item) -> bool:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    return item.get_closest_marker("django_db") is not None or bool(DB_FIXTURES & fixtures)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``TEST_PASS=postgres`` (the second of ``.ci/run``'s two passes, after the SQLite one)
+    leaves out what the first pass already ran with nothing different to test: tests that touch
+    neither the database nor a worker, and the long end-to-end training tests marked ``e2e``
+    (plain ORM; they ran on the embedded default that ``scripts/run`` and ``scripts/demo`` use).
+    Unset (the README's command) or any other value, every test runs."""
+    if os.environ.get("TEST_PASS") != "postgres":
+        return
+    once = [
+        item
+        for item in items
+        if item.get_closest_marker("e2e")
+        or (not _uses_database(item) and not item.get_closest_marker("worker"))
+    ]
+    if once:
+        kept = set(map(id, once))
+        config.hook.pytest_deselected(items=once)
+        items[:] = [item for item in items if id(item) not in kept]

@@ -26,10 +26,14 @@ test_database_url.__test__ = False  # a helper, not a test
 
 
 def start_worker(
-    broker_url: str, queues: str = "cpu", extra_env: dict | None = None, one_job_per_child=False
+    broker_url: str,
+    queues: str = "cpu",
+    extra_env: dict | None = None,
+    one_job_per_child=False,
+    name: str | None = None,
 ):
     """A real ``celery worker`` process on ``broker_url`` using the test database, in its own
-    session (so ``kill_tree`` can kill it with its children)."""
+    session (so ``kill_tree`` can kill it with its children); ``name``: its node name."""
     env = {
         **os.environ,
         "DATABASE_URL": test_database_url(),
@@ -44,6 +48,8 @@ def start_worker(
                "--without-gossip", "--without-mingle"]  # fmt: skip
     if one_job_per_child:
         command += ["--max-tasks-per-child", "1"]
+    if name:
+        command += ["--hostname", name]
     with tempfile.NamedTemporaryFile("w", prefix="worker-", suffix=".log", delete=False) as log:
         process = subprocess.Popen(
             command,

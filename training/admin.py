@@ -10,6 +10,14 @@ class TrainingRunAdmin(admin.ModelAdmin):
     readonly_fields = ["log_tail", "error", "celery_task_id"]
 
 
+@admin.register(models.WorkerNode)
+class WorkerNodeAdmin(admin.ModelAdmin):
+    """The workers and the GPUs they reported (``training.scheduling``)."""
+
+    list_display = ["name", "gpu_count", "queues", "last_seen", "started_at"]
+    readonly_fields = ["name", "queue", "queues", "gpus", "gpu_count", "started_at", "last_seen"]
+
+
 @admin.register(models.RunMetric)
 class RunMetricAdmin(admin.ModelAdmin):
     list_display = ["run", "step", "name", "value"]

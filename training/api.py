@@ -1,4 +1,4 @@
-"""REST API for training runs: list, read, metric series, launch, cancel, and each kind's
+"""REST API for training runs: list, read, metric series, launch, cancel, resume (or extend), and
 config schema (fields, types, defaults, help); run groups ("reward per principle"). Thin over
 ``training.services`` and ``training.groups``; registered in ``config.api_urls``."""
 
@@ -27,9 +27,10 @@ class TrainingRunSerializer(serializers.ModelSerializer):
         model = TrainingRun
         fields = ["id", "name", "kind", "status", "queue", "config", "snapshot", "group",
                   "base_model", "base_model_version", "reward_model_version",
-                  "output_model_version", "progress", "current_step", "max_steps",
+                  "output_model_version", "progress", "current_step", "max_steps", "attempts",
                   "precedence", "eval_metrics", "error", "created_by", "created_at", "started_at",
-                  "finished_at", "slurm_job_id"]  # fmt: skip
+                  "finished_at", "num_processes", "launch_config", "waiting_reason",
+                  "slurm_job_id"]  # fmt: skip
         read_only_fields = fields
 
 
@@ -65,6 +66,15 @@ class LaunchSerializer(serializers.Serializer):
     )  # fmt: skip
 
 
+class ResumeSerializer(serializers.Serializer):
+    """What ``POST /training-runs/{id}/resume/`` takes."""
+
+    max_steps = serializers.IntegerField(
+        required=False, allow_null=True, default=None,
+        help_text="Train to this many steps (extend); default: the run's own max_steps.",
+    )  # fmt: skip
+
+
 class ConfigFieldSerializer(serializers.Serializer):
     name = serializers.CharField()
     type = serializers.CharField()
@@ -89,7 +99,7 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
     ordering_fields = ["id", "created_at"]
     ordering = ["-id"]
     default_roles = READERS
-    action_roles = {"create": STAFF, "cancel": STAFF}
+    action_roles = {"create": STAFF, "cancel": STAFF, "resume": STAFF}
 
     @extend_schema(request=LaunchSerializer, responses={201: TrainingRunSerializer})
     def create(self, request):
@@ -106,6 +116,17 @@ class TrainingRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ApiVi
     def cancel(self, request, pk=None):
         """A queued run is cancelled at once; a running one stops after its current step."""
         run = services.request_cancel(run=self.get_object())
+        return Response(TrainingRunSerializer(run).data)
+
+    @extend_schema(request=ResumeSerializer, responses=TrainingRunSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        """Queue a cancelled (or failed) run again from its newest checkpoint; a higher
+        ``max_steps`` extends it. 409 when the run is not cancelled or failed, or kept no
+        checkpoint; 400 for a ``max_steps`` not above the checkpoint's step."""
+        data = ResumeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        run = services.resume_run(run=self.get_object(), max_steps=data.validated_data["max_steps"])
         return Response(TrainingRunSerializer(run).data)
 
     @extend_schema(

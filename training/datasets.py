@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from django.conf import settings
 
+from annotation.datasets.exports.pairs import expand_pairs
 from annotation.models import DatasetSnapshot
+from models_registry import storage
 from models_registry.models import ModelVersion
 from training.models import TrainingRun
+from training.trainers.config import RANKING_PAIRS
+
+#: kinds trained on preference pairs
+PAIRWISE_KINDS = frozenset({"reward", "dpo", "orpo"})
 
 
 def snapshot_file(snapshot: DatasetSnapshot) -> Path:
@@ -60,11 +66,64 @@ def _preference_row(row: dict) -> dict:
     return out
 
 
-def training_rows(kind: str, snapshot: DatasetSnapshot) -> list[dict]:
-    """Rows shaped for ``kind``: preference pairs, SFT messages, or unique prompts."""
+def ranking_pairs(row: dict, mode: str = "all") -> list[dict]:
+    """The preference pairs of one ranking row (``completions``, ``ranking``: buckets of indices,
+    best first; a bucket is a tie). ``mode``: ``all`` -- every response against every response
+    ranked below it (K(K-1)/2 pairs without ties); ``adjacent`` -- each rank against the next;
+    ``best_vs_rest`` -- the best against every other. Ties give no pair."""
+    if mode not in RANKING_PAIRS:
+        raise ValueError(f"ranking_pairs must be one of {RANKING_PAIRS}, got {mode!r}.")
+    completions = row["completions"]
+    pairs = expand_pairs(row["ranking"], "all_pairs" if mode == "all" else mode)
+    return [
+        {
+            "prompt": row["prompt"],
+            "chosen": _text(completions[better]),
+            "rejected": _text(completions[worse]),
+        }
+        for better, worse in pairs
+    ]
+
+
+def _ranking_kto_rows(row: dict) -> list[dict]:
+    """A ranking unpaired as the KTO export does: the top bucket desirable, the bottom one not."""
+    buckets = [bucket for bucket in row["ranking"] if bucket]
+    if len(buckets) < 2:
+        return []
+    labelled = [(i, True) for i in buckets[0]] + [(i, False) for i in buckets[-1]]
+    return [
+        {"prompt": row["prompt"], "completion": _text(row["completions"][i]), "label": label}
+        for i, label in labelled
+    ]
+
+
+def _kto_rows(snapshot_kind: str, rows: Iterable[dict]) -> Iterator[dict]:
+    """Unpaired ``{prompt, completion, label}`` rows from a KTO, preference or ranking snapshot
+    (a pair gives its chosen response as desirable and its rejected one as undesirable)."""
+    for row in rows:
+        if snapshot_kind == DatasetSnapshot.Kind.RANKING:
+            yield from _ranking_kto_rows(row)
+        elif snapshot_kind == DatasetSnapshot.Kind.KTO:
+            yield {"prompt": row["prompt"], "completion": _text(row["completion"]),
+                   "label": bool(row["label"])}  # fmt: skip
+        else:
+            pair = _preference_row(row)
+            yield {"prompt": pair["prompt"], "completion": pair["chosen"], "label": True}
+            yield {"prompt": pair["prompt"], "completion": pair["rejected"], "label": False}
+
+
+def training_rows(kind: str, snapshot: DatasetSnapshot, config: dict | None = None) -> list[dict]:
+    """Rows shaped for ``kind``: preference pairs (a ranking snapshot expanded into pairs by
+    ``config["ranking_pairs"]``), unpaired KTO rows, SFT messages, or unique prompts."""
     rows = read_rows(snapshot)
-    if kind in {"reward", "dpo"}:
+    config = config or {}
+    if kind in PAIRWISE_KINDS:
+        if snapshot.kind == DatasetSnapshot.Kind.RANKING:
+            mode = config.get("ranking_pairs", "all")
+            return [pair for row in rows for pair in ranking_pairs(row, mode)]
         return [_preference_row(row) for row in rows]
+    if kind == "kto":
+        return list(_kto_rows(snapshot.kind, rows))
     if kind == "sft":
         return [{"messages": row["messages"]} for row in rows]
     prompts, seen = [], set()
@@ -79,11 +138,11 @@ def training_rows(kind: str, snapshot: DatasetSnapshot) -> list[dict]:
 
 def training_data(run: TrainingRun) -> dict:
     """The ``data`` argument of ``training.trainers.run_training`` for this run."""
-    base = run.base_model_version.artifact_uri if run.base_model_version else run.base_model
-    data = {"base_model": base, "rows": training_rows(run.kind, run.snapshot)}
+    base = storage.loadable(run.base_model_version) if run.base_model_version else run.base_model
+    data = {"base_model": base, "rows": training_rows(run.kind, run.snapshot, run.config)}
     reward_models = _principle_reward_models(run)
     if run.reward_model_version:
-        reward_models["reward"] = run.reward_model_version.artifact_uri
+        reward_models["reward"] = storage.loadable(run.reward_model_version)
     if reward_models:
         data["reward_models"] = reward_models
     return data
@@ -92,7 +151,5 @@ def training_data(run: TrainingRun) -> dict:
 def _principle_reward_models(run: TrainingRun) -> dict[str, str]:
     """principle key → artifact of its reward model, for a run trained to a precedence."""
     by_key = run.precedence.get("reward_models") or {}
-    uris = dict(
-        ModelVersion.objects.filter(pk__in=by_key.values()).values_list("pk", "artifact_uri")
-    )
-    return {key: uris[pk] for key, pk in by_key.items()}
+    found = ModelVersion.objects.in_bulk(list(by_key.values()))
+    return {key: storage.loadable(found[pk]) for key, pk in by_key.items()}

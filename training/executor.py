@@ -4,8 +4,11 @@ tail flow to the database; any exception leaves the run ``failed`` with its trac
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 import traceback
@@ -14,13 +17,14 @@ from pathlib import Path
 
 from django.conf import settings
 
-from training import services, slurm, trainers
+from training import services, slurm, strategies, trainers
 from training.datasets import training_data
 from training.generation import profile_version_safely
 from training.models import TrainingRun
 from training.relay import relay
 
 log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class LogTail(logging.Handler):
@@ -61,18 +65,22 @@ def execute(run_id: int) -> None:
     """Claim ``run_id`` and train it to completion, cancellation or failure."""
     run = services.claim_run(run_id=run_id, worker=services.worker_identity())
     if run is None:
-        log.info("run %s is not queued any more; nothing to do", run_id)
+        log.info("run %s is finished, cancelled or held by a live process; nothing to do", run_id)
         return
     tail = LogTail()
     root = logging.getLogger()
     root.addHandler(tail)
     try:
-        tail.add(f"attempt {run.attempts} on {run.worker}")
+        devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+        tail.add(f"attempt {run.attempts} on {run.worker}; CUDA_VISIBLE_DEVICES={devices or ''}")
         output_dir, work_dir = services.run_dirs(run)
         data = training_data(run)
-        if run.num_processes > 1 or settings.TRAINING_QUEUE_LAUNCHERS.get(run.queue) == "slurm":
-            result = _supervise_torchrun(run, data, output_dir, work_dir, tail)
+        config = trainers.from_dict(run.kind, run.config, world_size=run.num_processes)
+        on_slurm = settings.TRAINING_QUEUE_LAUNCHERS.get(run.queue) == "slurm"
+        if on_slurm or strategies.uses_launcher(config.strategy, run.num_processes):
+            result = _supervise_torchrun(run, config, data, output_dir, work_dir, tail)
         else:
+            _record_launch(run, config, [], work_dir.parent / "launch")
             result = trainers.run_training(
                 run.kind, run.config, data, output_dir, _db_hooks(run.pk, tail), work_dir=work_dir
             )
@@ -89,8 +97,57 @@ def execute(run_id: int) -> None:
         root.removeHandler(tail)
 
 
+def torchrun_command(num_processes: int, spec: Path) -> list[str]:
+    """torchrun over ``training.trainers.launch`` on this machine (every strategy: transformers
+    reads FSDP / DeepSpeed from the run's training arguments)."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={num_processes}",
+        "-m",
+        "training.trainers.launch",
+        "--spec",
+        str(spec),
+    ]
+
+
+def _record_launch(
+    run: TrainingRun, config: trainers.RunConfig, command: list[str], spec_dir: Path
+) -> None:
+    """Write the run's launch configuration into its launch directory (with the DeepSpeed JSON
+    and the accelerate config file it amounts to) and store it on the run."""
+    checkpointing = config.activation_checkpointing
+    if checkpointing is None:  # auto: on for GPUs (the trainer resolves it on the device)
+        checkpointing = run.queue == TrainingRun.Queue.GPU
+    launch = strategies.launch_config(
+        config, run.num_processes, command, activation_checkpointing=checkpointing
+    )
+    launch["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    (spec_dir / "launch_config.json").write_text(json.dumps(launch, indent=2))
+    (spec_dir / "accelerate_config.json").write_text(json.dumps(launch["accelerate"], indent=2))
+    if "deepspeed" in launch["training_arguments"]:
+        deepspeed = launch["training_arguments"]["deepspeed"]
+        (spec_dir / "deepspeed.json").write_text(json.dumps(deepspeed, indent=2))
+    services.record_launch_config(run_id=run.pk, launch_config=launch)
+
+
+def _terminate_with_parent() -> None:
+    """In the forked ``torchrun``: SIGTERM it when this supervising process dies (an OOM kill),
+    so a re-queued attempt never trains beside an orphan (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _supervise_torchrun(
-    run: TrainingRun, data: dict, output_dir: Path, work_dir: Path, tail: LogTail
+    run: TrainingRun,
+    config: trainers.RunConfig,
+    data: dict,
+    output_dir: Path,
+    work_dir: Path,
+    tail: LogTail,
 ) -> trainers.TrainingResult:
     """Spawn ``torchrun`` over ``training.trainers.launch`` (or submit it as a Slurm job when the
     run's queue launches with Slurm: ``training.slurm``); relay rank 0's progress file to the
@@ -118,27 +175,23 @@ def _supervise_torchrun(
             }
         )
     )
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={run.num_processes}",
-        "-m",
-        "training.trainers.launch",
-        "--spec",
-        str(spec),
-    ]
     hooks = _db_hooks(run.pk, tail)
     if settings.TRAINING_QUEUE_LAUNCHERS.get(run.queue) == "slurm":
+        _record_launch(run, config, ["sbatch", str(spec_dir / "job.sbatch")], spec_dir)
         ended = slurm.supervise(run, spec, files, hooks, tail.add)
         if ended is not None:  # cancelled before rank 0 wrote a result
             return ended
     else:
+        command = torchrun_command(run.num_processes, spec)
+        _record_launch(run, config, command, spec_dir)
         log_file = spec_dir / "torchrun.log"
         with log_file.open("w") as sink:
             process = subprocess.Popen(
-                command, cwd=settings.BASE_DIR, stdout=sink, stderr=subprocess.STDOUT
+                command,
+                cwd=settings.BASE_DIR,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_terminate_with_parent,
             )
         relay(
             progress_file=files["progress.jsonl"],

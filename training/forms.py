@@ -46,6 +46,14 @@ def _config_field(spec: dict) -> forms.Field:
 
 
 PRECEDENCE_KINDS = ("grpo", "ppo")
+#: kinds whose base is a policy (a causal LM), never a reward model
+POLICY_KINDS = ("sft", "dpo", "grpo", "ppo")
+#: kinds whose rewards may name a reward model version
+REWARD_MODEL_KINDS = ("grpo", "ppo")
+GRPO_KL_NOTE = (
+    "GRPO logs no KL by default: beta = 0 loads no reference model, so there is no KL to the "
+    "base to penalise or report. Set beta > 0 to log it (and pay for a reference model)."
+)
 
 
 class PrecedenceFields(forms.Form):
@@ -103,16 +111,35 @@ class LaunchForm(forms.Form):
     )
     queue = forms.ChoiceField(choices=TrainingRun.Queue.choices, initial="cpu")
     num_processes = forms.IntegerField(min_value=1, initial=1)
+    note = ""  # a word about the kind, shown above the fields
 
     def __init__(self, kind: str, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.kind = kind
+        self.filter_by_kind(kind)
         if kind in PRECEDENCE_KINDS:
             self.fields.update(PrecedenceFields().fields)
         self.config_names = []
         for spec in trainers.describe_fields(kind, validation.limits()):
             self.fields[f"config_{spec['name']}"] = _config_field(spec)
             self.config_names.append(spec["name"])
+
+    def filter_by_kind(self, kind: str) -> None:
+        """Offer only what fits the kind: its snapshot kind, policy (causal LM) versions as the
+        base of a policy run, and a reward model only where the rewards may use one."""
+        wanted = validation.SNAPSHOT_KIND_FOR[kind]
+        if wanted:
+            field = self.fields["snapshot"]
+            field.queryset = field.queryset.filter(kind=wanted)
+            field.help_text = f"A ready {wanted} snapshot."
+        if kind in POLICY_KINDS:
+            field = self.fields["base_model_version"]
+            field.queryset = field.queryset.exclude(registered_model__kind="reward")
+            field.help_text = "A registered policy (causal LM) version to start from."
+        if kind not in REWARD_MODEL_KINDS:
+            del self.fields["reward_model_version"]
+        if kind == "grpo":
+            self.note = GRPO_KL_NOTE
 
     def reject(self, error: validation.LaunchRejected) -> None:
         """Show a rejected launch beside the field it names (``config.x.y`` → ``config_x``)."""
@@ -147,6 +174,12 @@ class LaunchForm(forms.Form):
 
     def input_fields(self):
         return [self[name] for name in self.fields if not name.startswith("config_")]
+
+
+class ResumeForm(forms.Form):
+    """Resume a cancelled or failed run: optionally to a higher step (extend)."""
+
+    max_steps = forms.IntegerField(required=False, min_value=1)
 
 
 class PrincipleRewardsForm(LaunchForm):
@@ -186,7 +219,7 @@ class PrincipleRewardsForm(LaunchForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__("reward", *args, **kwargs)
-        del self.fields["snapshot"], self.fields["reward_model_version"]
+        del self.fields["snapshot"]
         self.order_fields(self.field_order)
 
     def clean_annotators(self) -> list[int]:

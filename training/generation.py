@@ -28,7 +28,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Project, Prompt, Response, Task, TaskResponse
-from models_registry import profiles
+from models_registry import adapters, profiles, storage
 from models_registry.models import GenerationJob, ModelVersion, RegisteredModel
 from training.services import failure_text
 
@@ -122,17 +122,17 @@ def resolve_method(
     """(method label, scorer) for profiling ``version``."""
     kind = version.registered_model.kind
     if kind == RegisteredModel.Kind.REWARD:
-        return "reward-model", _reward_scorer(version.artifact_uri)
+        return "reward-model", _reward_scorer(storage.loadable(version))
     if reward_version is not None:
         label = f"reward-model:{reward_version.registered_model.name}@{reward_version.version}"
-        return label, _reward_scorer(reward_version.artifact_uri)
+        return label, _reward_scorer(storage.loadable(reward_version))
     if method == "policy-logprob-ratio":
         reference = _reference_of(version)
         if reference is not None and reference.artifact_uri:
             return "policy-logprob-ratio", _ratio_scorer(
-                version.artifact_uri, reference.artifact_uri
+                storage.loadable(version), storage.loadable(reference)
             )
-    return "policy-logprob", LogProbScorer(version.artifact_uri)
+    return "policy-logprob", LogProbScorer(storage.loadable(version))
 
 
 def profile_version(
@@ -269,7 +269,6 @@ def sample_vllm(model_dir: str, prompts: list[list[dict]], n: int, params: dict)
 
     from training.trainers.common import load_tokenizer
 
-    llm = LLM(model=model_dir, seed=params["seed"])
     sampling = SamplingParams(
         n=n,
         temperature=params["temperature"],
@@ -277,7 +276,9 @@ def sample_vllm(model_dir: str, prompts: list[list[dict]], n: int, params: dict)
         max_tokens=params["max_new_tokens"],
         seed=params["seed"],
     )
-    outputs = llm.generate(_texts(load_tokenizer(model_dir), prompts), sampling)
+    with adapters.full_weights(model_dir) as weights:  # vLLM loads an adapter merged
+        llm = LLM(model=weights, seed=params["seed"])
+        outputs = llm.generate(_texts(load_tokenizer(model_dir), prompts), sampling)
     return [[o.text.strip() for o in output.outputs] for output in outputs]
 
 
@@ -327,10 +328,10 @@ def _generate(job: GenerationJob) -> None:
             )
 
         if engine == "vllm":
-            samples[version.pk] = sample_vllm(version.artifact_uri, messages, n, params)
+            samples[version.pk] = sample_vllm(storage.loadable(version), messages, n, params)
         else:
             samples[version.pk] = sample_transformers(
-                version.artifact_uri, messages, n, params, on_batch
+                storage.loadable(version), messages, n, params, on_batch
             )
     task_ids = _create_tasks(job, prompts, versions, samples, engine)
     GenerationJob.objects.filter(pk=job.pk).update(

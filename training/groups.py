@@ -53,6 +53,8 @@ def launch_principle_rewards(
     processes = validation.check_processes(num_processes)
     run_config = validation.check_config("reward", config, processes)
     base_model, base_model_version = validation.check_base_model(base_model, base_model_version)
+    validation.check_base_exists(base_model)
+    validation.check_precision(run_config, queue)
     if (
         isinstance(min_pairs, bool)
         or not isinstance(min_pairs, int)

@@ -14,6 +14,8 @@ class TrainingRunKind(models.TextChoices):
     DPO = "dpo", "DPO"
     PPO = "ppo", "PPO"
     GRPO = "grpo", "GRPO"
+    KTO = "kto", "KTO"
+    ORPO = "orpo", "ORPO"
 
 
 class TrainingRunStatus(models.TextChoices):
@@ -66,7 +68,7 @@ class RunGroup(models.Model):
 
 
 class TrainingRun(models.Model):
-    """One reward/SFT/DPO/PPO/GRPO job executed by a Celery worker."""
+    """One reward/SFT/DPO/PPO/GRPO/KTO/ORPO job executed by a Celery worker."""
 
     Kind = TrainingRunKind
     Status = TrainingRunStatus
@@ -120,6 +122,15 @@ class TrainingRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # --- Strategy and scheduling ---
+    # What the run was launched with (``training.strategies.launch_config``): strategy, processes,
+    # torchrun command, FSDP / DeepSpeed arguments, the accelerate equivalent, CUDA devices.
+    launch_config = models.JSONField(default=dict, blank=True)
+    # Why a queued run is not dispatched yet, e.g. "waiting for a worker with 4 GPUs"; empty once
+    # it is sent to a worker (``training.scheduling``).
+    waiting_reason = models.CharField(max_length=200, blank=True)
+    # The worker's own queue a run was sent to (``worker.<name>``); empty for shared queues.
+    placed_queue = models.CharField(max_length=220, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -143,6 +154,27 @@ class TrainingRun(models.Model):
         return self.status in {self.Status.SUCCEEDED, self.Status.FAILED, self.Status.CANCELLED}
 
 
+class WorkerNode(models.Model):
+    """A Celery worker and the devices it reported (at start and on every heartbeat): the
+    scheduler routes a run needing N GPUs to a live node with at least N (``training.scheduling``).
+    """
+
+    name = models.CharField(max_length=200, unique=True)  # Celery node name, e.g. celery@gpu-4
+    queue = models.CharField(max_length=220)  # the node's own queue, ``worker.<name>``
+    queues = models.JSONField(default=list)  # the shared queues it consumes (cpu, gpu)
+    # [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "memory_mb": 81559}, ...]; [] on CPU
+    gpus = models.JSONField(default=list, blank=True)
+    gpu_count = models.PositiveSmallIntegerField(default=0)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.gpu_count} GPUs)"
+
+
 class RunMetric(models.Model):
     """One logged scalar of a run at a step (loss, accuracy, reward, kl, ...)."""
 
@@ -154,7 +186,10 @@ class RunMetric(models.Model):
 
     class Meta:
         ordering = ["run", "name", "step"]
-        indexes = [models.Index(fields=["run", "name", "step"])]
+        # one value per (run, name, step): a resumed attempt's replayed steps replace theirs
+        constraints = [
+            models.UniqueConstraint(fields=["run", "name", "step"], name="runmetric_one_per_step")
+        ]
 
 
 # ---------------------------------------------------------------- judges (training.judges)

@@ -2,8 +2,10 @@
 
 The run lifecycle is ``queued → running → succeeded | failed | cancelled``. A worker *claims* a
 run atomically before training, so a redelivered message never trains the same run twice; a
-worker that dies leaves the run ``running`` with a dead holder, and ``requeue_orphaned_runs``
-puts it back in the queue, where the next attempt resumes from the newest checkpoint.
+worker (or training child) that dies leaves the run ``running`` with a dead holder, and
+``requeue_orphaned_runs`` (at worker start and by every worker's watchdog) puts it back in the
+queue, where the next attempt resumes from the newest checkpoint. A cancelled or failed run
+that kept a checkpoint resumes (or extends) with ``resume_run``.
 """
 
 from __future__ import annotations
@@ -23,16 +25,22 @@ from django.utils import timezone
 from annotation.models import DatasetSnapshot
 from common import background, events
 from common.errors import DomainError
+from models_registry import storage
 from models_registry.models import ModelVersion
 from models_registry.services import register_model_version
 from training import precedence as precedence_requests
-from training import trainers, validation
+from training import scheduling, trainers, validation
 from training.models import RunGroup, RunMetric, TrainingRun
+from training.trainers.common import last_checkpoint
 
 Status = TrainingRun.Status
 LOG_TAIL_CHARS = 20_000
+#: kinds trained against a reference policy (their base); ORPO and SFT have none
+REFERENCE_KINDS = frozenset({"dpo", "ppo", "kto"})
 # A run whose holder has not reported for this long is presumed dead (another machine's worker).
+# A live holder's worker refreshes it every ``TRAINING_WATCH_SECONDS`` (``training.watchdog``).
 STALE_AFTER = timedelta(seconds=int(os.environ.get("RUN_STALE_SECONDS", "900")))
+DIED = "the training process died (killed by signal 9?)"
 
 
 def run_dirs(run: TrainingRun) -> tuple[Path, Path]:
@@ -114,16 +122,69 @@ EXECUTE_RUN_TASK = "training.execute_run"
 
 
 def enqueue(run: TrainingRun) -> None:
-    """Publish the run's job (``background.send_or_fail``: a broker still unreachable after a
-    brief retry fails the run with the reason and raises QueueUnavailable)."""
+    """Publish the run's job to a worker with the GPUs it needs (``training.scheduling``), or
+    leave it queued with the reason when none is live (``dispatch_waiting_runs`` sends it later).
+    ``background.send_or_fail``: a broker still unreachable after a brief retry fails the run
+    with the reason and raises QueueUnavailable."""
+    placement = scheduling.place(run)
+    if placement is None:
+        reason = scheduling.waiting_text(scheduling.gpus_needed(run))
+        TrainingRun.objects.filter(pk=run.pk).update(waiting_reason=reason, placed_queue="")
+        return
     result = background.send_or_fail(
         EXECUTE_RUN_TASK,
         run.pk,
-        queue=run.queue,
+        kwargs={"devices": placement.devices},
+        queue=placement.queue,
         what=f"run {run.pk}",
         fail=lambda message: fail_run(run_id=run.pk, error=message, log_tail=""),
     )
-    TrainingRun.objects.filter(pk=run.pk).update(celery_task_id=result.id or "")
+    TrainingRun.objects.filter(pk=run.pk).update(
+        celery_task_id=result.id or "",
+        waiting_reason="",
+        placed_queue=placement.queue if placement.queue.startswith("worker.") else "",
+    )
+
+
+def dispatch_waiting_runs() -> list[int]:
+    """Send the queued runs that wait for a worker with enough GPUs to one that has them now
+    (a worker's ready hook calls this); the ids of the runs sent, oldest first. A run is taken
+    with a conditional update, so two workers starting together never send it twice."""
+    sent = []
+    for run in TrainingRun.objects.filter(status=Status.QUEUED).exclude(waiting_reason=""):
+        if scheduling.place(run) is None:
+            continue
+        taken = (
+            TrainingRun.objects.filter(pk=run.pk, status=Status.QUEUED)
+            .exclude(waiting_reason="")
+            .update(waiting_reason="")
+        )
+        if taken:
+            enqueue(run)
+            sent.append(run.pk)
+    return sent
+
+
+def replace_stranded_runs() -> list[int]:
+    """Queued runs sent to the own queue of a worker that is gone (no heartbeat for
+    ``scheduling.STALE_AFTER``) are placed again, on a live worker or waiting for one. Should the
+    old worker come back, its copy of the job finds the run taken and does nothing."""
+    live = set(scheduling.live_nodes().values_list("queue", flat=True))
+    replaced = []
+    stranded = TrainingRun.objects.filter(status=Status.QUEUED).exclude(placed_queue="")
+    for run in stranded.exclude(placed_queue__in=live):
+        taken = TrainingRun.objects.filter(
+            pk=run.pk, status=Status.QUEUED, placed_queue=run.placed_queue
+        ).update(placed_queue="")
+        if taken:
+            enqueue(run)
+            replaced.append(run.pk)
+    return replaced
+
+
+def record_launch_config(*, run_id: int, launch_config: dict) -> None:
+    """Store what a run was launched with (``training.strategies.launch_config``)."""
+    TrainingRun.objects.filter(pk=run_id).update(launch_config=launch_config)
 
 
 def worker_identity() -> str:
@@ -132,27 +193,51 @@ def worker_identity() -> str:
 
 
 def claim_run(*, run_id: int, worker: str) -> TrainingRun | None:
-    """Atomically take a queued run; None when it is finished, cancelled or held by a live one."""
+    """Atomically take a queued run, or a running one whose holder is dead (Celery redelivers
+    the job of a killed child): None when it is finished, cancelled or held by a live process.
+
+    Every update is conditional on the status and holder read, so two live processes never
+    both win a run."""
+    run = TrainingRun.objects.filter(pk=run_id).first()
+    if run is None:
+        return None
+    if run.status == Status.QUEUED:
+        held = {"status": Status.QUEUED}
+    elif run.status == Status.RUNNING and holder_is_gone(run):
+        if run.attempts >= max_attempts():
+            _give_up(run)
+            return None
+        held = {"status": Status.RUNNING, "worker": run.worker}
+    else:
+        return None
     now = timezone.now()
-    claimed = TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
+    claimed = TrainingRun.objects.filter(pk=run_id, **held).update(
         status=Status.RUNNING,
         worker=worker,
         heartbeat_at=now,
         started_at=now,
+        finished_at=None,
         error="",
+        attempts=F("attempts") + 1,
     )
-    if not claimed:
-        return None
-    TrainingRun.objects.filter(pk=run_id).update(attempts=F("attempts") + 1)
-    return TrainingRun.objects.get(pk=run_id)
+    return TrainingRun.objects.get(pk=run_id) if claimed else None
 
 
 def record_progress(*, run_id: int, step: int, max_steps: int, logs: dict, log_tail: str) -> None:
-    """Store every numeric metric of one report and move the progress bar."""
+    """Store every numeric metric of one report and move the progress bar. A step reported
+    again (an attempt resumed from a checkpoint replays the steps after it) replaces the
+    earlier value: one row per (run, name, step)."""
     RunMetric.objects.bulk_create(
-        RunMetric(run_id=run_id, step=step, name=name[:120], value=float(value))
-        for name, value in logs.items()
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        [
+            RunMetric(run_id=run_id, step=step, name=name[:120], value=float(value))
+            for name, value in logs.items()
+            if isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+        ],
+        update_conflicts=True,
+        unique_fields=["run", "name", "step"],
+        update_fields=["value", "logged_at"],
     )
     TrainingRun.objects.filter(pk=run_id).update(
         current_step=step,
@@ -194,9 +279,26 @@ def request_cancel(*, run: TrainingRun) -> TrainingRun:
     return run
 
 
-@transaction.atomic
 def finish_run(*, run_id: int, result: trainers.TrainingResult, log_tail: str) -> TrainingRun:
-    """Cancelled: keep metrics, no artifact. Succeeded: register the model version."""
+    """Cancelled: keep metrics, no artifact. Succeeded: register the model version — first
+    uploaded to the object store when ``ARTIFACT_STORAGE_URL`` names one (committed by its
+    manifest, outside any transaction), the local copy then moved into the download cache."""
+    stored = None
+    if storage.remote_root() and not result.cancelled and result.artifact_path is not None:
+        stored = storage.publish(Path(result.artifact_path), f"runs/{run_id}")
+        if result.sha256 and stored[1] != result.sha256:
+            raise RuntimeError(f"uploaded artifact sha256 {stored[1]} != trained {result.sha256}")
+    return _finish_run(run_id=run_id, result=result, log_tail=log_tail, stored=stored)
+
+
+@transaction.atomic
+def _finish_run(
+    *,
+    run_id: int,
+    result: trainers.TrainingResult,
+    log_tail: str,
+    stored: tuple[str, str, int] | None,
+) -> TrainingRun:
     run = (
         TrainingRun.objects.select_for_update(of=("self",))
         .select_related("snapshot", "base_model_version", "reward_model_version")
@@ -214,12 +316,12 @@ def finish_run(*, run_id: int, result: trainers.TrainingResult, log_tail: str) -
         run.output_model_version = register_model_version(
             name=run.name,
             kind=run.kind,
-            artifact_uri=str(result.artifact_path),
-            sha256=result.sha256 or "",
-            size_bytes=result.size_bytes or 0,
+            artifact_uri=stored[0] if stored else str(result.artifact_path),
+            sha256=stored[1] if stored else result.sha256 or "",
+            size_bytes=stored[2] if stored else result.size_bytes or 0,
             parents={
                 "base": run.base_model_version,
-                "reference": run.base_model_version if run.kind in {"dpo", "ppo"} else None,
+                "reference": run.base_model_version if run.kind in REFERENCE_KINDS else None,
                 "reward": [run.reward_model_version, *principle_reward_versions(run)],
             },
             dataset_snapshot=run.snapshot,
@@ -236,6 +338,8 @@ def finish_run(*, run_id: int, result: trainers.TrainingResult, log_tail: str) -
     )
     if run.status == Status.SUCCEEDED:  # keep the model; drop checkpoints and launch files
         model_dir, root = run_dirs(run)[0], run_root(run)
+        if stored:  # the store holds it: the local copy becomes this machine's cached copy
+            storage.adopt(model_dir, stored[1])
         for path in root.iterdir() if root.is_dir() else ():
             if path != model_dir:
                 shutil.rmtree(path, ignore_errors=True)
@@ -249,8 +353,9 @@ def principle_reward_versions(run: TrainingRun) -> list[ModelVersion]:
 
 
 def fail_run(*, run_id: int, error: str, log_tail: str) -> None:
-    """Mark a run failed with its reason and traceback; remove everything it wrote (checkpoints,
-    launch files, a model directory no version points to): a failed run does not resume."""
+    """Mark a run failed with its reason and traceback; remove what it wrote (launch files, a
+    model directory no version points to), except a work directory holding a checkpoint: the
+    run can then resume from it (``resume_run``)."""
     TrainingRun.objects.filter(pk=run_id).update(
         status=Status.FAILED,
         error=_storable(error),
@@ -259,10 +364,22 @@ def fail_run(*, run_id: int, error: str, log_tail: str) -> None:
     )
     run = TrainingRun.objects.get(pk=run_id)
     events.publish("run.finished", run_id=run.pk, kind=run.kind, status=run.status)
-    if run.output_model_version_id is None:
+    work_dir = run_dirs(run)[1]
+    if run.output_model_version_id is not None:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    elif newest_checkpoint(run) is None:
         shutil.rmtree(run_root(run), ignore_errors=True)
     else:
-        shutil.rmtree(run_dirs(run)[1], ignore_errors=True)
+        for path in run_root(run).iterdir():
+            if path != work_dir:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def newest_checkpoint(run: TrainingRun) -> Path | None:
+    """The run's newest complete checkpoint, if it kept one."""
+    marker = "ppo_state.pt" if run.kind == "ppo" else "trainer_state.json"  # a complete one
+    found = last_checkpoint(run_dirs(run)[1] / "checkpoints", marker=marker)
+    return Path(found) if found else None
 
 
 def failure_text(exc: BaseException, trace: str) -> str:
@@ -279,6 +396,7 @@ def _storable(text: str) -> str:
 
 
 def _holder_is_dead(worker: str) -> bool:
+    """The holder ``host:pid`` is a process of this host that no longer exists."""
     host, _, pid = worker.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
@@ -291,23 +409,104 @@ def _holder_is_dead(worker: str) -> bool:
     return False
 
 
-def requeue_orphaned_runs() -> list[int]:
-    """Runs held by a dead process on this host, or silent for ``STALE_AFTER``: back to queued.
+def holder_is_gone(run: TrainingRun) -> bool:
+    """A running run's holder is dead (this host) or silent for ``STALE_AFTER`` (any host)."""
+    stale = run.heartbeat_at is not None and run.heartbeat_at < timezone.now() - STALE_AFTER
+    return _holder_is_dead(run.worker) or stale
 
-    Called when a worker starts. Each re-queued run resumes from its newest checkpoint.
-    """
-    stale = timezone.now() - STALE_AFTER
+
+def max_attempts() -> int:
+    """How many times a run may start before a dead holder fails it (``TRAINING_MAX_ATTEMPTS``)."""
+    return settings.TRAINING_MAX_ATTEMPTS
+
+
+def requeue_orphaned_runs() -> list[int]:
+    """Runs held by a dead process on this host, or silent for ``STALE_AFTER``: back to queued
+    (each resumes from its newest checkpoint), or failed once they used ``max_attempts()``.
+
+    Called when a worker starts and every ``TRAINING_WATCH_SECONDS`` by its watchdog
+    (``training.watchdog``), so a training child killed while its worker lives (an OOM kill)
+    is noticed within seconds. Returns the ids of the runs re-queued."""
     requeued = []
     for run in TrainingRun.objects.filter(status=Status.RUNNING):
-        if not (_holder_is_dead(run.worker) or (run.heartbeat_at and run.heartbeat_at < stale)):
+        if not holder_is_gone(run):
+            continue
+        if run.attempts >= max_attempts():
+            _give_up(run)
             continue
         updated = TrainingRun.objects.filter(
             pk=run.pk, status=Status.RUNNING, worker=run.worker
-        ).update(status=Status.QUEUED, worker="")
+        ).update(status=Status.QUEUED, worker="", error=DIED)
         if updated:
             requeued.append(run.pk)
             enqueue(run)
     return requeued
+
+
+def _give_up(run: TrainingRun) -> None:
+    """Fail a run whose holder died after its last allowed attempt (once, whoever sees it)."""
+    failed = TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING, worker=run.worker)
+    if failed.update(status=Status.FAILED):
+        fail_run(
+            run_id=run.pk,
+            error=f"{DIED}; gave up after {run.attempts} attempts (TRAINING_MAX_ATTEMPTS)",
+            log_tail=run.log_tail,
+        )
+
+
+def refresh_live_holders() -> int:
+    """Refresh the heartbeat of running runs held by live processes of this host (a quiet
+    but living run — loading a large model, a long evaluation — is never presumed dead)."""
+    prefix = f"{socket.gethostname()}:"
+    live = [
+        run.pk
+        for run in TrainingRun.objects.filter(status=Status.RUNNING, worker__startswith=prefix)
+        if not _holder_is_dead(run.worker)
+    ]
+    return TrainingRun.objects.filter(pk__in=live, status=Status.RUNNING).update(
+        heartbeat_at=timezone.now()
+    )
+
+
+RESUMABLE = (Status.CANCELLED, Status.FAILED)
+
+
+class NotResumable(DomainError):
+    """The run cannot resume now (its state, or no checkpoint): HTTP 409."""
+
+    http_status = 409
+
+
+@transaction.atomic
+def resume_run(*, run: TrainingRun, max_steps: int | None = None) -> TrainingRun:
+    """Queue a cancelled (or failed) run again from its newest checkpoint; ``max_steps`` above
+    the old one extends it. Raises ``NotResumable`` (409) when the run is not cancelled or
+    failed, or kept no checkpoint; ``LaunchRejected`` (400) for a bad ``max_steps``."""
+    run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+    if run.status not in RESUMABLE:
+        raise NotResumable(f"run {run.pk} is {run.status}; only a cancelled or failed run resumes")
+    checkpoint = newest_checkpoint(run)
+    if checkpoint is None:
+        raise NotResumable(
+            f"run {run.pk} kept no checkpoint to resume from (save_steps was 0, or it stopped "
+            "before its first checkpoint)"
+        )
+    reached = int(checkpoint.name.rpartition("-")[2])
+    config = dict(run.config)
+    if max_steps is not None:
+        if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps <= reached:
+            raise validation.LaunchRejected(
+                f"max_steps must be an integer above the checkpoint's step {reached}",
+                "max_steps",
+            )
+        config["max_steps"] = max_steps
+        config = validation.check_config(run.kind, config, run.num_processes).to_dict()
+    run.config, run.max_steps = config, config["max_steps"]
+    run.status, run.cancel_requested, run.finished_at, run.error = Status.QUEUED, False, None, ""
+    run.worker, run.progress = "", min(1.0, run.current_step / run.max_steps)
+    run.save()
+    transaction.on_commit(lambda: enqueue(run))
+    return run
 
 
 def _json_safe(value):

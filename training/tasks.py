@@ -2,22 +2,31 @@
 services. torch and the training libraries load inside the job, in a child process that serves
 one job only (``--max-tasks-per-child 1``), after the task has pinned its GPU."""
 
+import logging
 import os
+import threading
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
+from django.db import close_old_connections
 
-from training import demo, groups, services
+from training import demo, groups, scheduling, services, watchdog
+from training.devices import probe as probe_devices
 from training.executor import execute
 from training.generation import execute_generation, profile_version_safely
 from training.judges import runner as judge_runner
 from training.judges import services as judge_services
 
+log = logging.getLogger(__name__)
+_stopping = threading.Event()  # set when this worker shuts down: ends its heartbeat
+
 
 @shared_task(name=services.EXECUTE_RUN_TASK, acks_late=True, reject_on_worker_lost=True)
-def execute_run(run_id: int) -> None:
-    gpu = os.environ.get("GPU_DEVICE")
-    if gpu is not None:  # a single-GPU worker pins its device before torch initialises
+def execute_run(run_id: int, devices: str | None = None) -> None:
+    """Train a run; ``devices``: the GPUs the scheduler gave it (``training.scheduling``)."""
+    gpu = devices if devices is not None else os.environ.get("GPU_DEVICE")
+    if gpu is not None:  # pin the run's devices before torch initialises
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the numbering nvidia-smi reported
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     execute(run_id)
 
@@ -77,6 +86,48 @@ def launch_demo_policy(self, reward_run_id: int) -> str:
 
 @worker_ready.connect
 def resume_orphaned_runs(**_) -> None:
-    """A (re)started worker puts runs and judge jobs whose holder died back in the queue."""
+    """A (re)started worker puts runs and judge jobs whose holder died back in the queue, then
+    keeps watching for training children that die while it lives (``training.watchdog``)."""
     services.requeue_orphaned_runs()
     judge_services.requeue_orphaned()
+    watchdog.start()
+
+
+@celeryd_after_setup.connect
+def consume_own_queue(sender: str, instance, **_) -> None:
+    """Each worker also consumes ``worker.<name>``, where runs placed on it are sent."""
+    instance.app.amqp.queues.select_add(scheduling.node_queue(sender))
+
+
+@worker_ready.connect
+def report_devices(sender, **_) -> None:
+    """Record this worker and its GPUs, send it the runs that waited for them, and keep the
+    record fresh from a heartbeat thread (``training.scheduling``)."""
+    name = sender.hostname
+    own = scheduling.node_queue(name)
+    queues = [q for q in sender.app.amqp.queues.consume_from if q != own]
+    devices = probe_devices()
+    scheduling.register_worker(name, queues, devices)
+    services.dispatch_waiting_runs()
+    close_old_connections()
+
+    def beat() -> None:
+        while not _stopping.wait(scheduling.HEARTBEAT_SECONDS):
+            try:
+                if not scheduling.heartbeat(name):
+                    scheduling.register_worker(name, queues, devices)
+                services.dispatch_waiting_runs()
+                services.replace_stranded_runs()
+            except Exception:  # a database hiccup must not end the heartbeat
+                log.exception("worker heartbeat failed")
+            finally:
+                close_old_connections()
+
+    threading.Thread(target=beat, name="worker-heartbeat", daemon=True).start()
+
+
+@worker_shutdown.connect
+def forget_worker(sender, **_) -> None:
+    """A worker that stops cleanly takes no more placements."""
+    _stopping.set()  # first the heartbeat, which would register the worker again
+    scheduling.worker_gone(sender.hostname)

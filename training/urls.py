@@ -9,6 +9,7 @@ urlpatterns = [
     path("launch/<str:kind>/", views.launch, name="launch"),
     path("runs/<int:pk>/", views.run_detail, name="run"),
     path("runs/<int:pk>/cancel/", views.cancel, name="cancel"),
+    path("runs/<int:pk>/resume/", views.resume, name="resume"),
     path("principle-rewards/", views.principle_rewards, name="principle-rewards"),
     path("groups/<int:pk>/", views.group_detail, name="group"),
     path("judges/", judges.jobs, name="judges"),

@@ -5,8 +5,10 @@ One function per family of fields, each raising :class:`LaunchRejected` that nam
 and the limit: :func:`check_processes`, :func:`check_config` (the kind's schema, bounded by the
 deployment's ``TRAINING_MAX_*`` settings), :func:`check_base_model` (a builtin id, a registry
 ``name@version``, a hub ``org/name`` id, or a path under ``MODEL_ROOTS``), :func:`check_inputs`
-(snapshot and reward model). A later launch-time check (the base exists and fits the queue's
-devices) is one more family function called from :func:`validate_launch`.
+(snapshot and reward model), :func:`check_peft` (QLoRA only where a GPU is),
+:func:`check_strategy` (sharding only on GPUs), then the launch-time checks of what the worker
+would only find out later: :func:`check_base_exists`, :func:`check_precision`,
+:func:`check_snapshot_size`.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from django.conf import settings
 from annotation.models import DatasetSnapshot
 from common.errors import DomainError
 from models_registry.models import ModelVersion
-from training import trainers
+from training import strategies, trainers
 from training.models import TrainingRun
 from training.tiny import TINY_SPEC
-from training.trainers.config import ConfigError, Limits
+from training.trainers.config import ConfigError, Limits, check_runtime
 
 BUILTIN_MODELS = (TINY_SPEC,)
 BASE_MODEL_MAX_CHARS = 500  # TrainingRun.base_model
@@ -34,11 +36,15 @@ PROCESSES_COLUMN_MAX = 2**15 - 1  # TrainingRun.num_processes (PositiveSmallInte
 # most 96 characters each, no "--" or ".." (huggingface_hub's rules, org required).
 _HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9])?"
 HUB_ID = re.compile(rf"{_HUB_PART}/{_HUB_PART}")
-SNAPSHOT_KIND_FOR = {
-    "reward": "preference",
-    "dpo": "preference",
-    "sft": "sft",
-    "grpo": None,  # any snapshot with prompts
+#: the snapshot kinds each run kind trains on (None: any snapshot with prompts); ranking
+#: snapshots are expanded into pairs, preference and ranking ones unpaired for KTO
+SNAPSHOT_KIND_FOR: dict[str, tuple[str, ...] | None] = {
+    "reward": ("preference", "ranking"),
+    "dpo": ("preference", "ranking"),
+    "orpo": ("preference", "ranking"),
+    "kto": ("kto", "preference", "ranking"),
+    "sft": ("sft",),
+    "grpo": None,
     "ppo": None,
 }
 #: the name a run's reward model has in the trainer's ``data["reward_models"]``
@@ -109,9 +115,14 @@ def validate_launch(
     if not isinstance(name, str) or len(name) > NAME_MAX_CHARS:
         raise LaunchRejected(f"name must be text of at most {NAME_MAX_CHARS} characters", "name")
     processes = check_processes(num_processes)
-    run_config = check_config(kind, config, processes)
+    run_config = check_config(kind, config, processes, queue)
+    check_peft(run_config, queue)
+    check_strategy(run_config, queue)
     base_model, base_model_version = check_base_model(base_model, base_model_version)
+    check_base_exists(base_model)
+    check_precision(run_config, queue)
     snapshot = check_inputs(kind, snapshot, reward_model_version, run_config, principle_keys or [])
+    check_snapshot_size(snapshot, run_config)
     return Launch(
         kind=kind,
         config=run_config,
@@ -137,12 +148,42 @@ def check_processes(num_processes: object) -> int:
     return num_processes
 
 
-def check_config(kind: str, config: object, num_processes: int) -> trainers.RunConfig:
-    """The kind's schema with its defaults filled in, every value typed and bounded."""
+def check_config(
+    kind: str, config: object, num_processes: int, queue: str = TrainingRun.Queue.CPU
+) -> trainers.RunConfig:
+    """The kind's schema with its defaults filled in (``report_to`` unset: the deployment's
+    ``TRAINING_REPORT_TO``), every value typed and bounded, and the options the queue's workers
+    cannot honour refused (``check_runtime``: a CPU queue has no CUDA; flash attention, Liger,
+    8-bit Adam, vLLM and each tracker of ``report_to`` need their packages)."""
+    values = dict(config) if isinstance(config, dict) else ({} if config is None else config)
+    if isinstance(values, dict) and values.get("report_to") is None:
+        values["report_to"] = list(settings.TRAINING_REPORT_TO)
     try:
-        return trainers.from_dict(kind, config or {}, world_size=num_processes, limits=limits())
+        run_config = trainers.from_dict(kind, values, world_size=num_processes, limits=limits())
+        check_runtime(run_config, gpu=queue == TrainingRun.Queue.GPU)
+        return run_config
     except ConfigError as exc:
         raise LaunchRejected(str(exc), f"config.{exc.field}" if exc.field else "config") from exc
+
+
+def check_peft(config: trainers.RunConfig, queue: str) -> None:
+    """QLoRA (4-bit bitsandbytes) needs a CUDA GPU: refused on the CPU queue. Whether a GPU
+    worker has bitsandbytes is only known there; the worker fails such a run with the reason."""
+    if config.peft == "qlora" and queue == TrainingRun.Queue.CPU:
+        raise LaunchRejected(
+            "peft 'qlora' loads the base in 4-bit with bitsandbytes, which needs a CUDA GPU: "
+            "launch it on the gpu queue, or use peft 'lora' on the cpu queue",
+            "config.peft",
+        )
+
+
+def check_strategy(config: trainers.RunConfig, queue: str) -> None:
+    """FSDP and DeepSpeed shard over GPUs only (``training.strategies.CPU_REFUSAL``); the
+    process-count and offload rules are the config's own (``RunConfig.validate``)."""
+    if queue == TrainingRun.Queue.CPU and config.strategy in strategies.SHARDED:
+        raise LaunchRejected(
+            strategies.CPU_REFUSAL.format(strategy=config.strategy), "config.strategy"
+        )
 
 
 def check_base_model(
@@ -233,17 +274,20 @@ def check_inputs(
     if snapshot.status != DatasetSnapshot.Status.READY:
         raise LaunchRejected(f"snapshot {snapshot.pk} is {snapshot.status}, not ready", "snapshot")
     wanted = SNAPSHOT_KIND_FOR[kind]
-    if wanted and snapshot.kind != wanted:
+    if wanted and snapshot.kind not in wanted:
         raise LaunchRejected(
-            f"a {kind} run needs a {wanted} snapshot, not {snapshot.kind}", "snapshot"
+            f"a {kind} run needs a {' or '.join(wanted)} snapshot, not {snapshot.kind}", "snapshot"
         )
     rewards = getattr(config, "rewards", None) or []
-    uses_reward_model = kind == "ppo" or any(
-        spec["type"] in ("reward_model", "principles") for spec in rewards
-    )
+    uses_reward_model = any(spec["type"] in ("reward_model", "principles") for spec in rewards)
     if uses_reward_model and reward_model_version is None and not principle_keys:
         raise LaunchRejected(
             f"this {kind} run needs a reward model version", "reward_model_version"
+        )
+    if getattr(config, "value_init", None) == "reward_model" and not uses_reward_model:
+        raise LaunchRejected(
+            "value_init='reward_model' needs a reward_model entry in rewards (and its version)",
+            "config.value_init",
         )
     if reward_model_version and reward_model_version.registered_model.kind != "reward":
         raise LaunchRejected(
@@ -260,3 +304,62 @@ def check_inputs(
             "config.rewards",
         )
     return snapshot
+
+
+# --- launch-time checks (issue 18): what the worker would only find out later ---------------
+
+#: precisions a CPU worker cannot train in (the ``cpu`` queue's workers have no GPU)
+GPU_PRECISIONS = ("bf16", "fp16")
+
+
+def check_base_exists(base_model: str) -> None:
+    """The base model can be loaded where the run will train: a local path exists (it already
+    lies under ``MODEL_ROOTS``); a hub id, when the deployment is offline (``HF_HUB_OFFLINE``,
+    the workers' default), is already in the local Hugging Face cache. A registered version
+    and ``builtin:tiny`` always exist."""
+    if base_model.startswith("/"):
+        if not Path(base_model).exists():
+            raise LaunchRejected(
+                f"base model path {base_model!r:.300} does not exist (it must be a model "
+                "directory under MODEL_ROOTS)",
+                "base_model",
+            )
+        return
+    if HUB_ID.fullmatch(base_model) and settings.HF_HUB_OFFLINE and not hub_cached(base_model):
+        raise LaunchRejected(
+            f"{base_model!r} is not in the local Hugging Face cache and downloads are off "
+            "(HF_HUB_OFFLINE=1): download it first, give a path under MODEL_ROOTS, or set "
+            "HF_HUB_OFFLINE=0 on the deployment",
+            "base_model",
+        )
+
+
+def hub_cached(repo_id: str) -> bool:
+    """The hub model ``repo_id`` has a config in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def check_precision(config: trainers.RunConfig, queue: str) -> None:
+    """bf16 / fp16 need a GPU: refused on the ``cpu`` queue (``auto`` resolves on the worker)."""
+    if queue == TrainingRun.Queue.CPU and config.precision in GPU_PRECISIONS:
+        raise LaunchRejected(
+            f"precision {config.precision} needs a GPU; the cpu queue's workers train in fp32 "
+            "(choose auto or fp32, or the gpu queue)",
+            "config.precision",
+        )
+
+
+def check_snapshot_size(snapshot: DatasetSnapshot, config: trainers.RunConfig) -> None:
+    """The snapshot has rows to train on, and enough to hold some out when ``eval_fraction``
+    asks for an evaluation (the split of ``trainers.common.split_rows``)."""
+    rows = snapshot.row_count
+    if rows < 1:
+        raise LaunchRejected(f"snapshot {snapshot.pk} has no rows: nothing to train on", "snapshot")
+    if config.eval_fraction > 0 and rows < 2:
+        raise LaunchRejected(
+            f"snapshot {snapshot.pk} has {rows} row: eval_fraction {config.eval_fraction} "
+            "holds out none of it (set eval_fraction to 0, or use at least 2 rows)",
+            "config.eval_fraction",
+        )

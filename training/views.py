@@ -1,6 +1,8 @@
-"""Training pages (admins and managers): launch, list, live run page, cancel. Thin."""
+"""Training pages (admins and managers): launch, list, live run page, cancel, resume. Thin."""
 
 from __future__ import annotations
+
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -13,7 +15,7 @@ from annotation.roles import is_staff_role
 from common.errors import DomainError
 from training import groups, selectors, services, trainers
 from training.charts import charts_for
-from training.forms import PRECEDENCE_KINDS, LaunchForm, PrincipleRewardsForm
+from training.forms import PRECEDENCE_KINDS, LaunchForm, PrincipleRewardsForm, ResumeForm
 from training.models import RunGroup, TrainingRun
 from training.validation import LaunchRejected
 
@@ -59,7 +61,7 @@ def launch(request: HttpRequest, kind: str) -> HttpResponse:
                 snapshot=data["snapshot"],
                 base_model=data["base_model"] or "builtin:tiny",
                 base_model_version=data["base_model_version"],
-                reward_model_version=data["reward_model_version"],
+                reward_model_version=data.get("reward_model_version"),
                 queue=data["queue"],
                 num_processes=data["num_processes"],
                 name=data["name"],
@@ -73,11 +75,14 @@ def launch(request: HttpRequest, kind: str) -> HttpResponse:
         else:
             messages.success(request, f"Run {run.pk} queued on {run.queue}.")
             return redirect("training:run", pk=run.pk)
-    return render(request, "training/launch.html", {"form": form, "kind": kind})
+    query = "?" + urlencode({"snapshot": initial["snapshot"]}) if "snapshot" in initial else ""
+    kinds = [(other, query) for other in trainers.KINDS]
+    return render(request, "training/launch.html", {"form": form, "kind": kind, "kinds": kinds})
 
 
 def _run_context(run: TrainingRun) -> dict:
-    return {"run": run, "charts": charts_for(selectors.metric_series(run))}
+    resumable = run.status in services.RESUMABLE and services.newest_checkpoint(run) is not None
+    return {"run": run, "charts": charts_for(selectors.metric_series(run)), "resumable": resumable}
 
 
 @login_required
@@ -99,6 +104,25 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(exc))
     if request.htmx:
         return render(request, "training/_run_status.html", _run_context(run))
+    return redirect("training:run", pk=pk)
+
+
+@login_required
+@require_POST
+def resume(request: HttpRequest, pk: int) -> HttpResponse:
+    """Resume a cancelled or failed run from its last checkpoint (a higher step extends it)."""
+    _staff(request)
+    run = get_object_or_404(TrainingRun, pk=pk)
+    form = ResumeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+        return redirect("training:run", pk=pk)
+    try:
+        run = services.resume_run(run=run, max_steps=form.cleaned_data["max_steps"])
+    except DomainError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"Run {run.pk} queued again, to step {run.max_steps}.")
     return redirect("training:run", pk=pk)
 
 

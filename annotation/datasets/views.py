@@ -109,7 +109,12 @@ def import_job(request: HttpRequest, pk: int) -> HttpResponse:
 PER_PAGE = 50
 #: the launch forms a snapshot kind opens with "Train on this dataset" (``training.validation``
 #: checks the pairing; grpo takes any snapshot with prompts)
-TRAIN_KINDS = {"preference": ("reward", "dpo"), "sft": ("sft",)}
+TRAIN_KINDS = {
+    "preference": ("reward", "dpo", "kto", "orpo"),
+    "ranking": ("reward", "dpo", "kto", "orpo"),
+    "kto": ("kto",),
+    "sft": ("sft",),
+}
 
 
 def _project(slug: str) -> Project:

@@ -216,6 +216,14 @@ MATRIX = [
         None,
         (200, 200, 403, 403, 401),
     ),
+    # the matrix's run is queued: resuming it is a conflict (409) for those allowed to ask
+    (
+        "training-runs resume",
+        "post",
+        "training-runs/{w.run.pk}/resume/",
+        None,
+        (409, 409, 403, 403, 401),
+    ),
     ("training-runs config schema", "get", "training-runs/config-schema/?kind=dpo", None, READERS),
     ("training-run-groups list", "get", "training-run-groups/", None, READERS),
     ("training-run-groups detail", "get", "training-run-groups/{w.group.pk}/", None, READERS),

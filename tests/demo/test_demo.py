@@ -119,6 +119,7 @@ def assert_content(client: Client, url: str) -> str:
     return text
 
 
+@pytest.mark.e2e
 def test_demo_seeds_trains_and_every_page_shows_content(settings, isolated_artifacts):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     call_command("seed_demo", "--limit", "20")

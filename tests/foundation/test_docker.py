@@ -22,11 +22,15 @@ DOCKER = REPO / "docker"
 def test_compose_declares_the_production_stack():
     compose = yaml.safe_load((DOCKER / "compose.yaml").read_text())
     services = compose["services"]
-    assert set(services) == {"web", "worker", "gpu-worker", "flower", "postgres", "redis"}
+    assert set(services) == {
+        "web", "worker", "gpu-worker", "gpu-worker-4", "gpu-worker-8", "flower", "postgres", "redis"
+    }  # fmt: skip
     assert services["worker"]["command"] == ["worker", "cpu"]
-    assert services["gpu-worker"]["command"] == ["worker", "gpu"]
-    (device,) = services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
-    assert device == {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
+    for name, count in (("gpu-worker", 1), ("gpu-worker-4", 4), ("gpu-worker-8", 8)):
+        assert services[name]["command"] == ["worker", "gpu"]
+        (device,) = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert device == {"driver": "nvidia", "count": count, "capabilities": ["gpu"]}
+    assert services["gpu-worker-4"]["hostname"] != services["gpu-worker-8"]["hostname"]
     assert services["web"]["environment"]["DJANGO_ENV"] == "production"
     assert "/healthz/" in " ".join(services["web"]["healthcheck"]["test"])
     assert "gunicorn" in (DOCKER / "entrypoint.sh").read_text()

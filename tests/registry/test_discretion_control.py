@@ -111,6 +111,7 @@ def trained(run: TrainingRun, worker) -> ModelVersion:
     return ModelVersion.objects.get(pk=run.output_model_version_id)
 
 
+@pytest.mark.e2e
 def test_policies_follow_the_precedence_they_were_trained_to(registry_worker, make_user):
     project = conflict_project(train=40, probe=12)
     pat, quinn = make_user("pat"), make_user("quinn")

@@ -54,6 +54,7 @@ def api_as(user) -> APIClient:
     return client
 
 
+@pytest.mark.e2e
 def test_chain_sft_reward_ppo_lineage_and_model_card(registry_worker, pq_set, make_user):
     project = make_project(pq_set, "chain", train=12, probe=4, overlap=2)
     alice, bob, prober = make_user("alice"), make_user("bob"), make_user("prober")

@@ -90,6 +90,7 @@ def test_a_group_without_enough_pairs_fails_saying_how_many_each_had(pq_set, mak
 @pytest.mark.worker
 @pytest.mark.training
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.e2e
 def test_reward_per_principle_from_the_page_to_the_registry(registry_worker, pq_set, make_user):
     project = make_project(pq_set, "per-principle", train=40, probe=6)
     alice = make_user("alice")

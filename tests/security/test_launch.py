@@ -41,8 +41,9 @@ def snapshot(project, settings):
     )
     path = settings.ARTIFACT_ROOT / f"{snap.pk}.jsonl"
     row = {"prompt": "Hi?", "chosen": "Hello, happy to help.", "rejected": "Go away."}
-    path.write_text(json.dumps(row) + "\n")
-    DatasetSnapshot.objects.filter(pk=snap.pk).update(artifact_path=str(path), row_count=1)
+    path.write_text(2 * (json.dumps(row) + "\n"))  # two: one is held out (eval_fraction)
+    DatasetSnapshot.objects.filter(pk=snap.pk).update(artifact_path=str(path), row_count=2)
+    snap.refresh_from_db()
     return snap
 
 
@@ -181,7 +182,8 @@ def test_reward_specs_are_bounded_and_name_only_the_runs_reward_model(
 
 
 @pytest.mark.django_db
-def test_sound_base_models_are_accepted(api, snapshot, model_root, tmp_path):
+def test_sound_base_models_are_accepted(api, snapshot, model_root, tmp_path, settings):
+    settings.HF_HUB_OFFLINE = False  # a deployment that downloads hub models
     policy = RegisteredModel.objects.create(name="policy", kind="sft")
     version = ModelVersion.objects.create(registered_model=policy, version=3, artifact_uri="/x")
     inside_link = model_root / "alias"

@@ -34,7 +34,7 @@ def test_training_pages_are_for_admins_and_managers(client, make_user, role, pre
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("kind", ["reward", "sft", "dpo", "grpo", "ppo"])
+@pytest.mark.parametrize("kind", ["reward", "sft", "dpo", "grpo", "ppo", "kto", "orpo"])
 def test_launch_form_renders_every_config_field(client, admin_user, kind):
     from training import trainers
 

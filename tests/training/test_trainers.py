@@ -347,7 +347,9 @@ def test_checkpoint_resume_continues_from_checkpoint(tmp_path):
 # --- distributed ------------------------------------------------------------------------------
 
 
-def torchrun(tmp_path: Path, name: str, config: dict, cancel: bool = False) -> tuple[dict, list]:
+def torchrun(
+    tmp_path: Path, name: str, config: dict, cancel: bool = False, expect_failure: bool = False
+) -> tuple[dict, list]:
     data_file = tmp_path / "data.json"
     data_file.write_text(json.dumps({"base_model": "builtin:tiny", "rows": preference_rows(32)}))
     spec = {
@@ -367,8 +369,11 @@ def torchrun(tmp_path: Path, name: str, config: dict, cancel: bool = False) -> t
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                "-m", "training.trainers.launch", "--spec", str(spec_file)]  # fmt: skip
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    progress = [json.loads(line) for line in Path(spec["progress_file"]).read_text().splitlines()]
+    assert (done.returncode != 0) == expect_failure, done.stderr[-3000:]
+    reports = Path(spec["progress_file"])
+    progress = (
+        [json.loads(line) for line in reports.read_text().splitlines()] if reports.exists() else []
+    )
     return json.loads(Path(spec["result_file"]).read_text()), progress
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import httpx
 
 from common.errors import DomainError
+from models_registry import adapters
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 _MAX_BACKOFF_S = 30.0
@@ -438,7 +439,8 @@ class VllmJudge:
 
         self.options = list(options)
         self.tokenizer = load_tokenizer(model_dir)
-        self.llm = LLM(model=model_dir, max_logprobs=self.TOP_LOGPROBS)
+        with adapters.full_weights(model_dir) as weights:  # an adapter is loaded merged
+            self.llm = LLM(model=weights, max_logprobs=self.TOP_LOGPROBS)
         self.limit = self.llm.llm_engine.model_config.max_model_len
         self.option_ids = option_token_ids(self.tokenizer, self.options)
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from annotation.models import Prompt, Response, Task
 from common.errors import DomainError
+from models_registry import storage
 from training.judges import critiques, services, templates
 from training.judges.backends import Answer, HttpJudge, local_judge
 from training.models import JudgeAnswer, JudgeJob, JudgeTemplate
@@ -96,7 +97,7 @@ def open_backend(job: JudgeJob):
             max_requests_per_s=c.get("max_requests_per_s", 0.0),
             backoff_s=settings.JUDGE_BACKOFF_S,
         )
-    return local_judge(job.model_version.artifact_uri, options, batch_size=c["batch_size"])
+    return local_judge(storage.loadable(job.model_version), options, batch_size=c["batch_size"])
 
 
 def _chunks(items: list[Question], size: int) -> Iterator[list[Question]]:

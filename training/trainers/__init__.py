@@ -1,10 +1,11 @@
-"""Django-free training layer: one entry point over reward / SFT / DPO / GRPO / PPO.
+"""Django-free training layer: one entry point over reward / SFT / DPO / GRPO / PPO / KTO / ORPO.
 
 ``data`` (plain Python, JSON-serialisable):
 
 * ``base_model``: a local path, a hub id (``HF_HUB_OFFLINE=1`` is respected) or ``"builtin:tiny"``;
 * ``rows``: training rows -- reward/DPO ``{prompt, chosen, rejected, margin?, principles?}``;
-  SFT ``{messages}``; GRPO/PPO ``{prompt}``. Prompts may be text or chat messages;
+  SFT ``{messages}``; GRPO/PPO ``{prompt}``; KTO ``{prompt, completion, label}``;
+  ORPO as DPO. Prompts may be text or chat messages;
 * ``eval_rows`` (optional): held-out rows; otherwise ``eval_fraction`` of ``rows`` is held out;
 * ``reference_model`` (optional): DPO reference and evaluation baseline (default: the base);
 * ``reward_models`` (optional): ``{name: path}`` of trained reward models, used by the GRPO/PPO
@@ -21,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from training.trainers.common import Hooks, RunContext, TrainingResult
-from training.trainers.config import CONFIGS, KINDS, RunConfig, describe_fields, from_dict
+from training.trainers.config import (
+    CONFIGS,
+    KINDS,
+    RunConfig,
+    check_runtime,
+    describe_fields,
+    from_dict,
+)
 
 __all__ = [
     "CONFIGS",
@@ -51,6 +59,9 @@ def run_training(
     after success. Under torchrun every rank calls this; only rank 0 gets the artifact and eval.
     """
     run_config = from_dict(kind, config, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+    import torch
+
+    check_runtime(run_config, gpu=torch.cuda.is_available())
     output_dir = Path(output_dir)
     ctx = RunContext(
         config=run_config,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from models_registry import adapters
+from training import strategies
 from training.tiny import TINY_SPEC, save_tiny
 
 if TYPE_CHECKING:
@@ -241,6 +244,8 @@ def resolve_device_settings(config: RunConfig) -> dict[str, Any]:
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
     if precision != "fp32" and not cuda:
         raise ValueError(f"precision {precision!r} needs a GPU; use 'fp32' or 'auto' on CPU.")
+    if config.strategy in strategies.SHARDED and not cuda:
+        raise ValueError(strategies.CPU_REFUSAL.format(strategy=config.strategy))
     checkpointing = config.activation_checkpointing
     return {
         "cuda": cuda,
@@ -250,31 +255,71 @@ def resolve_device_settings(config: RunConfig) -> dict[str, Any]:
     }
 
 
-def trl_arguments(config: RunConfig, checkpoint_dir: Path) -> dict[str, Any]:
-    """Keyword arguments shared by every TRL config class (they all subclass TrainingArguments)."""
+def trl_arguments(
+    config: RunConfig, checkpoint_dir: Path, *, train_rows: int | None = None
+) -> dict[str, Any]:
+    """Keyword arguments shared by every TRL config class (they all subclass TrainingArguments).
+
+    ``train_rows``: how many training rows there are, to turn ``num_train_epochs`` into steps.
+    """
     device = resolve_device_settings(config)
     return {
         "output_dir": str(checkpoint_dir),
-        "max_steps": config.max_steps,
+        "max_steps": run_steps(config, train_rows),
         "per_device_train_batch_size": config.batch_size,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "learning_rate": config.learning_rate,
         "lr_scheduler_type": config.lr_scheduler_type,
-        "warmup_steps": config.warmup_steps,
+        # transformers 5 folded warmup_ratio into warmup_steps: a float in [0, 1) is a ratio
+        "warmup_steps": config.warmup_steps if config.warmup_ratio is None else config.warmup_ratio,
         "max_grad_norm": config.max_grad_norm,
         "seed": config.seed,
         "logging_steps": config.logging_steps,
         "bf16": device["bf16"],
         "fp16": device["fp16"],
         "use_cpu": not device["cuda"],
-        "activation_checkpointing": device["activation_checkpointing"],
+        **strategies.trainer_arguments(config, device["activation_checkpointing"]),
         "save_strategy": "steps" if config.save_steps else "no",
         **({"save_steps": config.save_steps} if config.save_steps else {}),
         "save_total_limit": config.save_total_limit,
-        "report_to": "none",
+        "report_to": list(config.report_to) if config.report_to else "none",
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
+        **trainer_options(config),
     }
+
+
+def run_steps(config: RunConfig, train_rows: int | None) -> int:
+    """Optimizer steps of the run: ``max_steps`` stays the stop; with ``num_train_epochs`` the run
+    ends earlier when that many passes over ``train_rows`` take fewer steps (GRPO: each prompt
+    yields ``num_generations`` of the rows a step consumes)."""
+    if config.num_train_epochs is None or not train_rows:
+        return config.max_steps
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_step = config.batch_size * config.gradient_accumulation_steps * world
+    per_step /= getattr(config, "num_generations", 1)
+    return max(1, min(config.max_steps, math.ceil(config.num_train_epochs * train_rows / per_step)))
+
+
+def trainer_options(config: RunConfig) -> dict[str, Any]:
+    """The ``# --- Trainer options ---`` fields as TrainingArguments keywords (optimizer, compile,
+    Liger kernels, in-training evaluation on the held-out rows)."""
+    options: dict[str, Any] = {
+        "optim": config.optim,
+        "weight_decay": config.weight_decay,
+        "torch_compile": config.torch_compile,
+        "use_liger_kernel": config.use_liger_kernel,
+    }
+    if config.eval_steps:
+        metric = config.metric_for_best_model
+        options |= {
+            "eval_strategy": "steps",
+            "eval_steps": config.eval_steps,
+            "per_device_eval_batch_size": config.batch_size,
+            "metric_for_best_model": metric,
+            "greater_is_better": "loss" not in metric,
+        }
+    return options
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -296,21 +341,42 @@ def _dtype(trainable: bool) -> str:
     return "float32" if trainable else "auto"
 
 
-def load_causal_lm(path: str, *, trainable: bool = False):
+def load_causal_lm(path: str, *, trainable: bool = False, **options: Any):
+    """A causal LM from full weights or an adapter artifact (merged into its base: a run that
+    starts from an adapter version trains the merged model). ``options`` go to
+    ``from_pretrained`` (QLoRA's 4-bit quantisation)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(trainable))
+    return adapters.load_model(
+        path,
+        lambda p: AutoModelForCausalLM.from_pretrained(p, dtype=_dtype(trainable), **options),
+    )
 
 
-def load_sequence_classifier(path: str, tokenizer, *, trainable: bool = False):
-    """A scalar-head model (``num_labels=1``); a causal-LM checkpoint gets a fresh head."""
+def load_sequence_classifier(path: str, tokenizer, *, trainable: bool = False, **options: Any):
+    """A scalar-head model (``num_labels=1``); a causal-LM checkpoint gets a fresh head. An
+    adapter artifact is merged into its base (its trained head included)."""
     from transformers import AutoModelForSequenceClassification
 
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=_dtype(trainable)
+    model = adapters.load_model(
+        path,
+        lambda p: AutoModelForSequenceClassification.from_pretrained(
+            p, num_labels=1, dtype=_dtype(trainable), **options
+        ),
     )
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+def load_model_config(path: str):
+    """The transformers config of a model directory or hub id; an adapter's is its base's."""
+    from transformers import AutoConfig
+
+    for _ in range(adapters.MAX_DEPTH):
+        if not adapters.is_adapter(path):
+            break
+        path = adapters.adapter_base(path)
+    return AutoConfig.from_pretrained(path)
 
 
 def max_positions(model_config) -> int | None:
@@ -450,6 +516,10 @@ def finish_training(
         save(directory)
         if main_process:
             write_run_info(directory, kind, ctx)
+            if adapters.is_adapter(directory) and ctx.data.get("base_model") == TINY_SPEC:
+                # builtin:tiny's base lives in work_dir, removed below: the adapter keeps it
+                head = "reward" if kind == "reward" else "causal_lm"
+                shutil.copytree(ctx.base_model_path(head), directory / adapters.BUNDLED_BASE)
 
     artifact = write_artifact(
         ctx.output_dir, save_with_info, main_process=main_process, barrier=barrier

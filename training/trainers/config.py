@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from types import UnionType
 from typing import Any, ClassVar, Literal
 
-KINDS = ("reward", "sft", "dpo", "grpo", "ppo")
+KINDS = ("reward", "sft", "dpo", "grpo", "ppo", "kto", "orpo")
 
 DPO_LOSS_TYPES = (
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
@@ -26,6 +26,14 @@ SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
     "inverse_sqrt",
 )  # fmt: skip
+RANKING_PAIRS = ("all", "adjacent", "best_vs_rest")
+TRACKERS = ("mlflow", "tensorboard", "wandb")  # report_to: transformers' integrations
+#: tracker → (the module transformers imports, the package that provides it)
+TRACKER_PACKAGES = {
+    "mlflow": ("mlflow", "mlflow-skinny"),
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+}
 REWARD_TYPES = ("reward_model", "principles", "length", "strings", "regex", "json")
 INT64_MAX = 2**63 - 1
 SEED_MAX = 2**32 - 1  # numpy's seed range (transformers.set_seed seeds numpy)
@@ -103,9 +111,93 @@ class RunConfig:
     )
     save_total_limit: int = _f(2, "Checkpoints kept on disk.", 1, 1000)
     eval_fraction: float = _f(0.1, "Share of rows held out for evaluation (0 = none).", 0, 1)
+    # --- Trainer options ---
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = _f(
+        "auto",
+        "Attention kernel; auto = the model's default. flash_attention_2 needs a GPU "
+        "worker with flash_attn installed.",
+    )
+    torch_compile: bool = _f(False, "Compile the model with torch.compile.")
+    use_liger_kernel: bool = _f(False, "Liger fused kernels (needs liger_kernel installed).")
+    optim: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "adamw_8bit", "sgd"] = _f(
+        "adamw_torch", "Optimizer (transformers' names); adamw_8bit needs a GPU and bitsandbytes."
+    )
+    weight_decay: float = _f(0.0, "Decoupled weight decay.", 0, 10)
+    num_train_epochs: float | None = _f(
+        None,
+        "Passes over the training rows; the run stops after these or max_steps, whichever "
+        "comes first (None = max_steps only).",
+        0,
+        1e6,
+    )
+    warmup_ratio: float | None = _f(
+        None, "Warm-up as a share of the run's steps, in [0, 1); replaces warmup_steps.", 0, 1
+    )
+    eval_steps: int = _f(
+        0,
+        "Evaluate on the held-out rows every N steps while training (0 = only at the end).",
+        0,
+        "max_steps",
+    )
+    early_stopping_patience: int = _f(
+        0,
+        "Stop after N evaluations without improving metric_for_best_model (0 = off; needs "
+        "eval_steps). The artifact is the model at the stop.",
+        0,
+        1000,
+    )
+    metric_for_best_model: str = _f(
+        "loss",
+        "Evaluation metric early stopping watches (without 'eval_'); names containing "
+        "'loss' are minimised, others maximised.",
+    )
+
+    #: trainer options a kind ignores, refused when set away from their defaults
+    UNSUPPORTED_OPTIONS: ClassVar[tuple[str, ...]] = ()
+
+    # --- Tracking ---
+    report_to: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": f"Experiment trackers to report to besides the platform ({', '.join(TRACKERS)}"
+            "); unset = the deployment's TRAINING_REPORT_TO, [] = none. Their own environment "
+            "(MLFLOW_TRACKING_URI, TENSORBOARD_LOGGING_DIR, WANDB_PROJECT …) configures them."
+        },
+    )
+
+    # --- PEFT ---
+    peft: Literal["none", "lora", "qlora"] = _f(
+        "none",
+        "none = train every weight; lora = train a low-rank adapter (the artifact is the "
+        "adapter); qlora = LoRA over a 4-bit base (GPU with bitsandbytes only).",
+    )
+    lora_r: int = _f(16, "LoRA rank.", 1, 4096)
+    lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r).", 1, 1_000_000)
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA input, in [0, 1).", 0, 1)
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Module names to adapt; None = the architecture's default "
+            "(attention and MLP projections), or every linear layer for unknown ones."
+        },
+    )
+
+    # --- Strategy ---
+    strategy: Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"] = _f(
+        "ddp",
+        "ddp = a full replica per process; fsdp / deepspeed-zero2 / deepspeed-zero3 shard "
+        "optimizer state, gradients (and, for fsdp and zero3, parameters) across processes.",
+    )
+    offload_optimizer: bool = _f(
+        False, "Keep optimizer state on the CPU (deepspeed-zero2/zero3; fsdp: see offload_params)."
+    )
+    offload_params: bool = _f(
+        False, "Keep parameters on the CPU (fsdp: with gradients and optimizer state; zero3)."
+    )
 
     def validate(self, world_size: int = 1) -> None:
         """Raise ValueError with a readable message when the settings cannot work."""
+        self._validate_trainer_options()
         for name in ("max_steps", "batch_size", "gradient_accumulation_steps", "max_length",
                      "logging_steps", "save_total_limit"):  # fmt: skip
             if getattr(self, name) < 1:
@@ -120,6 +212,46 @@ class RunConfig:
             raise ValueError(f"precision must be auto, bf16, fp16 or fp32, got {self.precision!r}.")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}.")
+        trackers = self.report_to or []
+        if any(t not in TRACKERS for t in trackers) or len(set(trackers)) != len(trackers):
+            raise ValueError(f"report_to takes distinct trackers from {', '.join(TRACKERS)}.")
+        if self.peft not in ("none", "lora", "qlora"):
+            raise ValueError(f"peft must be none, lora or qlora, got {self.peft!r}.")
+        if self.lora_r < 1 or self.lora_alpha <= 0:
+            raise ValueError("lora_r must be at least 1 and lora_alpha positive.")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+        if self.lora_target_modules is not None and (
+            not self.lora_target_modules or not all(m.strip() for m in self.lora_target_modules)
+        ):
+            raise ValueError(
+                "lora_target_modules must list module names (e.g. q_proj, v_proj) or be null "
+                "for the architecture's default."
+            )
+        if self.peft == "qlora" and self.precision == "fp32":
+            raise ValueError(
+                "peft 'qlora' computes in bf16 or fp16 on a GPU; set precision auto, bf16 or fp16."
+            )
+        validate_strategy(self.strategy, self.offload_optimizer, self.offload_params)
+
+    def _validate_trainer_options(self) -> None:
+        defaults = {f.name: f.default for f in dataclasses.fields(RunConfig)}
+        for name in self.UNSUPPORTED_OPTIONS:
+            if getattr(self, name) != defaults[name]:
+                raise ValueError(f"{name} is not supported by {self.kind} runs.")
+        if self.warmup_ratio is not None:
+            if not 0 <= self.warmup_ratio < 1:
+                raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+            if self.warmup_steps:
+                raise ValueError("warmup_ratio replaces warmup_steps; set only one of them.")
+        if self.num_train_epochs is not None and self.num_train_epochs <= 0:
+            raise ValueError(f"num_train_epochs must be positive, got {self.num_train_epochs}.")
+        if self.early_stopping_patience and not self.eval_steps:
+            raise ValueError("early_stopping_patience needs eval_steps (evaluations to watch).")
+        if self.eval_steps and self.eval_fraction == 0:
+            raise ValueError("eval_steps needs held-out rows: set eval_fraction above 0.")
+        if not re.fullmatch(r"[\w/.-]{1,100}", self.metric_for_best_model):
+            raise ValueError("metric_for_best_model must be a metric name such as 'loss'.")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -135,6 +267,12 @@ class RewardConfig(RunConfig):
     )
     center_rewards_coefficient: float | None = _f(
         None, "Penalty pulling mean reward to 0 (0.01 is typical); None = off.", 0, 1e3
+    )
+    # --- Ranking snapshots ---
+    ranking_pairs: Literal["all", "adjacent", "best_vs_rest"] = _f(
+        "all",
+        "How a ranking snapshot's K responses become pairs: all ordered pairs, adjacent "
+        "ranks only, or the best against each other (ties are skipped).",
     )
 
     def validate(self, world_size: int = 1) -> None:
@@ -171,6 +309,8 @@ class SFTConfig(PolicyConfig):
         None, "Loss on assistant tokens only; None = when the chat template marks them."
     )
     packing: bool = _f(False, "Pack several conversations into one sequence.")
+    # --- Trainer options ---
+    padding_free: bool = _f(False, "Flatten batches without padding (needs flash attention).")
 
 
 @dataclass(kw_only=True)
@@ -190,6 +330,19 @@ class DPOConfig(PolicyConfig):
     beta: float = _f(0.1, "Strength of the implicit KL to the reference model.", 0, 1e3)
     label_smoothing: float = _f(
         0.0, "Label noise; for 'robust' the assumed preference flip rate, in [0, 0.5).", 0, 0.5
+    )
+    # --- Ranking snapshots ---
+    ranking_pairs: Literal["all", "adjacent", "best_vs_rest"] = _f(
+        "all",
+        "How a ranking snapshot's K responses become pairs: all ordered pairs, adjacent "
+        "ranks only, or the best against each other (ties are skipped).",
+    )
+    # --- Trainer options ---
+    padding_free: bool = _f(False, "Flatten batches without padding (needs flash attention).")
+    precompute_ref_log_probs: bool = _f(
+        False,
+        "Compute the reference log-probabilities once before training (frees the "
+        "reference model's memory while training).",
     )
 
     def validate(self, world_size: int = 1) -> None:
@@ -241,22 +394,70 @@ class GRPOConfig(OnlineRLConfig):
     kind: ClassVar[str] = "grpo"
     learning_rate: float = _f(1e-6, "Peak learning rate (TRL's GRPO default).", 0, "learning_rate")
     num_generations: int = _f(8, "Completions sampled per prompt (at least 2).", 2, "batch_size")
-    beta: float = _f(0.0, "KL coefficient to the reference (0 = no reference model).", 0, 1e3)
+    beta: float = _f(
+        0.0,
+        "KL coefficient to the reference. 0 (the default) loads no reference model, so no "
+        "KL is logged; set e.g. 0.04 to see and limit the drift.",
+        0,
+        1e3,
+    )
     num_iterations: int = _f(
         1, "Optimisation passes per generation batch (>1 = clipped reuse).", 1, 100
     )
     loss_type: str = _f("dapo", f"One of: {', '.join(GRPO_LOSS_TYPES)}.")
+    # --- Trainer options ---
+    scale_rewards: Literal["group", "batch", "none"] = _f(
+        "group", "Divide advantages by the reward std of the group, of the batch, or not at all."
+    )
+    mask_truncated_completions: bool = _f(
+        False, "Leave completions cut at max_completion_length out of the loss."
+    )
+    steps_per_generation: int | None = _f(
+        None,
+        "Optimizer micro-steps per generation batch (None = gradient_accumulation_steps).",
+        1,
+        1000,
+    )
+    top_p: float = _f(1.0, "Sampling nucleus probability.", 0, 1)
+    top_k: int = _f(0, "Sampling top-k (0 = off).", 0, 1_000_000)
+    # --- vLLM rollouts ---
+    use_vllm: bool = _f(False, "Generate rollouts with vLLM (GPU worker with vllm installed).")
+    vllm_mode: Literal["colocate", "server"] = _f(
+        "colocate", "colocate: vLLM shares the training GPU; server: a `trl vllm-serve` process."
+    )
+    vllm_server_base_url: str = _f("", "The vLLM server's URL in server mode (http://host:8000).")
+    vllm_gpu_memory_utilization: float = _f(
+        0.3, "Share of GPU memory vLLM may take in colocate mode.", 0, 1
+    )
 
     def validate(self, world_size: int = 1) -> None:
         super().validate(world_size)
         if self.num_generations < 2:
             raise ValueError(f"num_generations must be at least 2, got {self.num_generations}.")
-        generation_batch = self.batch_size * self.gradient_accumulation_steps * world_size
+        micro_steps = self.steps_per_generation or self.gradient_accumulation_steps
+        generation_batch = self.batch_size * micro_steps * world_size
         if generation_batch % self.num_generations:
             raise ValueError(
-                f"batch_size x gradient_accumulation_steps x processes ({generation_batch}) "
-                f"must be divisible by num_generations ({self.num_generations})."
+                f"batch_size x steps_per_generation (default gradient_accumulation_steps) x "
+                f"processes ({generation_batch}) must be divisible by num_generations "
+                f"({self.num_generations})."
             )
+        if self.eval_steps and (self.batch_size * world_size) % self.num_generations:
+            raise ValueError(
+                f"eval_steps evaluates batch_size x processes ({self.batch_size * world_size}) "
+                f"completions at a time, which must be divisible by num_generations "
+                f"({self.num_generations})."
+            )
+        if self.top_p <= 0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if (
+            self.use_vllm
+            and self.vllm_mode == "server"
+            and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.vllm_server_base_url)
+        ):
+            raise ValueError("vllm_server_base_url must be an http(s) URL in vllm_mode 'server'.")
+        if self.use_vllm and self.vllm_mode == "colocate" and self.vllm_gpu_memory_utilization <= 0:
+            raise ValueError("vllm_gpu_memory_utilization must be in (0, 1].")
         if self.loss_type not in GRPO_LOSS_TYPES:
             raise ValueError(f"Unknown GRPO loss_type {self.loss_type!r}; use {GRPO_LOSS_TYPES}.")
         if self.beta < 0 or self.num_iterations < 1:
@@ -288,11 +489,29 @@ class PPOConfig(OnlineRLConfig):
     value_init: Literal["policy", "reward_model"] = _f(
         "policy", "Initialise the value model from the policy or from the (single) reward model."
     )
+    # --- vLLM rollouts ---
+    use_vllm: bool = _f(
+        False,
+        "Sample rollouts with a colocated vLLM engine (GPU worker with vllm installed); "
+        "the policy's weights are loaded into it after every update.",
+    )
+    vllm_gpu_memory_utilization: float = _f(
+        0.3, "Share of GPU memory the vLLM engine may take.", 0, 1
+    )
+
+    UNSUPPORTED_OPTIONS: ClassVar[tuple[str, ...]] = (
+        "attn_implementation", "torch_compile", "use_liger_kernel", "optim", "num_train_epochs",
+        "eval_steps", "early_stopping_patience",
+    )  # fmt: skip
 
     def validate(self, world_size: int = 1) -> None:
         super().validate(world_size)
         if world_size != 1:
             raise ValueError("PPO runs in a single process; launch it without torchrun.")
+        if self.strategy != "ddp":
+            raise ValueError(
+                "strategy: PPO runs in a single process without sharding; use strategy 'ddp'."
+            )
         if self.gradient_accumulation_steps != 1:
             raise ValueError(
                 "PPO splits batches with num_mini_batches; keep gradient_accumulation_steps=1."
@@ -318,9 +537,114 @@ class PPOConfig(OnlineRLConfig):
             raise ValueError("value_init must be 'policy' or 'reward_model'.")
 
 
+@dataclass(kw_only=True)
+class KTOConfig(PolicyConfig):
+    """Kahneman-Tversky optimisation on unpaired desirable/undesirable completions (TRL
+    KTOTrainer); preference and ranking snapshots are unpaired into such rows."""
+
+    kind: ClassVar[str] = "kto"
+    learning_rate: float = _f(1e-6, "Peak learning rate (TRL's KTO default).", 0, "learning_rate")
+    beta: float = _f(0.1, "Strength of the implicit KL to the reference model.", 0, 1e3)
+    desirable_weight: float = _f(1.0, "Loss weight of desirable rows.", 0, 1e3)
+    undesirable_weight: float = _f(
+        1.0, "Loss weight of undesirable rows (raise it when they are fewer).", 0, 1e3
+    )
+
+    def validate(self, world_size: int = 1) -> None:
+        super().validate(world_size)
+        if self.beta <= 0:
+            raise ValueError(f"beta must be positive, got {self.beta}.")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be at least 2 for KTO (its KL estimate pairs rows).")
+        if self.desirable_weight <= 0 or self.undesirable_weight <= 0:
+            raise ValueError("desirable_weight and undesirable_weight must be positive.")
+
+
+@dataclass(kw_only=True)
+class ORPOConfig(PolicyConfig):
+    """Odds-ratio preference optimisation, reference-free (TRL's experimental ORPOTrainer)."""
+
+    kind: ClassVar[str] = "orpo"
+    learning_rate: float = _f(1e-6, "Peak learning rate (TRL's ORPO default).", 0, "learning_rate")
+    beta: float = _f(0.1, "Weight of the odds-ratio term (lambda in the ORPO paper).", 0, 1e3)
+    # --- Ranking snapshots ---
+    ranking_pairs: Literal["all", "adjacent", "best_vs_rest"] = _f(
+        "all",
+        "How a ranking snapshot's K responses become pairs: all ordered pairs, adjacent "
+        "ranks only, or the best against each other (ties are skipped).",
+    )
+
+    def validate(self, world_size: int = 1) -> None:
+        super().validate(world_size)
+        if self.beta <= 0:
+            raise ValueError(f"beta must be positive, got {self.beta}.")
+
+
 CONFIGS: dict[str, type[RunConfig]] = {
-    c.kind: c for c in (RewardConfig, SFTConfig, DPOConfig, GRPOConfig, PPOConfig)
+    c.kind: c
+    for c in (RewardConfig, SFTConfig, DPOConfig, GRPOConfig, PPOConfig, KTOConfig, ORPOConfig)
 }
+
+
+def check_runtime(config: RunConfig, *, gpu: bool) -> None:
+    """Refuse options this machine (``gpu``: it has a CUDA device) or its installed libraries
+    cannot honour: flash attention, Liger kernels, 8-bit Adam, vLLM, experiment trackers. Looks
+    packages up without importing them, so the web process can call it for a queue. Raises
+    ConfigError."""
+    from importlib.util import find_spec
+
+    where = "this deployment" if gpu else "a CPU worker"
+
+    def need(ok: bool, field: str, what: str) -> None:
+        if not ok:
+            raise ConfigError(f"{field}: {what} (not available on {where}).", field)
+
+    if config.attn_implementation == "flash_attention_2":
+        need(gpu and find_spec("flash_attn") is not None, "attn_implementation",
+             "flash_attention_2 needs a CUDA GPU and the flash_attn package")  # fmt: skip
+    if getattr(config, "padding_free", False):
+        need(config.attn_implementation == "flash_attention_2", "padding_free",
+             "padding_free needs attn_implementation flash_attention_2")  # fmt: skip
+    if config.use_liger_kernel:
+        need(find_spec("liger_kernel") is not None, "use_liger_kernel",
+             "Liger kernels need the liger_kernel package (pip install liger-kernel)")  # fmt: skip
+    if config.optim == "adamw_8bit":
+        need(gpu and find_spec("bitsandbytes") is not None, "optim",
+             "adamw_8bit needs a CUDA GPU and the bitsandbytes package")  # fmt: skip
+    if getattr(config, "use_vllm", False):
+        need(gpu and find_spec("vllm") is not None, "use_vllm",
+             "vLLM rollouts need a CUDA GPU and the vllm package; the CPU path samples with "
+             "transformers' generate (use_vllm=false)")  # fmt: skip
+    for tracker in config.report_to or []:
+        module, package = TRACKER_PACKAGES[tracker]
+        need(find_spec(module) is not None, "report_to",
+             f"{tracker} tracking needs the {package} package (pip install {package}, or leave "
+             f"{tracker} out of report_to)")  # fmt: skip
+
+
+STRATEGIES = ("ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3")
+
+
+def validate_strategy(strategy: str, offload_optimizer: bool, offload_params: bool) -> None:
+    """Which CPU offload each strategy allows. Any process count works: one process with fsdp or
+    DeepSpeed is the single-GPU offload case; the launcher always starts it under torchrun."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
+    if strategy == "ddp" and (offload_optimizer or offload_params):
+        raise ValueError(
+            "offload_optimizer / offload_params need strategy fsdp, deepspeed-zero2 or "
+            "deepspeed-zero3 (ddp keeps everything on the device)."
+        )
+    if strategy == "fsdp" and offload_optimizer and not offload_params:
+        raise ValueError(
+            "offload_optimizer: fsdp offloads parameters, gradients and optimizer state together; "
+            "set offload_params instead."
+        )
+    if strategy == "deepspeed-zero2" and offload_params:
+        raise ValueError(
+            "offload_params: ZeRO stage 2 does not partition parameters; use deepspeed-zero3 or "
+            "fsdp, or offload only the optimizer."
+        )
 
 
 def validate_reward_spec(spec: dict[str, Any]) -> None:

@@ -7,7 +7,6 @@ from statistics import fmean
 from typing import Any
 
 import torch
-from transformers import AutoConfig
 
 from training.trainers.common import (
     RunContext,
@@ -15,6 +14,7 @@ from training.trainers.common import (
     Text,
     default_device,
     load_causal_lm,
+    load_model_config,
     load_tokenizer,
     prompt_budget,
     render_prompt,
@@ -95,7 +95,7 @@ def evaluate_run_policy(
         [p for p in prompts if p][: config.eval_prompts],
         scorers,
         max_new_tokens=config.max_completion_length,
-        max_prompt_length=prompt_budget(config, AutoConfig.from_pretrained(str(policy_dir))),
+        max_prompt_length=prompt_budget(config, load_model_config(str(policy_dir))),
         num_samples=config.num_samples,
         seed=config.seed,
     )

@@ -20,6 +20,11 @@ One step:
    clipped value loss (PPO-max: value clipping), optional entropy bonus, global gradient-norm
    clipping per model.
 
+With ``peft`` (LoRA / QLoRA) the policy is an adapter over its frozen base, and the reference is
+that same model with the adapter disabled (no second copy) unless a reference is given. The
+value model is still trained in full: it is discarded after the run and its values stay as
+accurate as without PEFT, at the memory cost of a full model and its optimiser state.
+
 Dropout is disabled in all models, so log-probs during the update match the rollout's.
 Checkpoints (policy, value, optimiser, scheduler, reward statistics, RNG) are written every
 ``save_steps`` steps as ``checkpoint-N`` and a new trainer resumes from the newest one.
@@ -47,16 +52,20 @@ from training.trainers.common import (
     fitting_prompts,
     last_checkpoint,
     load_causal_lm,
+    load_model_config,
     load_sequence_classifier,
     load_tokenizer,
     prompt_budget,
     render_prompt,
     resolve_device_settings,
+    sequence_limit,
     split_rows,
 )
 from training.trainers.config import PPOConfig
+from training.trainers.peft import lora_config, prepare_quantized, quantization
 from training.trainers.sampling import (
     Rollout,
+    VLLMSampler,
     entropy,
     position_ids,
     response_logits,
@@ -173,41 +182,87 @@ class PPOTrainer:
 
         resume = last_checkpoint(self.checkpoint_dir, marker=STATE_FILE)
         self.tokenizer = load_tokenizer(policy_path)
-        self.policy = load_causal_lm(f"{resume}/policy" if resume else policy_path, trainable=True)
-        self.reference = load_causal_lm(reference_path or policy_path).requires_grad_(False)
+        self.policy = self._load_policy(policy_path, resume, settings["activation_checkpointing"])
+        # LoRA without a separate reference: the reference is the policy with its adapter off.
+        self.reference = (
+            None
+            if config.peft != "none" and not reference_path
+            else load_causal_lm(reference_path or policy_path).requires_grad_(False)
+        )
         value_source = f"{resume}/value" if resume else value_path or policy_path
         self.value_model = load_sequence_classifier(value_source, self.tokenizer, trainable=True)
         if not hasattr(self.value_model, "score"):
             raise ValueError(f"{type(self.value_model).__name__} has no 'score' head for values.")
         for model in (self.policy, self.reference, self.value_model):
-            disable_dropout(model)
-            model.to(self.device)
+            if model is not None:
+                disable_dropout(model)
+                if not getattr(model, "is_loaded_in_4bit", False):  # 4-bit: placed when loaded
+                    model.to(self.device)
         if settings["activation_checkpointing"]:
             self.policy.gradient_checkpointing_enable()
             self.value_model.gradient_checkpointing_enable()
-        self.reference.eval()
+        if self.reference is not None:
+            self.reference.eval()
         self.prompt_texts = [render_prompt(self.tokenizer, p) for p in prompts]
         self.max_prompt_length = prompt_budget(config, self.policy.config)
+        self.vllm = (
+            VLLMSampler(
+                f"{resume}/policy" if resume else policy_path,
+                gpu_memory_utilization=config.vllm_gpu_memory_utilization,
+                max_model_len=sequence_limit(config, self.policy.config),
+                seed=config.seed,
+            )
+            if config.use_vllm
+            else None
+        )
 
         from transformers import get_scheduler
 
         self.optimizer = torch.optim.AdamW(
             [
-                {"params": list(self.policy.parameters()), "lr": config.learning_rate},
+                {
+                    "params": [p for p in self.policy.parameters() if p.requires_grad],
+                    "lr": config.learning_rate,
+                },
                 {"params": list(self.value_model.parameters()), "lr": config.value_learning_rate},
-            ]
+            ],
+            weight_decay=config.weight_decay,
         )
         updates_per_step = config.ppo_epochs * config.num_mini_batches
+        warmup_steps = config.warmup_steps
+        if config.warmup_ratio is not None:
+            warmup_steps = round(config.warmup_ratio * config.max_steps)
         self.scheduler = get_scheduler(
             config.lr_scheduler_type,
             self.optimizer,
-            num_warmup_steps=config.warmup_steps * updates_per_step,
+            num_warmup_steps=warmup_steps * updates_per_step,
             num_training_steps=config.max_steps * updates_per_step,
         )
         self.reward_stats = RunningMoments()
         self.step = 0
         if resume:
             self._load_state(Path(resume))
+
+    def _load_policy(self, policy_path: str, resume: str | None, checkpointing: bool):
+        """The trained policy: full weights, or (``peft``) a LoRA adapter over the frozen base,
+        resumed from the checkpoint's adapter when there is one."""
+        config = self.config
+        if config.peft == "none":
+            return load_causal_lm(f"{resume}/policy" if resume else policy_path, trainable=True)
+        from peft import PeftModel, get_peft_model
+
+        base = load_causal_lm(policy_path, trainable=True, **quantization(config))
+        base = prepare_quantized(base, config, checkpointing)
+        if resume:
+            return PeftModel.from_pretrained(base, f"{resume}/policy", is_trainable=True)
+        return get_peft_model(base, lora_config(config, base, head="causal_lm", base=policy_path))
+
+    def _reference_logits(self, rollout: Rollout) -> torch.Tensor:
+        """The reference's logits: its own model, or the policy with the adapter disabled."""
+        if self.reference is not None:
+            return response_logits(self.reference, rollout, self.config.temperature)
+        with self.policy.disable_adapter():
+            return response_logits(self.policy, rollout, self.config.temperature)
 
     # --- one step ---------------------------------------------------------------------------
 
@@ -230,7 +285,7 @@ class PPOTrainer:
     @torch.no_grad()
     def _rollout(self, indices: list[int]):
         config = self.config
-        rollout = sample(
+        rollout = (self.vllm.sample if self.vllm else sample)(
             self.policy,
             self.tokenizer,
             [self.prompt_texts[i] for i in indices],
@@ -257,9 +312,7 @@ class PPOTrainer:
             old_logprobs = token_logprobs(
                 response_logits(self.policy, rollout, config.temperature), tokens
             )
-            ref_logprobs = token_logprobs(
-                response_logits(self.reference, rollout, config.temperature), tokens
-            )
+            ref_logprobs = token_logprobs(self._reference_logits(rollout), tokens)
             old_values = token_values(self.value_model, rollout)
         kl = (old_logprobs - ref_logprobs) * mask
         rewards = -config.kl_coef * kl
@@ -428,9 +481,7 @@ def run(config: PPOConfig, ctx: RunContext) -> TrainingResult:
     train_rows, eval_rows = split_rows(
         ctx.data.get("rows", []), ctx.data.get("eval_rows"), config.eval_fraction, config.seed
     )
-    from transformers import AutoConfig
-
-    budget = prompt_budget(config, AutoConfig.from_pretrained(base))
+    budget = prompt_budget(config, load_model_config(base))
     trainer = PPOTrainer(
         config,
         policy_path=base,

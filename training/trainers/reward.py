@@ -32,6 +32,7 @@ from training.trainers.common import (
     trl_arguments,
 )
 from training.trainers.config import RewardConfig
+from training.trainers.peft import lora_config, quantization
 
 
 def encode_for_reward(tokenizer, prompt: Text, completion: Text) -> list[int]:
@@ -151,17 +152,17 @@ def run(config: RewardConfig, ctx: RunContext) -> TrainingResult:
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
-    from training.trainers.runner import ProgressCallback, run_trainer
+    from training.trainers.runner import ProgressCallback, callbacks, eval_dataset_for, run_trainer
 
     base = ctx.base_model_path(head="reward")
     tokenizer = load_tokenizer(base)
-    model = load_sequence_classifier(base, tokenizer, trainable=True)
+    model = load_sequence_classifier(base, tokenizer, trainable=True, **quantization(config))
     train_rows, eval_rows = split_rows(
         ctx.data.get("rows", []), ctx.data.get("eval_rows"), config.eval_fraction, config.seed
     )
     max_length = sequence_limit(config, model.config)
     args = TRLRewardConfig(
-        **trl_arguments(config, ctx.checkpoint_dir),
+        **trl_arguments(config, ctx.checkpoint_dir, train_rows=len(train_rows)),
         max_length=max_length,
         center_rewards_coefficient=config.center_rewards_coefficient,
     )
@@ -170,8 +171,12 @@ def run(config: RewardConfig, ctx: RunContext) -> TrainingResult:
         model=model,
         args=args,
         train_dataset=preference_dataset(tokenizer, train_rows, max_length),
+        eval_dataset=eval_dataset_for(
+            config, eval_rows, lambda rows: preference_dataset(tokenizer, rows, max_length)
+        ),
         processing_class=tokenizer,
-        callbacks=[progress],
+        callbacks=callbacks(config, progress),
+        peft_config=lora_config(config, model, head="reward", base=base),
     )
     return run_trainer(
         "reward", trainer, ctx, progress, lambda path: evaluate_reward_model(path, eval_rows)

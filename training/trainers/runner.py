@@ -8,7 +8,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import (
+    EarlyStoppingCallback,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
 from transformers.trainer_callback import PrinterCallback
 
 from training.trainers.common import (
@@ -18,6 +25,7 @@ from training.trainers.common import (
     finish_training,
     last_checkpoint,
 )
+from training.trainers.config import RunConfig
 
 
 class ProgressCallback(TrainerCallback):
@@ -53,6 +61,22 @@ class ProgressCallback(TrainerCallback):
             control.should_save = args.save_strategy != "no"
 
 
+def callbacks(config: RunConfig, progress: ProgressCallback) -> list[TrainerCallback]:
+    """The run's callbacks: progress and cancellation, then early stopping when configured."""
+    if not config.early_stopping_patience:
+        return [progress]
+    return [progress, EarlyStoppingCallback(config.early_stopping_patience)]
+
+
+def eval_dataset_for(config: RunConfig, rows: list, build: Callable[[list], Any]) -> Any:
+    """``build(rows)`` (the held-out rows as a dataset) when the run evaluates while training."""
+    if not config.eval_steps:
+        return None
+    if not rows:
+        raise ValueError("eval_steps needs held-out rows; this run has none (eval_fraction).")
+    return build(rows)
+
+
 def run_trainer(
     kind: str,
     trainer: Trainer,
@@ -62,6 +86,8 @@ def run_trainer(
 ) -> TrainingResult:
     """Train (resuming from the newest checkpoint), publish the artifact, then evaluate it."""
     trainer.remove_callback(PrinterCallback)  # metrics go to the hooks, not stdout
+    if ctx.config.attn_implementation != "auto":
+        trainer.model.set_attn_implementation(ctx.config.attn_implementation)
     output = trainer.train(resume_from_checkpoint=last_checkpoint(ctx.checkpoint_dir))
     return finish_training(
         kind,

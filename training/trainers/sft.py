@@ -7,6 +7,7 @@ import re
 from datasets import Dataset
 
 from training.trainers.common import (
+    Row,
     RunContext,
     TrainingResult,
     load_causal_lm,
@@ -17,6 +18,7 @@ from training.trainers.common import (
     trl_arguments,
 )
 from training.trainers.config import SFTConfig
+from training.trainers.peft import lora_config, quantization
 
 GENERATION_MARKER = re.compile(r"{%-?\s*generation\s*-?%}")
 
@@ -35,13 +37,17 @@ def assistant_only(config: SFTConfig, tokenizer) -> bool:
     return marked if config.assistant_only_loss is None else config.assistant_only_loss
 
 
+def messages_dataset(rows: list[Row]) -> Dataset:
+    return Dataset.from_list([{"messages": row["messages"]} for row in rows])
+
+
 def run(config: SFTConfig, ctx: RunContext) -> TrainingResult:
     """Fine-tune the base model on ``data['rows']`` (each ``{"messages": [...]}``)."""
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
     from training.trainers.evaluation import evaluate_run_policy, reward_model_scorers
-    from training.trainers.runner import ProgressCallback, run_trainer
+    from training.trainers.runner import ProgressCallback, callbacks, eval_dataset_for, run_trainer
 
     base = ctx.base_model_path()
     tokenizer = load_tokenizer(base)
@@ -49,20 +55,23 @@ def run(config: SFTConfig, ctx: RunContext) -> TrainingResult:
         ctx.data.get("rows", []), ctx.data.get("eval_rows"), config.eval_fraction, config.seed
     )
     only_assistant = assistant_only(config, tokenizer)
-    model = load_causal_lm(base, trainable=True)
+    model = load_causal_lm(base, trainable=True, **quantization(config))
     args = TRLSFTConfig(
-        **trl_arguments(config, ctx.checkpoint_dir),
+        **trl_arguments(config, ctx.checkpoint_dir, train_rows=len(train_rows)),
         max_length=sequence_limit(config, model.config),
         assistant_only_loss=only_assistant,
         packing=config.packing,
+        padding_free=config.padding_free,
     )
     progress = ProgressCallback(ctx.hooks)
     trainer = SFTTrainer(
         model=model,
         args=args,
-        train_dataset=Dataset.from_list([{"messages": row["messages"]} for row in train_rows]),
+        train_dataset=messages_dataset(train_rows),
+        eval_dataset=eval_dataset_for(config, eval_rows, messages_dataset),
         processing_class=tokenizer,
-        callbacks=[progress],
+        callbacks=callbacks(config, progress),
+        peft_config=lora_config(config, model, head="causal_lm", base=base),
     )
     result = run_trainer(
         "sft",
