@@ -47,7 +47,7 @@ def _config_field(spec: dict) -> forms.Field:
 
 PRECEDENCE_KINDS = ("grpo", "ppo")
 #: kinds whose base is a policy (a causal LM), never a reward model
-POLICY_KINDS = ("sft", "dpo", "grpo", "ppo")
+POLICY_KINDS = ("sft", "dpo", "kto", "orpo", "grpo", "ppo")
 #: kinds whose rewards may name a reward model version
 REWARD_MODEL_KINDS = ("grpo", "ppo")
 GRPO_KL_NOTE = (
@@ -130,8 +130,8 @@ class LaunchForm(forms.Form):
         wanted = validation.SNAPSHOT_KIND_FOR[kind]
         if wanted:
             field = self.fields["snapshot"]
-            field.queryset = field.queryset.filter(kind=wanted)
-            field.help_text = f"A ready {wanted} snapshot."
+            field.queryset = field.queryset.filter(kind__in=wanted)
+            field.help_text = f"A ready {' or '.join(wanted)} snapshot."
         if kind in POLICY_KINDS:
             field = self.fields["base_model_version"]
             field.queryset = field.queryset.exclude(registered_model__kind="reward")

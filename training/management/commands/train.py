@@ -17,7 +17,7 @@ def progress_bar(run: TrainingRun, width: int = 30) -> str:
 
 
 class Command(BaseCommand):
-    help = "Launch a training run (reward, sft, dpo, grpo, ppo) on a Celery queue."
+    help = "Launch a training run (reward, sft, dpo, kto, orpo, grpo, ppo) on a Celery queue."
 
     def add_arguments(self, parser):
         parser.add_argument("kind", choices=trainers.KINDS)
