@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from statistics import fmean
 from typing import Any
@@ -106,3 +107,12 @@ def reward_model_scorers(ctx: RunContext) -> dict[str, Scorer]:
     from training.trainers.reward import RewardScorer
 
     return {name: RewardScorer(path) for name, path in ctx.reward_models.items()}
+
+
+def preference_evaluation(
+    config: PolicyConfig, ctx: RunContext, eval_rows: list[dict[str, Any]]
+) -> Callable[[Path], dict[str, Any]]:
+    """How a policy trained on preference rows (DPO, KTO, ORPO) is evaluated once saved: on its
+    held-out rows' prompts, scored by the run's reward models."""
+    prompts = [row.get("prompt", "") for row in eval_rows]
+    return lambda path: evaluate_run_policy(config, ctx, path, prompts, reward_model_scorers(ctx))

@@ -49,7 +49,7 @@ def run(config: KTOConfig, ctx: RunContext) -> TrainingResult:
     from trl import KTOConfig as TRLKTOConfig
     from trl import KTOTrainer
 
-    from training.trainers.evaluation import evaluate_run_policy, reward_model_scorers
+    from training.trainers.evaluation import preference_evaluation
     from training.trainers.runner import ProgressCallback, callbacks, eval_dataset_for, run_trainer
 
     base = ctx.base_model_path()
@@ -85,11 +85,5 @@ def run(config: KTOConfig, ctx: RunContext) -> TrainingResult:
         trainer,
         ctx,
         progress,
-        lambda path: evaluate_run_policy(
-            config,
-            ctx,
-            path,
-            [row.get("prompt", "") for row in eval_rows],
-            reward_model_scorers(ctx),
-        ),
+        preference_evaluation(config, ctx, eval_rows),
     )

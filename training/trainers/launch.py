@@ -62,7 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
     if result_file and is_main_process():
         Path(result_file).write_text(json.dumps(outcome, indent=2, default=str))
+    _leave_process_group()
     return 1 if outcome["status"] == "failed" else 0
+
+
+def _leave_process_group() -> None:
+    """Tear the process group down before the interpreter exits: left to exit, gloo's threads
+    can abort a rank ("terminate called without an active exception") after a clean run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

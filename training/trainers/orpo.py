@@ -29,7 +29,7 @@ def run(config: ORPOConfig, ctx: RunContext) -> TrainingResult:
         from trl.experimental.orpo import ORPOConfig as TRLORPOConfig
         from trl.experimental.orpo import ORPOTrainer
 
-    from training.trainers.evaluation import evaluate_run_policy, reward_model_scorers
+    from training.trainers.evaluation import preference_evaluation
     from training.trainers.runner import ProgressCallback, callbacks, eval_dataset_for, run_trainer
 
     base = ctx.base_model_path()
@@ -60,11 +60,5 @@ def run(config: ORPOConfig, ctx: RunContext) -> TrainingResult:
         trainer,
         ctx,
         progress,
-        lambda path: evaluate_run_policy(
-            config,
-            ctx,
-            path,
-            [row.get("prompt", "") for row in eval_rows],
-            reward_model_scorers(ctx),
-        ),
+        preference_evaluation(config, ctx, eval_rows),
     )
