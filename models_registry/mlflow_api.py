@@ -34,6 +34,7 @@ from models_registry.registry_api import (
     millis,
     paged,
     query_data,
+    transition_stage,
     version_ref,
 )
 
@@ -211,16 +212,7 @@ class TransitionStage(MlflowView):
     def post(self, request):
         """MLflow ``model-versions/transition-stage`` (``archive_existing_versions``), logged
         with who did it."""
-        data = body_data(TransitionSerializer, request)
-        version = services.set_stage(
-            version_ref(data),
-            data["stage"],
-            request.user,
-            data["comment"],
-            archive_existing=data["archive_existing_versions"],
-        )
-        fresh = selectors.versions().get(pk=version.pk)
-        return Response({"model_version": mlflow_version(fresh)})
+        return Response({"model_version": mlflow_version(transition_stage(request))})
 
 
 class GetDownloadUri(MlflowView):

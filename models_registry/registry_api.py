@@ -365,15 +365,20 @@ class TransitionStage(RegistryView):
     def post(self, request):
         """Move a version to none / staging / production / archived; logged with who and why
         (MLflow ``model-versions/transition-stage``)."""
-        data = body_data(TransitionSerializer, request)
-        version = services.set_stage(
-            version_ref(data),
-            data["stage"],
-            request.user,
-            data["comment"],
-            archive_existing=data["archive_existing_versions"],
-        )
-        return Response({"model_version": version_json(selectors.versions().get(pk=version.pk))})
+        return Response({"model_version": version_json(transition_stage(request))})
+
+
+def transition_stage(request) -> ModelVersion:
+    """A transition-stage request applied (both this API and MLflow's): the version as stored."""
+    data = body_data(TransitionSerializer, request)
+    version = services.set_stage(
+        version_ref(data),
+        data["stage"],
+        request.user,
+        data["comment"],
+        archive_existing=data["archive_existing_versions"],
+    )
+    return selectors.versions().get(pk=version.pk)
 
 
 class StageHistory(RegistryView):

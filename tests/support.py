@@ -93,3 +93,20 @@ def stop(process: subprocess.Popen) -> str:
         return process.stdout.read()[-20000:]
     path = getattr(process, "log_path", None)
     return Path(path).read_text(errors="replace")[-20000:] if path else ""
+
+
+def finished_run(run, worker: subprocess.Popen, timeout: float = 240):
+    """``run`` (a TrainingRun) reloaded once it has ended: succeeded, failed or cancelled. If it
+    does not end in time, the worker is stopped and its output is in the assertion message."""
+    from training.models import TrainingRun
+
+    try:
+        return wait_for(
+            lambda: TrainingRun.objects.filter(
+                pk=run.pk, status__in=["succeeded", "failed", "cancelled"]
+            ).first(),
+            timeout=timeout,
+            interval=0.5,
+        )
+    except Exception as exc:
+        raise AssertionError(f"{exc}\n{stop(worker)}") from exc

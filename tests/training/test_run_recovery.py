@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests.support import start_worker, stop, wait_for
+from tests.support import finished_run, start_worker, stop, wait_for
 from training import services, validation
 from training.models import RunMetric, TrainingRun
 
@@ -52,19 +52,6 @@ def _one_row_per_step(run: TrainingRun) -> None:
         .filter(rows__gt=1)
     )
     assert not repeated.exists(), list(repeated)
-
-
-def _finished(run: TrainingRun, worker, timeout: float = 240) -> TrainingRun:
-    try:
-        return wait_for(
-            lambda: TrainingRun.objects.filter(
-                pk=run.pk, status__in=["succeeded", "failed", "cancelled"]
-            ).first(),
-            timeout=timeout,
-            interval=0.5,
-        )
-    except Exception as exc:
-        raise AssertionError(f"{exc}\n{stop(worker)}") from exc
 
 
 def _child_pid(run: TrainingRun, worker) -> int:
@@ -134,7 +121,7 @@ def test_killed_training_child_is_requeued_and_resumes_from_its_checkpoint(prefe
         wait_for(lambda: TrainingRun.objects.get(pk=run.pk).attempts == 2, timeout=60)
         assert time.monotonic() - killed_at < 60
         assert worker.poll() is None  # the worker itself lived on
-        run = _finished(run, worker)
+        run = finished_run(run, worker)
     finally:
         log = stop(worker)
     assert run.status == "succeeded", f"{run.error}\n{log[-3000:]}"
@@ -167,7 +154,7 @@ def test_the_workers_watchdog_requeues_a_run_whose_holder_died(preference_snapsh
         dead = run.worker
         # the watchdog's pass (every 2 s) puts it back in the queue: the dead holder is gone
         wait_for(lambda: TrainingRun.objects.get(pk=run.pk).worker != dead, timeout=30)
-        run = _finished(run, worker)
+        run = finished_run(run, worker)
     finally:
         log = stop(worker)
     assert run.status == "succeeded", f"{run.error}\n{log[-3000:]}"
@@ -188,7 +175,7 @@ def test_killed_training_child_fails_after_its_last_attempt_then_resumes(
         )
         wait_for(lambda: TrainingRun.objects.get(pk=run.pk).current_step >= 6, timeout=180)
         os.kill(_child_pid(run, worker), signal.SIGKILL)
-        run = _finished(run, worker, timeout=60)
+        run = finished_run(run, worker, timeout=60)
         assert worker.poll() is None
         assert run.status == "failed" and "killed by signal 9" in run.error, run.error
         assert run.attempts == 1 and run.output_model_version is None
@@ -197,7 +184,7 @@ def test_killed_training_child_fails_after_its_last_attempt_then_resumes(
         api = APIClient()
         api.force_authenticate(admin_user)
         assert api.post(f"/api/v1/training-runs/{run.pk}/resume/").status_code == 200
-        run = _finished(run, worker)
+        run = finished_run(run, worker)
     finally:
         log = stop(worker)
     assert run.status == "succeeded", f"{run.error}\n{log[-3000:]}"
@@ -215,14 +202,14 @@ def test_cancelled_run_resumes_from_its_checkpoint_and_extends(preference_snapsh
         )
         wait_for(lambda: TrainingRun.objects.get(pk=run.pk).current_step >= 8, timeout=180)
         services.request_cancel(run=run)
-        run = _finished(run, worker)
+        run = finished_run(run, worker)
         assert run.status == "cancelled", run.error
         stopped_at = run.current_step
         with pytest.raises(CommandError, match="above the checkpoint"):
             call_command("resume_run", str(run.pk), "--max-steps", str(stopped_at))
         resumed_at = timezone.now()
         call_command("resume_run", str(run.pk), "--max-steps", str(stopped_at + 12))
-        run = _finished(run, worker)
+        run = finished_run(run, worker)
     finally:
         log = stop(worker)
     assert run.status == "succeeded", f"{run.error}\n{log[-3000:]}"

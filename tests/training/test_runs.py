@@ -7,7 +7,7 @@ from django.conf import settings
 
 from common.errors import DomainError
 from models_registry.models import ModelParent
-from tests.support import kill_tree, start_worker, stop, wait_for
+from tests.support import finished_run, kill_tree, start_worker, stop, wait_for
 from training import services
 from training.models import RunMetric, TrainingRun
 
@@ -19,19 +19,6 @@ BROKER_URL = settings.CELERY_BROKER_URL
 FAST = {"max_steps": 6, "batch_size": 8, "learning_rate": 1e-3, "max_length": 64,
         "save_steps": 0, "eval_fraction": 0.2}  # fmt: skip
 POLICY = {**FAST, "max_completion_length": 8, "eval_prompts": 4, "num_samples": 2}
-
-
-def _finished(run: TrainingRun, worker, timeout: float = 240) -> TrainingRun:
-    try:
-        return wait_for(
-            lambda: TrainingRun.objects.filter(
-                pk=run.pk, status__in=["succeeded", "failed", "cancelled"]
-            ).first(),
-            timeout=timeout,
-            interval=0.5,
-        )
-    except Exception as exc:  # whatever failed, the worker is stopped
-        raise AssertionError(f"{exc}\n{stop(worker)}") from exc
 
 
 @pytest.fixture
@@ -63,7 +50,7 @@ def test_every_kind_end_to_end_through_a_real_worker(worker, preference_snapshot
         config={**POLICY, "loss_type": ["robust"], "label_smoothing": 0.1},
     )
     for run in (reward, sft, dpo, robust):
-        _assert_succeeded(_finished(run, worker))
+        _assert_succeeded(finished_run(run, worker))
     reward.refresh_from_db()
     assert "accuracy" in reward.eval_metrics or "eval_accuracy" in str(reward.eval_metrics)
     assert RunMetric.objects.filter(run=reward, name__contains="loss").count() >= FAST["max_steps"]
@@ -89,7 +76,7 @@ def test_every_kind_end_to_end_through_a_real_worker(worker, preference_snapshot
         config={k: v for k, v in rl.items() if k != "num_generations"},
     )
     for run in (grpo, ppo):
-        run = _finished(run, worker)
+        run = finished_run(run, worker)
         _assert_succeeded(run)
         assert ModelParent.objects.filter(
             child=run.output_model_version, parent=reward_version, role="reward"
@@ -103,7 +90,7 @@ def test_cancel_stops_within_a_step_and_leaves_no_artifact(worker, preference_sn
     wait_for(lambda: TrainingRun.objects.get(pk=run.pk).current_step >= 3, timeout=180)
     seen = TrainingRun.objects.get(pk=run.pk).current_step
     services.request_cancel(run=run)
-    run = _finished(run, worker)
+    run = finished_run(run, worker)
     assert run.status == "cancelled", run.error
     # the DB lags the trainer by at most one report: one more step may finish, then it stops
     assert run.current_step <= seen + 2, (seen, run.current_step)
@@ -122,7 +109,7 @@ def test_crashing_run_is_failed_with_traceback_and_no_artifact(
         config=FAST,
         base_model=str(tmp_path / "no-model-here"),
     )
-    run = _finished(run, worker)
+    run = finished_run(run, worker)
     assert run.status == "failed"
     # the reason first (the empty directory has no tokenizer to load), then the traceback
     assert run.error.startswith("ValueError: ") and "Traceback" in run.error
@@ -147,7 +134,7 @@ def test_killed_worker_resumes_from_checkpoint(preference_snapshot):
 
     second = start_worker(BROKER_URL, one_job_per_child=True)
     try:
-        run = _finished(run, second)
+        run = finished_run(run, second)
     finally:
         stop(second)
     _assert_succeeded(run)

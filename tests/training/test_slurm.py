@@ -15,7 +15,7 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from tests.support import start_worker, stop, wait_for
+from tests.support import finished_run, start_worker, stop, wait_for
 from training import services, slurm
 from training.models import RunMetric, TrainingRun
 
@@ -61,19 +61,6 @@ def worker():
     stop(process)
     for job_id in TrainingRun.objects.exclude(slurm_job_id="").values_list("slurm_job_id"):
         subprocess.run(["scancel", *job_id], capture_output=True)  # a job a failed test left
-
-
-def _finished(run: TrainingRun, worker, timeout: float = 240) -> TrainingRun:
-    try:
-        return wait_for(
-            lambda: TrainingRun.objects.filter(
-                pk=run.pk, status__in=["succeeded", "failed", "cancelled"]
-            ).first(),
-            timeout=timeout,
-            interval=0.5,
-        )
-    except Exception as exc:  # whatever failed, the worker is stopped
-        raise AssertionError(f"{exc}\n{stop(worker)}") from exc
 
 
 def _agents(run: TrainingRun) -> list[int]:
@@ -140,7 +127,7 @@ def test_two_node_job_trains_and_registers(worker, preference_snapshot, admin_us
     made = api.post("/api/v1/training-runs/", {"kind": "reward", "queue": "slurm",
                     "snapshot": preference_snapshot.pk, "config": FAST}, format="json")  # fmt: skip
     assert made.status_code == 201, made.content
-    run = _finished(TrainingRun.objects.get(pk=made.json()["id"]), worker)
+    run = finished_run(TrainingRun.objects.get(pk=made.json()["id"]), worker)
     assert run.status == "succeeded", f"{run.error}\n{run.log_tail[-3000:]}"
     version = run.output_model_version
     assert version is not None and len(version.sha256) == 64 and version.size_bytes > 0
@@ -164,7 +151,7 @@ def test_cancel_scancels_the_job(worker, preference_snapshot):
                               config={**FAST, "max_steps": 100000})  # fmt: skip
     _running(run, 2, worker)
     services.request_cancel(run=run)
-    run = _finished(run, worker, timeout=90)
+    run = finished_run(run, worker, timeout=90)
     assert run.status == "cancelled", f"{run.error}\n{run.log_tail[-3000:]}"
     assert run.output_model_version is None and run.current_step >= 2
     assert slurm.job_info(run.slurm_job_id)["JobState"] == "CANCELLED"
@@ -179,7 +166,7 @@ def test_killed_node_task_fails_the_run_with_the_reason(worker, preference_snaps
     agents = _agents(run)
     assert len(agents) == 2, agents
     os.kill(max(agents), signal.SIGKILL)  # one "node"'s torchrun dies (an OOM kill, a crash)
-    run = _finished(run, worker, timeout=120)
+    run = finished_run(run, worker, timeout=120)
     assert run.status == "failed", f"{run.status}\n{run.log_tail[-3000:]}"
     assert f"Slurm job {run.slurm_job_id} ended FAILED" in run.error, run.error
     assert slurm.job_info(run.slurm_job_id)["JobState"] == "FAILED"
@@ -204,7 +191,7 @@ def test_node_failure_requeues_the_job_which_resumes_and_succeeds(worker, prefer
         wait_for(lambda: slurm.job_info(run.slurm_job_id)["Restarts"] == "1", timeout=60)
     finally:
         subprocess.run([*down, "State=RESUME"], check=True)
-    run = _finished(run, worker)
+    run = finished_run(run, worker)
     assert run.status == "succeeded", f"{run.error}\n{run.log_tail[-3000:]}"
     assert f"Slurm requeued job {run.slurm_job_id} (restart 1)" in run.log_tail
     assert f"Slurm job {run.slurm_job_id} (restart 1)" in run.log_tail  # the job's second start
@@ -220,7 +207,7 @@ def test_a_job_slurm_refuses_fails_the_run_with_sbatch_s_reason(preference_snaps
     try:
         run = services.launch_run(kind="reward", queue="slurm", snapshot=preference_snapshot,
                                   config=FAST)  # fmt: skip
-        run = _finished(run, worker, timeout=120)
+        run = finished_run(run, worker, timeout=120)
     finally:
         stop(worker)
     assert run.status == "failed"

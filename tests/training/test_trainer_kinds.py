@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 
 from common.errors import DomainError
 from models_registry.models import ModelParent
-from tests.support import start_worker, stop, wait_for
+from tests.support import finished_run, start_worker, stop
 from tests.training.conftest import BAD, GOOD, preference_rows, write_snapshot
 from training import services
 from training.datasets import ranking_pairs, training_rows
@@ -288,19 +288,6 @@ def test_launch_refuses_options_with_field_and_reason(project, admin_user):
     assert not TrainingRun.objects.exists()
 
 
-def _finished(run: TrainingRun, worker) -> TrainingRun:
-    try:
-        return wait_for(
-            lambda: TrainingRun.objects.filter(
-                pk=run.pk, status__in=["succeeded", "failed", "cancelled"]
-            ).first(),
-            timeout=240,
-            interval=0.5,
-        )
-    except Exception as exc:
-        raise AssertionError(f"{exc}\n{stop(worker)}") from exc
-
-
 def _succeeded(run: TrainingRun) -> TrainingRun:
     assert run.status == "succeeded", f"{run.kind}: {run.error}\n{run.log_tail[-3000:]}"
     version = run.output_model_version
@@ -333,9 +320,9 @@ def test_orpo_kto_and_ranking_reward_through_a_real_worker(project):
         reward = services.launch_run(
             kind="reward", config={**FAST, "ranking_pairs": "adjacent"}, snapshot=ranking
         )
-        orpo = _succeeded(_finished(orpo, worker))
+        orpo = _succeeded(finished_run(orpo, worker))
         assert "kl_to_reference" in orpo.eval_metrics  # evaluated like DPO
-        reward = _succeeded(_finished(reward, worker))
+        reward = _succeeded(finished_run(reward, worker))
         assert "accuracy" in reward.eval_metrics
         # KTO from the ORPO policy: lineage names it as base and as reference
         kto = services.launch_run(
@@ -344,7 +331,7 @@ def test_orpo_kto_and_ranking_reward_through_a_real_worker(project):
             snapshot=kto_snapshot,
             base_model_version=orpo.output_model_version,
         )
-        kto = _succeeded(_finished(kto, worker))
+        kto = _succeeded(finished_run(kto, worker))
     finally:
         stop(worker)
     assert "kl_to_reference" in kto.eval_metrics
