@@ -16,9 +16,8 @@ from safetensors import safe_open
 from models_registry import adapters
 from models_registry.models import ModelParent, ModelVersion
 from models_registry.services import register_model_version
-from tests.support import start_worker, stop
+from tests.support import finished_run, start_worker, stop
 from tests.training.conftest import BAD, GOOD
-from tests.training.test_runs import _finished
 from training import services
 from training.executor import execute
 from training.models import RunMetric, TrainingRun
@@ -83,7 +82,7 @@ def test_lora_every_kind_through_a_real_worker(base_version, preference_snapshot
         )
         sft = services.launch_run(kind="sft", config=POLICY, snapshot=sft_snapshot, **launch)
         dpo = services.launch_run(kind="dpo", config=POLICY, snapshot=preference_snapshot, **launch)
-        reward = _finished(reward, worker)
+        reward = finished_run(reward, worker)
         rm_dir = _assert_adapter(reward, base_version)
         # the score head is trained and saved with the adapter (modules_to_save)
         assert "score" in adapters.adapter_config(rm_dir)["modules_to_save"]
@@ -98,7 +97,7 @@ def test_lora_every_kind_through_a_real_worker(base_version, preference_snapshot
         )
         ppo = services.launch_run(kind="ppo", snapshot=preference_snapshot, config=rl, **launch)
         for run in (sft, dpo, grpo, ppo):
-            run = _finished(run, worker)
+            run = finished_run(run, worker)
             _assert_adapter(run, base_version)
             assert "kl_to_reference" in run.eval_metrics
         assert ModelParent.objects.filter(
