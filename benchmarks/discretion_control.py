@@ -61,7 +61,7 @@ RM_CONFIG = {"max_steps": 20, "batch_size": 8, "learning_rate": 2e-3, "max_lengt
 
 def policy_config(steps: int, seed: int) -> dict:
     return {"max_steps": steps, "batch_size": 8, "learning_rate": 2e-3, "max_length": 96,
-            "save_steps": 0, "eval_fraction": 0.2, "max_completion_length": 16,
+            "temperature": 1.6, "save_steps": 0, "eval_fraction": 0.2, "max_completion_length": 16,
             "num_generations": 8, "eval_prompts": 4, "num_samples": 2, "seed": seed,
             "rewards": [{"type": "principles"}]}  # fmt: skip
 

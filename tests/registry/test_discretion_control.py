@@ -38,7 +38,11 @@ TINY = {"batch_size": 8, "max_length": 96, "save_steps": 0, "eval_fraction": 0.2
 SFT = {**TINY, "max_steps": 60, "learning_rate": 3e-3, "max_completion_length": 16,
        "eval_prompts": 2, "num_samples": 1}  # fmt: skip
 RM = {**TINY, "max_steps": 20, "learning_rate": 2e-3, "eval_fraction": 0.25}
-POLICY = {**TINY, "max_steps": 40, "learning_rate": 2e-3, "max_completion_length": 16,
+# temperature 1.6: the SFT base already writes like quinn, so at 1.0 a policy trained to p > q
+# rarely samples a careful answer to reward (with transformers 5.25 / TRL 1.16 it stayed at
+# PS(p, q) 0.33-0.42); hotter rollouts explore both styles
+POLICY = {**TINY, "max_steps": 40, "learning_rate": 2e-3, "temperature": 1.6,
+          "max_completion_length": 16,
           "num_generations": 8, "eval_prompts": 2, "num_samples": 1,
           "rewards": [{"type": "principles"}]}  # fmt: skip
 FINISHED = ("succeeded", "failed", "cancelled")

@@ -174,6 +174,13 @@ def test_killed_node_task_fails_the_run_with_the_reason(worker, preference_snaps
     wait_for(lambda: not _run_processes(run), timeout=30)  # the other task was killed too
 
 
+def _node_is_up() -> bool:
+    state = subprocess.run(
+        ["sinfo", "-h", "-N", "-n", "localhost", "-o", "%T"], capture_output=True, text=True
+    ).stdout.strip()
+    return bool(state) and not state.startswith(("down", "drain", "fail"))
+
+
 @live
 def test_node_failure_requeues_the_job_which_resumes_and_succeeds(worker, preference_snapshot):
     """The node goes DOWN mid-run (what slurmctld does when a node stops answering): Slurm
@@ -189,8 +196,9 @@ def test_node_failure_requeues_the_job_which_resumes_and_succeeds(worker, prefer
     try:
         subprocess.run([*down, "State=DOWN", "Reason=test-node-failure"], check=True)
         wait_for(lambda: slurm.job_info(run.slurm_job_id)["Restarts"] == "1", timeout=60)
-    finally:
-        subprocess.run([*down, "State=RESUME"], check=True)
+    finally:  # ReturnToService may have brought the node back already: then RESUME is refused
+        subprocess.run([*down, "State=RESUME"], capture_output=True)
+        wait_for(_node_is_up, timeout=60)
     run = finished_run(run, worker)
     assert run.status == "succeeded", f"{run.error}\n{run.log_tail[-3000:]}"
     assert f"Slurm requeued job {run.slurm_job_id} (restart 1)" in run.log_tail

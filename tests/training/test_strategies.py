@@ -144,12 +144,15 @@ def test_sharded_strategy_refuses_a_cpu_machine_under_torchrun(tmp_path, strateg
 
 
 ACCELERATE_ON_CPU = """
+import sys
 import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import FullyShardedDataParallelPlugin
 accelerator = Accelerator(cpu=True, fsdp_plugin=FullyShardedDataParallelPlugin(fsdp_version=2))
 plugin = getattr(accelerator.state, "fsdp_plugin", None)
-print("WORLD", dist.get_world_size(), accelerator.distributed_type.value, plugin, flush=True)
+# one write per rank: the two ranks share stdout
+sys.stdout.write(f"WORLD {dist.get_world_size()} {accelerator.distributed_type.value} {plugin}\\n")
+sys.stdout.flush()
 """
 
 

@@ -120,7 +120,9 @@ class RunConfig:
     torch_compile: bool = _f(False, "Compile the model with torch.compile.")
     use_liger_kernel: bool = _f(False, "Liger fused kernels (needs liger_kernel installed).")
     optim: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "adamw_8bit", "sgd"] = _f(
-        "adamw_torch", "Optimizer (transformers' names); adamw_8bit needs a GPU and bitsandbytes."
+        "adamw_torch_fused",
+        "Optimizer (transformers' names; the default is transformers' own); adamw_8bit needs a "
+        "GPU and bitsandbytes.",
     )
     weight_decay: float = _f(0.0, "Decoupled weight decay.", 0, 10)
     num_train_epochs: float | None = _f(
