@@ -72,6 +72,7 @@ def _assert_adapter(run: TrainingRun, base: ModelVersion) -> Path:
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.e2e
 def test_lora_every_kind_through_a_real_worker(base_version, preference_snapshot, sft_snapshot):
     # one pool child trains every run: torch is imported once (the runs are tiny)
     worker = start_worker(settings.CELERY_BROKER_URL, queues="cpu")

@@ -182,6 +182,7 @@ def _node_is_up() -> bool:
 
 
 @live
+@pytest.mark.e2e
 def test_node_failure_requeues_the_job_which_resumes_and_succeeds(worker, preference_snapshot):
     """The node goes DOWN mid-run (what slurmctld does when a node stops answering): Slurm
     kills the job and requeues it (``--requeue``); once the node is back, the job starts

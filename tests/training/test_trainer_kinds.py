@@ -300,6 +300,7 @@ def _succeeded(run: TrainingRun) -> TrainingRun:
 @pytest.mark.worker
 @pytest.mark.training
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.e2e
 def test_orpo_kto_and_ranking_reward_through_a_real_worker(project):
     from django.conf import settings
 
