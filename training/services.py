@@ -182,6 +182,16 @@ def replace_stranded_runs() -> list[int]:
     return replaced
 
 
+def worker_heartbeat(name: str, queues: list[str], devices: list[dict]) -> None:
+    """A worker's periodic pass (``training.scheduling``): say it is alive (registering again
+    if its record was removed), send it the runs that waited for its GPUs, and place again the
+    runs stranded on workers that are gone."""
+    if not scheduling.heartbeat(name):
+        scheduling.register_worker(name, queues, devices)
+    dispatch_waiting_runs()
+    replace_stranded_runs()
+
+
 def record_launch_config(*, run_id: int, launch_config: dict) -> None:
     """Store what a run was launched with (``training.strategies.launch_config``)."""
     TrainingRun.objects.filter(pk=run_id).update(launch_config=launch_config)

@@ -2,14 +2,15 @@
 services. torch and the training libraries load inside the job, in a child process that serves
 one job only (``--max-tasks-per-child 1``), after the task has pinned its GPU."""
 
-import logging
 import os
 import threading
+from functools import partial
 
 from celery import shared_task
 from celery.signals import celeryd_after_setup, worker_ready, worker_shutdown
 from django.db import close_old_connections
 
+from common import periodic
 from training import demo, groups, scheduling, services, watchdog
 from training.devices import probe as probe_devices
 from training.executor import execute
@@ -17,17 +18,22 @@ from training.generation import execute_generation, profile_version_safely
 from training.judges import runner as judge_runner
 from training.judges import services as judge_services
 
-log = logging.getLogger(__name__)
 _stopping = threading.Event()  # set when this worker shuts down: ends its heartbeat
+
+
+def _pin_gpus(devices: str | None = None) -> None:
+    """Make only the job's GPUs visible before torch initialises: ``devices`` the scheduler
+    gave a run, else a single-GPU worker's ``GPU_DEVICE``, numbered as nvidia-smi lists them."""
+    gpus = devices if devices is not None else os.environ.get("GPU_DEVICE")
+    if gpus is not None:
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus
 
 
 @shared_task(name=services.EXECUTE_RUN_TASK, acks_late=True, reject_on_worker_lost=True)
 def execute_run(run_id: int, devices: str | None = None) -> None:
     """Train a run; ``devices``: the GPUs the scheduler gave it (``training.scheduling``)."""
-    gpu = devices if devices is not None else os.environ.get("GPU_DEVICE")
-    if gpu is not None:  # pin the run's devices before torch initialises
-        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the numbering nvidia-smi reported
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    _pin_gpus(devices)
     execute(run_id)
 
 
@@ -40,9 +46,7 @@ def prepare_run_group(group_id: int) -> None:
 @shared_task(name="training.generate_candidates", acks_late=True, reject_on_worker_lost=True)
 def generate_candidates(job_id: int) -> None:
     """The closed loop's "generate candidates" job (``training.generation``)."""
-    gpu = os.environ.get("GPU_DEVICE")
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    _pin_gpus()
     execute_generation(job_id)
 
 
@@ -54,9 +58,7 @@ def profile_model_version(
     reward_version_id: int | None = None,
 ) -> None:
     """(Re)measure a registered model's own discretion profile (``training.generation``)."""
-    gpu = os.environ.get("GPU_DEVICE")
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    _pin_gpus()
     profile_version_safely(
         version_id,
         probe_project_id=probe_project_id,
@@ -68,9 +70,7 @@ def profile_model_version(
 @shared_task(name=judge_services.RUN_TASK, acks_late=True, reject_on_worker_lost=True)
 def run_judge_job(job_id: int) -> None:
     """A judge job (``training.judges``): ask what is missing, record the verdicts."""
-    gpu = os.environ.get("GPU_DEVICE")
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    _pin_gpus()
     judge_runner.execute(job_id)
 
 
@@ -110,20 +110,12 @@ def report_devices(sender, **_) -> None:
     scheduling.register_worker(name, queues, devices)
     services.dispatch_waiting_runs()
     close_old_connections()
-
-    def beat() -> None:
-        while not _stopping.wait(scheduling.HEARTBEAT_SECONDS):
-            try:
-                if not scheduling.heartbeat(name):
-                    scheduling.register_worker(name, queues, devices)
-                services.dispatch_waiting_runs()
-                services.replace_stranded_runs()
-            except Exception:  # a database hiccup must not end the heartbeat
-                log.exception("worker heartbeat failed")
-            finally:
-                close_old_connections()
-
-    threading.Thread(target=beat, name="worker-heartbeat", daemon=True).start()
+    periodic.every(
+        scheduling.HEARTBEAT_SECONDS,
+        partial(services.worker_heartbeat, name, queues, devices),
+        name="worker-heartbeat",
+        stop=_stopping,
+    )
 
 
 @worker_shutdown.connect

@@ -13,6 +13,7 @@ import threading
 from django.conf import settings
 from django.db import close_old_connections
 
+from common import periodic
 from training import services
 
 log = logging.getLogger(__name__)
@@ -29,15 +30,10 @@ def check_once() -> list[int]:
         close_old_connections()
 
 
-def _loop(interval: float, stop: threading.Event) -> None:
-    while not stop.wait(interval):
-        try:
-            requeued = check_once()
-        except Exception:  # a database hiccup must not end the watchdog
-            log.exception("run watchdog pass failed")
-            continue
-        if requeued:
-            log.warning("re-queued runs whose training process died: %s", requeued)
+def _watch() -> None:
+    requeued = check_once()
+    if requeued:
+        log.warning("re-queued runs whose training process died: %s", requeued)
 
 
 def start(stop: threading.Event | None = None) -> threading.Thread | None:
@@ -46,8 +42,4 @@ def start(stop: threading.Event | None = None) -> threading.Thread | None:
     if interval <= 0 or _started.is_set():
         return None
     _started.set()
-    thread = threading.Thread(
-        target=_loop, args=(interval, stop or threading.Event()), name="run-watchdog", daemon=True
-    )
-    thread.start()
-    return thread
+    return periodic.every(interval, _watch, name="run-watchdog", stop=stop or threading.Event())
