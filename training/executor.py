@@ -78,7 +78,7 @@ def execute(run_id: int) -> None:
         config = trainers.from_dict(run.kind, run.config, world_size=run.num_processes)
         on_slurm = settings.TRAINING_QUEUE_LAUNCHERS.get(run.queue) == "slurm"
         if on_slurm or strategies.uses_launcher(config.strategy, run.num_processes):
-            result = _supervise_torchrun(run, config, data, output_dir, work_dir, tail)
+            result = _supervise_launch(run, config, data, output_dir, work_dir, tail, on_slurm)
         else:
             _record_launch(run, config, [], work_dir.parent / "launch")
             result = trainers.run_training(
@@ -141,16 +141,17 @@ def _terminate_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _supervise_torchrun(
+def _supervise_launch(
     run: TrainingRun,
     config: trainers.RunConfig,
     data: dict,
     output_dir: Path,
     work_dir: Path,
     tail: LogTail,
+    on_slurm: bool,
 ) -> trainers.TrainingResult:
-    """Spawn ``torchrun`` over ``training.trainers.launch`` (or submit it as a Slurm job when the
-    run's queue launches with Slurm: ``training.slurm``); relay rank 0's progress file to the
+    """Spawn ``torchrun`` over ``training.trainers.launch`` (or, ``on_slurm``, submit it as a
+    Slurm job: ``training.slurm``); relay rank 0's progress file to the
     database, turn a cancel request into the cancel file (``scancel``), and read the result file."""
     spec_dir = work_dir.parent / "launch"
     spec_dir.mkdir(parents=True, exist_ok=True)
@@ -176,7 +177,7 @@ def _supervise_torchrun(
         )
     )
     hooks = _db_hooks(run.pk, tail)
-    if settings.TRAINING_QUEUE_LAUNCHERS.get(run.queue) == "slurm":
+    if on_slurm:
         _record_launch(run, config, ["sbatch", str(spec_dir / "job.sbatch")], spec_dir)
         ended = slurm.supervise(run, spec, files, hooks, tail.add)
         if ended is not None:  # cancelled before rank 0 wrote a result

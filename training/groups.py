@@ -54,7 +54,7 @@ def launch_principle_rewards(
     run_config = validation.check_config("reward", config, processes)
     base_model, base_model_version = validation.check_base_model(base_model, base_model_version)
     validation.check_base_exists(base_model)
-    validation.check_precision(run_config, queue)
+    validation.check_devices(run_config, queue)
     if (
         isinstance(min_pairs, bool)
         or not isinstance(min_pairs, int)

@@ -5,10 +5,9 @@ One function per family of fields, each raising :class:`LaunchRejected` that nam
 and the limit: :func:`check_processes`, :func:`check_config` (the kind's schema, bounded by the
 deployment's ``TRAINING_MAX_*`` settings), :func:`check_base_model` (a builtin id, a registry
 ``name@version``, a hub ``org/name`` id, or a path under ``MODEL_ROOTS``), :func:`check_inputs`
-(snapshot and reward model), :func:`check_peft` (QLoRA only where a GPU is),
-:func:`check_strategy` (sharding only on GPUs), then the launch-time checks of what the worker
-would only find out later: :func:`check_base_exists`, :func:`check_precision`,
-:func:`check_snapshot_size`.
+(snapshot and reward model), then the launch-time checks of what the worker would only find
+out later: :func:`check_devices` (QLoRA, sharding, bf16 / fp16 only where a GPU is),
+:func:`check_base_exists`, :func:`check_snapshot_size`.
 """
 
 from __future__ import annotations
@@ -116,11 +115,9 @@ def validate_launch(
         raise LaunchRejected(f"name must be text of at most {NAME_MAX_CHARS} characters", "name")
     processes = check_processes(num_processes)
     run_config = check_config(kind, config, processes, queue)
-    check_peft(run_config, queue)
-    check_strategy(run_config, queue)
+    check_devices(run_config, queue)
     base_model, base_model_version = check_base_model(base_model, base_model_version)
     check_base_exists(base_model)
-    check_precision(run_config, queue)
     snapshot = check_inputs(kind, snapshot, reward_model_version, run_config, principle_keys or [])
     check_snapshot_size(snapshot, run_config)
     return Launch(
@@ -166,23 +163,28 @@ def check_config(
         raise LaunchRejected(str(exc), f"config.{exc.field}" if exc.field else "config") from exc
 
 
-def check_peft(config: trainers.RunConfig, queue: str) -> None:
-    """QLoRA (4-bit bitsandbytes) needs a CUDA GPU: refused on the CPU queue. Whether a GPU
-    worker has bitsandbytes is only known there; the worker fails such a run with the reason."""
-    if config.peft == "qlora" and queue == TrainingRun.Queue.CPU:
+def check_devices(config: trainers.RunConfig, queue: str) -> None:
+    """What only a GPU can do, refused on the ``cpu`` queue (its workers have none): QLoRA's
+    4-bit base, sharded strategies (``training.strategies.CPU_REFUSAL``) and bf16 / fp16
+    (``auto`` resolves on the worker). Whether a GPU worker has bitsandbytes is only known
+    there; the worker fails such a run with the reason."""
+    if queue != TrainingRun.Queue.CPU:
+        return
+    if config.peft == "qlora":
         raise LaunchRejected(
             "peft 'qlora' loads the base in 4-bit with bitsandbytes, which needs a CUDA GPU: "
             "launch it on the gpu queue, or use peft 'lora' on the cpu queue",
             "config.peft",
         )
-
-
-def check_strategy(config: trainers.RunConfig, queue: str) -> None:
-    """FSDP and DeepSpeed shard over GPUs only (``training.strategies.CPU_REFUSAL``); the
-    process-count and offload rules are the config's own (``RunConfig.validate``)."""
-    if queue == TrainingRun.Queue.CPU and config.strategy in strategies.SHARDED:
+    if config.strategy in strategies.SHARDED:
         raise LaunchRejected(
             strategies.CPU_REFUSAL.format(strategy=config.strategy), "config.strategy"
+        )
+    if config.precision in GPU_PRECISIONS:
+        raise LaunchRejected(
+            f"precision {config.precision} needs a GPU; the cpu queue's workers train in fp32 "
+            "(choose auto or fp32, or the gpu queue)",
+            "config.precision",
         )
 
 
@@ -339,16 +341,6 @@ def hub_cached(repo_id: str) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
     return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-
-
-def check_precision(config: trainers.RunConfig, queue: str) -> None:
-    """bf16 / fp16 need a GPU: refused on the ``cpu`` queue (``auto`` resolves on the worker)."""
-    if queue == TrainingRun.Queue.CPU and config.precision in GPU_PRECISIONS:
-        raise LaunchRejected(
-            f"precision {config.precision} needs a GPU; the cpu queue's workers train in fp32 "
-            "(choose auto or fp32, or the gpu queue)",
-            "config.precision",
-        )
 
 
 def check_snapshot_size(snapshot: DatasetSnapshot, config: trainers.RunConfig) -> None:
